@@ -1,0 +1,146 @@
+"""Builder base class and the shared file readers with their documented conversion rules.
+
+Image rule: 1-channel sources (L, 1, I;16, I, F) become uint8 grayscale [H, W, 1]
+(16-bit and 32-bit values scaled to 0..255 by their full range); everything else
+(RGB, CMYK, YCbCr, P, RGBA, LA, ...) becomes uint8 RGB [H, W, 3]; alpha is dropped.
+Audio rule: samples become float32 [channels, frames] in [-1, 1] at the file's own
+rate; NaN or infinite samples make the file unreadable (skipped, never patched).
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import soundfile
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import SourceError, UsageError
+from ..types import SourceSample
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def safe_key(text: str) -> str:
+    """A shard key: WebDataset splits member names at the first dot, so dots and slashes become '-'."""
+    return _KEY_UNSAFE.sub("-", text)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A cheap, picklable pointer to one source sample: what to read and its targets."""
+
+    key: str
+    path: str  # main source file, relative to the builder's root
+    targets: dict[str, Any] = field(default_factory=dict, hash=False)
+    extra_paths: tuple[tuple[str, str], ...] = ()  # (attachment name, relative path) stored losslessly
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Source image bytes -> uint8 [H, W, 1|3] under the module's conversion rule."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("L", "1"):
+                array = np.asarray(img.convert("L"))
+            elif mode.startswith("I") or mode == "F":
+                wide = np.asarray(img).astype(np.float64)
+                top = 65535.0 if mode.startswith("I;16") or wide.max() > 255 else 255.0
+                array = np.clip(np.round(wide / top * 255.0), 0, 255).astype(np.uint8)
+            else:
+                array = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise SourceError(f"cannot decode image {name}: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise SourceError(f"image {name} exceeds the pixel limit: {exc}") from exc
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.size == 0:
+        raise SourceError(f"image {name} has no pixels")
+    return np.ascontiguousarray(array)
+
+
+_SUBTYPE_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
+
+
+def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
+    """Source audio bytes -> (float32 [C, T], sample rate, source bit depth or None)."""
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as handle:
+            rate, subtype = handle.samplerate, handle.subtype
+            audio = handle.read(dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise SourceError(f"cannot decode audio {name}: {exc}") from exc
+    if audio.shape[0] == 0:
+        raise SourceError(f"audio {name} has no samples")
+    if not np.isfinite(audio).all():
+        raise SourceError(f"audio {name} holds NaN or infinite samples")
+    return np.ascontiguousarray(audio.T), int(rate), _SUBTYPE_BITS.get(subtype)
+
+
+class Builder(abc.ABC):
+    """Reads one dataset layout. `records()` lists samples cheaply, `load()` reads one."""
+
+    name: ClassVar[str]
+    splits: ClassVar[Sequence[str]]
+    modalities: ClassVar[Sequence[str]] = ("image", "audio")
+    license: ClassVar[str | None] = None
+
+    def __init__(self, *, root: str | Path | None, split: str | None, modality: str):
+        if modality not in self.modalities:
+            raise UsageError(f"dataset {self.name!r} holds {' and '.join(self.modalities)} data; a {modality} codec cannot encode it.")
+        self.modality = modality
+        self.root = self.resolve_root(root)
+        self.split = split if split is not None else self.default_split(modality)
+        if self.splits and self.split not in self.splits:
+            raise UsageError(f"dataset {self.name!r} has no split {self.split!r}; choose one of: {', '.join(self.splits)}.")
+
+    def resolve_root(self, root: str | Path | None) -> Path:
+        if root is None:
+            raise UsageError(f"dataset {self.name!r} needs --root, the folder that holds it.")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"--root {root} is not a folder.")
+        return path.resolve()
+
+    def default_split(self, modality: str) -> str | None:
+        return self.splits[0] if self.splits else None
+
+    @abc.abstractmethod
+    def records(self) -> list[Record]:
+        """Every sample of the split, in a stable order (sorted), without reading the data."""
+
+    def load(self, record: Record) -> SourceSample:
+        """Read and decode one record's files into a SourceSample (raises SourceError when unreadable)."""
+        data = read_bytes(self.root / record.path)
+        digest = hashlib.sha256(data)
+        sample = SourceSample(key=record.key, targets=dict(record.targets), source_path=record.path)
+        if self.modality == "image":
+            sample.image = decode_image(data, record.path)
+        else:
+            sample.audio, sample.sample_rate, sample.audio_bit_depth = decode_audio(data, record.path)
+        total = len(data)
+        for attachment, relative in record.extra_paths:
+            extra = read_bytes(self.root / relative)
+            digest.update(extra)
+            sample.attachments[attachment] = extra
+            total += len(extra)
+        sample.source_bytes = total
+        sample.source_sha256 = digest.hexdigest()
+        return sample
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "split": self.split, "root": str(self.root), "license": self.license}

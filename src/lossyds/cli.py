@@ -1,0 +1,153 @@
+"""The `lossyds` command line: build, info, verify, codecs.
+
+Errors go to stderr as one sentence; exit 2 for bad usage or input, 1 for failures.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import LossydsError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(exc: LossydsError) -> None:
+    err.print(f"error: {exc}", markup=False)
+    sys.exit(exc.exit_code)
+
+
+def progress_bar(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True)
+
+
+def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
+    bits = manifest["bits"]
+    codec = manifest["codec"]
+    table = Table(title=f"lossyds build: {directory}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("dataset", f"{manifest['dataset']['name']} / {manifest['dataset']['split']}")
+    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items())
+    table.add_row("codec", f"{codec['name']} ({params}) via {codec['library']} {codec['library_version']}")
+    table.add_row("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped")
+    if manifest["modality"] == "image":
+        table.add_row("achieved rate", f"{bits['bpp']:.4f} bpp (payload bits per source pixel)")
+    else:
+        table.add_row("achieved rate", f"{bits['kbps']:.3f} kbps, {bits['bits_per_audio_sample']:.4f} bits per audio sample")
+        requested = codec["params"].get("kbps")
+        if requested and abs(bits["kbps"] - requested) > 0.1 * requested:
+            table.add_row("note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)")
+    table.add_row("bits per sample", f"{bits['per_sample_mean']:.0f} (mean payload)")
+    table.add_row("compression", f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files")
+    table.add_row("payload / disk", f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)")
+    for skip in manifest["skipped"][:5]:
+        table.add_row("skipped", f"{skip['key']}: {skip['reason']}")
+    if manifest["num_skipped"] > 5:
+        table.add_row("skipped", f"... and {manifest['num_skipped'] - 5} more (see manifest.json)")
+    return table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lossyds")
+def main() -> None:
+    """Build precompressed datasets of real codec bitstreams and check them."""
+
+
+@main.command()
+@click.option("--codec", "codec_name", required=True, help="Codec name (see `lossyds codecs`).")
+@click.option("--quality", type=int, help="Image codec quality (e.g. JPEG 1-100).")
+@click.option("--kbps", type=float, help="Audio codec bit rate in kilobits per second.")
+@click.option("--bpp", type=float, help="Target bits per pixel (image codecs).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder for shards and manifest.json.")
+@click.option("--dataset", default="sample", show_default=True, help="Source dataset layout.")
+@click.option("--root", type=click.Path(path_type=Path), help="Folder that holds the source dataset.")
+@click.option("--split", help="The dataset's own split name.")
+@click.option("--shard-samples", default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard.")
+@click.option("--shard-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0.01), help="Most megabytes per shard.")
+@click.option("--workers", default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core).")
+@click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
+@click.option("--strict", is_flag=True, help="Stop on the first unreadable source file instead of skipping it.")
+@click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
+def build(codec_name: str, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path, dataset: str, root: Path | None, split: str | None, shard_samples: int, shard_mb: float, workers: int, limit: int | None, strict: bool, force: bool) -> None:
+    """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
+    from .build import BuildOptions, build as run_build
+
+    rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp)) if v is not None}
+    options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), workers=workers, strict=strict, force=force, limit=limit)
+    try:
+        with progress_bar(f"encoding ({codec_name})") as bar:
+            task = bar.add_task("encode", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            manifest = run_build(options, progress)
+    except LossydsError as exc:
+        fail(exc)
+    out.print(summary_table(manifest, out_dir))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info(directory: Path, as_json: bool) -> None:
+    """Print the summary of a build (its manifest)."""
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(directory)
+    except LossydsError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        out.print(summary_table(manifest, directory))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--decode", is_flag=True, help="Also decode every sample.")
+def verify(directory: Path, decode: bool) -> None:
+    """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
+    from .verify import verify as run_verify
+
+    try:
+        with progress_bar("verifying") as bar:
+            task = bar.add_task("verify", total=None)
+            report = run_verify(directory, decode=decode, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except LossydsError as exc:
+        fail(exc)
+    decoded = f", {report.decoded} decoded" if decode else ""
+    out.print(f"ok: {report.shards} shard(s), {report.samples} samples{decoded}, {report.payload_bits} payload bits")
+
+
+@main.command(name="codecs")
+def list_codecs() -> None:
+    """List the codecs, their modality, bitstream extension and rate flag."""
+    from . import codecs as registry
+
+    table = Table("codec", "modality", "extension", "rate", "library")
+    for name in registry.available():
+        cls = registry.codec_class(name)
+        if cls.lossless:
+            rate = "lossless"
+        elif cls.modality == "image":
+            rate = f"--quality {cls.quality_range[0]}..{cls.quality_range[1]}"
+        else:
+            rate = f"--kbps {cls.kbps_range[0]:g}..{cls.kbps_range[1]:g}"
+        table.add_row(name, cls.modality, f".{cls.extension}", rate, cls.library)
+    out.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Codec base classes.
+
+A codec turns one SourceSample into one bitstream (`encode`) and one bitstream
+back into a tensor (`decode`): images as uint8 [C, H, W], audio as float32
+[channels, frames] at the source rate and length.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import UsageError
+from ..types import Modality, SourceSample
+
+
+class Codec(abc.ABC):
+    name: ClassVar[str]
+    modality: ClassVar[Modality]
+    extension: ClassVar[str]  # shard member extension of the bitstream, without dot
+    library: ClassVar[str]  # the library that produces the bitstream
+    lossless: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        self.params: dict[str, Any] = params  # everything needed to rebuild this codec (goes to the manifest)
+
+    @abc.abstractmethod
+    def encode(self, sample: SourceSample) -> bytes:
+        """The complete bitstream of one sample: the bytes you must store to decode it."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
+        """Decode a bitstream. `meta` is the sample's stored metadata (source size, rate, length)."""
+
+    @classmethod
+    def library_version(cls) -> str:
+        return "unknown"
+
+    def describe_rate(self) -> str:
+        """Requested setting in words, e.g. 'quality 5' or '6 kbps'."""
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": dict(self.params),
+            "extension": self.extension,
+            "library": self.library,
+            "library_version": self.library_version(),
+            "weights": None,
+            "lossless": self.lossless,
+        }
+
+
+class ImageCodec(Codec):
+    modality: ClassVar[Modality] = "image"
+    quality_range: ClassVar[tuple[int, int] | None] = (0, 100)
+    default_quality: ClassVar[int | None] = None
+
+    def __init__(self, *, quality: int | None = None, kbps: float | None = None, bpp: float | None = None, **params: Any):
+        if kbps is not None:
+            raise UsageError(f"{self.name} is an image codec: give --quality, not --kbps.")
+        if bpp is not None:
+            raise UsageError(
+                f"{self.name}: targeting a bit rate with --bpp is not implemented yet; give --quality "
+                f"in {self.quality_range[0]}..{self.quality_range[1]}." if self.quality_range else
+                f"{self.name}: --bpp is not supported."
+            )
+        if self.quality_range is None:
+            if quality is not None:
+                raise UsageError(f"{self.name} is lossless and takes no --quality.")
+        else:
+            if quality is None:
+                quality = self.default_quality
+            if quality is None:
+                lo, hi = self.quality_range
+                raise UsageError(f"{self.name} needs --quality, an integer in {lo}..{hi}.")
+            lo, hi = self.quality_range
+            if not isinstance(quality, int) or isinstance(quality, bool) or not lo <= quality <= hi:
+                raise UsageError(f"{self.name} quality must be an integer in {lo}..{hi} (got {quality!r}).")
+            params = {"quality": quality, **params}
+        super().__init__(**params)
+
+    def describe_rate(self) -> str:
+        q = self.params.get("quality")
+        return "lossless" if q is None else f"quality {q}"
+
+
+class AudioCodec(Codec):
+    modality: ClassVar[Modality] = "audio"
+    kbps_range: ClassVar[tuple[float, float] | None] = None
+    default_kbps: ClassVar[float | None] = None
+
+    def __init__(self, *, kbps: float | None = None, quality: int | None = None, bpp: float | None = None, **params: Any):
+        if quality is not None or bpp is not None:
+            flag = "--quality" if quality is not None else "--bpp"
+            raise UsageError(f"{self.name} is an audio codec: give --kbps, not {flag}.")
+        if self.kbps_range is None:
+            if kbps is not None:
+                raise UsageError(f"{self.name} is lossless and takes no --kbps.")
+        else:
+            if kbps is None:
+                kbps = self.default_kbps
+            lo, hi = self.kbps_range
+            if kbps is None:
+                raise UsageError(f"{self.name} needs --kbps, a bit rate in {lo:g}..{hi:g} kbps.")
+            if isinstance(kbps, bool) or not isinstance(kbps, (int, float)) or not lo <= kbps <= hi:
+                raise UsageError(f"{self.name} bit rate must be in {lo:g}..{hi:g} kbps (got {kbps!r}).")
+            self.check_kbps(float(kbps))
+            params = {"kbps": float(kbps), **params}
+        super().__init__(**params)
+
+    def check_kbps(self, kbps: float) -> None:
+        """Raise UsageError if `kbps` is not a rate this codec offers (beyond the range check)."""
+
+    def describe_rate(self) -> str:
+        k = self.params.get("kbps")
+        return "lossless" if k is None else f"{k:g} kbps"

@@ -1,0 +1,281 @@
+"""Decoding loader: a torch IterableDataset over a lossyds build, plus a DataLoader that meters bits.
+
+Every sample is a dict: `key` (str), `image` (uint8 [C, H, W]) or `audio` (float32
+[channels, frames]) with `sample_rate` (int), `payload_bits` (int: bits of the stored
+bitstream), `pixels` (source pixels) or `num_frames` (source frames), and the dataset's
+targets under plain names (`label`, `text`, `mask`, `stems`, ...).
+
+Splitting: samples (in shard order, shuffled per epoch when asked) are cut into
+contiguous, equal (+-1) ranges, one per (DDP rank x DataLoader worker), so every
+sample is read exactly once per epoch, whatever the number of shards.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from . import codecs
+from .errors import CodecError, LossydsError, ShardError, UsageError
+from .manifest import load_manifest
+from .shards import MappedShard, SampleEntry
+
+OnError = Literal["raise", "skip"]
+
+
+def decode_attachment(extension: str, data: bytes) -> Any:
+    """A losslessly stored target member -> tensor / text / object, by its extension."""
+    if extension.endswith("png"):
+        from torchvision.io import ImageReadMode, decode_png
+
+        return decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    if extension.endswith(("flac", "wav")):
+        import soundfile
+
+        audio, _rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return torch.from_numpy(np.ascontiguousarray(audio.T))
+    if extension.endswith("json"):
+        return json.loads(data)
+    if extension.endswith(("txt", "cls")):
+        return data.decode()
+    return data
+
+
+def place_attachment(sample: dict[str, Any], extension: str, value: Any) -> None:
+    """'mask.png' -> sample['mask']; 'stems.drums.flac' -> sample['stems']['drums']."""
+    parts = extension.split(".")[:-1]
+    target = sample
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+class LossyDataset(torch.utils.data.IterableDataset):
+    """Iterates decoded samples of one lossyds build (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        on_error: OnError = "raise",
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        if on_error not in ("raise", "skip"):
+            raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
+        self.root = Path(root)
+        self.manifest = load_manifest(self.root)
+        self.shards = self.manifest["shards"]
+        self.modality = self.manifest["modality"]
+        self.shuffle = shuffle
+        self.seed = seed
+        self.shuffle_buffer = max(1, shuffle_buffer) if shuffle else 1
+        self.transform = transform
+        self.on_error = on_error
+        self._rank = rank
+        self._world_size = world_size
+        self.epoch = 0
+        self.errors: list[str] = []  # what on_error="skip" skipped, in this process
+        self._codec: codecs.Codec | None = None
+        codecs.codec_class(self.manifest["codec"]["name"])  # fail now, not in a worker, on an unknown codec
+
+    # -- splitting ---------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for a new epoch (same seed + epoch on every rank gives one consistent split)."""
+        self.epoch = epoch
+
+    def rank_and_world(self) -> tuple[int, int]:
+        if self._rank is not None or self._world_size is not None:
+            return self._rank or 0, self._world_size or 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _ranges(self, part: int, parts: int) -> list[tuple[int, int, int]]:
+        """(shard index, first sample, end sample) ranges of global part `part` of `parts`."""
+        order = list(range(len(self.shards)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        total = self.manifest["num_samples"]
+        start, stop = part * total // parts, (part + 1) * total // parts
+        ranges, position = [], 0
+        for shard_index in order:
+            count = self.shards[shard_index]["num_samples"]
+            low, high = max(start, position), min(stop, position + count)
+            if low < high:
+                ranges.append((shard_index, low - position, high - position))
+            position += count
+        return ranges
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (all its workers together)."""
+        rank, world = self.rank_and_world()
+        total = self.manifest["num_samples"]
+        return (rank + 1) * total // world - rank * total // world
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def codec(self) -> codecs.Codec:
+        if self._codec is None:
+            self._codec = codecs.from_manifest(self.manifest["codec"])
+        return self._codec
+
+    def decode_entry(self, shard: MappedShard, entry: SampleEntry) -> dict[str, Any]:
+        """Shard members of one sample -> the sample dict (raises ShardError naming shard and key)."""
+        codec = self.codec
+        if codec.extension not in entry.members or "json" not in entry.members:
+            raise ShardError(f"shard {shard.name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=shard.name, key=entry.key)
+        try:
+            meta = json.loads(shard.read(entry, "json"))
+            bitstream = shard.read(entry, codec.extension)
+            if meta.get("payload_bits") != len(bitstream) * 8:
+                raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {len(bitstream) * 8} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
+            decoded = codec.decode(bitstream, meta)
+            sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
+            if self.modality == "image":
+                sample["image"] = decoded
+                sample["pixels"] = meta["height"] * meta["width"]
+            else:
+                sample["audio"] = decoded
+                sample["sample_rate"] = meta["sample_rate"]
+                sample["num_frames"] = meta["num_frames"]
+            sample.update(meta.get("targets", {}))
+            for extension in entry.members:
+                if extension in (codec.extension, "json", "cls", "txt"):
+                    continue
+                place_attachment(sample, extension, decode_attachment(extension, shard.read(entry, extension)))
+            return sample
+        except ShardError:
+            raise
+        except (LossydsError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+            raise ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key) from exc
+
+    def _iter_range(self, shard_index: int, first: int, end: int) -> Iterator[dict[str, Any]]:
+        name = self.shards[shard_index]["path"]
+        try:
+            shard = MappedShard(self.root / name, name)
+        except ShardError as exc:
+            if self.on_error == "raise":
+                raise
+            self._note_error(str(exc))
+            return
+        with shard:
+            expected = self.shards[shard_index]["num_samples"]
+            if len(shard.entries) != expected:
+                error = ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name)
+                if self.on_error == "raise":
+                    raise error
+                self._note_error(str(error))
+            for entry in shard.entries[first:end]:
+                try:
+                    yield self.decode_entry(shard, entry)
+                except ShardError as exc:
+                    if self.on_error == "raise":
+                        raise
+                    self._note_error(str(exc))
+
+    def _note_error(self, message: str) -> None:
+        self.errors.append(message)
+        warnings.warn(f"lossyds skipped: {message}", stacklevel=3)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker = torch.utils.data.get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        rank, world = self.rank_and_world()
+        part, parts = rank * num_workers + worker_id, world * num_workers
+        stream = (s for r in self._ranges(part, parts) for s in self._iter_range(*r))
+        if self.shuffle_buffer > 1:
+            stream = _shuffled(stream, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
+        for sample in stream:
+            yield self.transform(sample) if self.transform is not None else sample
+
+
+def _shuffled(stream: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle buffer: hold up to `size` items, emit a random one as each new one arrives."""
+    buffer: list[Any] = []
+    for item in stream:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        index = rng.randrange(size)
+        buffer[index], item = item, buffer[index]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
+    """Open a lossyds build folder as a torch IterableDataset of decoded samples.
+
+    Options: shuffle (bool), seed (int), shuffle_buffer (samples), transform (callable on
+    each sample dict), on_error ("raise" | "skip"), rank / world_size (override DDP).
+    """
+    return LossyDataset(root, **options)
+
+
+class BitMeter:
+    """Running account of the bits delivered: samples, payload bits, and bpp or kbps.
+
+    Fed with sample dicts or collated batches (tensors of `payload_bits`, `pixels`,
+    `num_frames`, `sample_rate`)."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.payload_bits = 0
+        self.pixels = 0
+        self.seconds = 0.0
+
+    def update(self, batch: Any) -> None:
+        if isinstance(batch, (list, tuple)):
+            for item in batch:
+                self.update(item)
+            return
+        if not isinstance(batch, dict) or "payload_bits" not in batch:
+            return
+        bits = torch.as_tensor(batch["payload_bits"]).reshape(-1)
+        self.samples += int(bits.numel())
+        self.payload_bits += int(bits.sum())
+        if "pixels" in batch:
+            self.pixels += int(torch.as_tensor(batch["pixels"]).sum())
+        if "num_frames" in batch and "sample_rate" in batch:
+            frames = torch.as_tensor(batch["num_frames"], dtype=torch.float64).reshape(-1)
+            rates = torch.as_tensor(batch["sample_rate"], dtype=torch.float64).reshape(-1)
+            self.seconds += float((frames / rates).sum())
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {
+            "samples": self.samples,
+            "payload_bits": self.payload_bits,
+            "mean_bits_per_sample": self.payload_bits / self.samples if self.samples else 0.0,
+        }
+        if self.pixels:
+            out["bpp"] = self.payload_bits / self.pixels
+        if self.seconds:
+            out["kbps"] = self.payload_bits / self.seconds / 1000
+        return out
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """torch.utils.data.DataLoader that also keeps a BitMeter (`.bits`) of what it yielded."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bits = BitMeter()
+
+    def __iter__(self):  # type: ignore[override]
+        for batch in super().__iter__():
+            self.bits.update(batch)
+            yield batch

@@ -1,0 +1,282 @@
+"""Tar shards: a deterministic, atomic writer and an indexing reader.
+
+Shards follow the WebDataset conventions: one sample = consecutive members sharing a
+key (`KEY.jpg`, `KEY.json`, `KEY.cls`, ...). The writer fixes every header field that
+could vary (mtime, owner, mode) so the same samples give byte-identical shards, and
+writes to a temporary name renamed into place only once complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import mmap
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ShardError
+
+FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
+PARTIAL_SUFFIX = ".partial"
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ShardStats:
+    """What a finished shard holds. Sizes in bytes."""
+
+    path: str  # relative to the dataset folder
+    num_samples: int
+    bytes: int  # file size on disk
+    sha256: str
+    payload_bytes: int  # sum of the bitstream members' sizes
+    first_index: int  # index (in source order) of the shard's first sample
+    next_index: int  # index of the first source record after this shard
+    source_digest: str  # sha256 over (key, source sha256) of the shard's samples
+
+    def to_manifest(self) -> dict:
+        return {"path": self.path, "num_samples": self.num_samples, "bytes": self.bytes, "sha256": self.sha256, "payload_bytes": self.payload_bytes}
+
+
+@dataclass
+class _OpenShard:
+    index: int
+    final_path: Path
+    partial_path: Path
+    tar: tarfile.TarFile
+    first_index: int
+    num_samples: int = 0
+    payload_bytes: int = 0
+    data_bytes: int = 0
+    source_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+
+
+class ShardWriter:
+    """Writes members into size- or count-limited shards `PREFIX-000000.tar`, ... in `out_dir`.
+
+    `add_sample` returns the stats of a shard it finished (when the limit rolls over), else None.
+    """
+
+    def __init__(self, out_dir: Path, *, prefix: str = "shard", max_samples: int = 1000, max_bytes: int = 1 << 30, start_shard: int = 0):
+        if max_samples < 1 or max_bytes < 1024:
+            raise ValueError("max_samples must be >= 1 and max_bytes >= 1024")
+        self.out_dir = Path(out_dir)
+        self.prefix = prefix
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        self.next_shard = start_shard
+        self.current: _OpenShard | None = None
+
+    def shard_name(self, index: int) -> str:
+        return f"{self.prefix}-{index:06d}.tar"
+
+    def _open(self, first_index: int) -> _OpenShard:
+        name = self.shard_name(self.next_shard)
+        final = self.out_dir / name
+        partial = self.out_dir / (name + PARTIAL_SUFFIX)
+        tar = tarfile.open(partial, "w", format=tarfile.PAX_FORMAT)
+        shard = _OpenShard(self.next_shard, final, partial, tar, first_index)
+        self.next_shard += 1
+        return shard
+
+    def add_sample(self, source_index: int, key: str, members: list[tuple[str, bytes]], payload_bytes: int, source_sha256: str) -> ShardStats | None:
+        """Add one sample (`members` = [(extension, data), ...], bitstream first) read from source record `source_index`."""
+        finished = None
+        size = sum(512 + len(data) + (-len(data)) % 512 for _, data in members)
+        if self.current is not None and (
+            self.current.num_samples >= self.max_samples or self.current.data_bytes + size > self.max_bytes
+        ):
+            finished = self._finish(next_index=source_index)
+        if self.current is None:
+            self.current = self._open(source_index)
+        shard = self.current
+        for extension, data in members:
+            info = tarfile.TarInfo(f"{key}.{extension}")
+            info.size = len(data)
+            info.mtime = FIXED_MTIME
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            shard.tar.addfile(info, io.BytesIO(data))
+        shard.num_samples += 1
+        shard.payload_bytes += payload_bytes
+        shard.data_bytes += size
+        shard.source_digest.update(f"{key}\0{source_sha256}\n".encode())
+        return finished
+
+    def _finish(self, next_index: int) -> ShardStats:
+        shard = self.current
+        assert shard is not None
+        self.current = None
+        shard.tar.close()
+        with open(shard.partial_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = sha256_file(shard.partial_path)
+        os.replace(shard.partial_path, shard.final_path)
+        fsync_dir(self.out_dir)
+        return ShardStats(
+            path=shard.final_path.name,
+            num_samples=shard.num_samples,
+            bytes=shard.final_path.stat().st_size,
+            sha256=digest,
+            payload_bytes=shard.payload_bytes,
+            first_index=shard.first_index,
+            next_index=next_index,
+            source_digest=shard.source_digest.hexdigest(),
+        )
+
+    def close(self, next_index: int) -> ShardStats | None:
+        """Finish the open shard, if any; `next_index` is the first source record after it."""
+        if self.current is None:
+            return None
+        return self._finish(next_index)
+
+    def abort(self) -> None:
+        """Drop the open shard's temporary file (used when a build stops on an error)."""
+        if self.current is not None:
+            try:
+                self.current.tar.close()
+            finally:
+                self.current.partial_path.unlink(missing_ok=True)
+                self.current = None
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class SampleEntry:
+    """One sample's members inside a shard: extension -> (byte offset, size)."""
+
+    key: str
+    members: dict[str, tuple[int, int]]
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """'dir/KEY.ext.more' -> ('KEY', 'ext.more'): WebDataset's key/extension split (first dot of the basename)."""
+    base = name.rsplit("/", 1)[-1]
+    key, dot, extension = base.partition(".")
+    return key, extension
+
+
+def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str) -> list[SampleEntry]:
+    """Index a shard's members (no data read). Refuses links, directories, absolute or `..` paths.
+
+    `source` is a path or the shard's bytes. Raises ShardError naming the shard on any damage.
+    """
+    fileobj = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else None
+    try:
+        if fileobj is None and isinstance(source, mmap.mmap):
+            fileobj = _MmapFile(source)
+        tar = tarfile.open(fileobj=fileobj, mode="r:") if fileobj is not None else tarfile.open(source, mode="r:")
+    except (tarfile.TarError, OSError) as exc:
+        raise ShardError(f"shard {shard_name} is not a readable tar file: {exc}", shard=shard_name) from exc
+    entries: list[SampleEntry] = []
+    last_key: str | None = None
+    try:
+        with tar:
+            for info in tar:
+                name = info.name
+                if not info.isreg():
+                    raise ShardError(f"shard {shard_name} holds a non-file member {name!r} (links and folders are refused)", shard=shard_name)
+                if name.startswith("/") or ".." in name.split("/") or "/" in name:
+                    raise ShardError(f"shard {shard_name} holds a member with an unsafe path {name!r}", shard=shard_name)
+                key, extension = split_member_name(name)
+                if not key or not extension:
+                    raise ShardError(f"shard {shard_name} holds a member {name!r} without KEY.EXT form", shard=shard_name)
+                if key != last_key:
+                    entries.append(SampleEntry(key, {}))
+                    last_key = key
+                elif extension in entries[-1].members:
+                    raise ShardError(f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key)
+                entries[-1].members[extension] = (info.offset_data, info.size)
+    except tarfile.TarError as exc:
+        raise ShardError(f"shard {shard_name} is damaged after sample {last_key!r}: {exc}", shard=shard_name, key=last_key) from exc
+    return entries
+
+
+class _MmapFile(io.RawIOBase):
+    """Minimal read-only file over an mmap, so tarfile can index a mapped shard without copying it."""
+
+    def __init__(self, buffer: mmap.mmap):
+        self._buffer = buffer
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._buffer)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._buffer) if size is None or size < 0 else min(len(self._buffer), self._pos + size)
+        data = self._buffer[self._pos:end]
+        self._pos = end
+        return data
+
+    def readinto(self, target) -> int:  # type: ignore[override]
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+class MappedShard:
+    """A local shard mapped into memory, with its sample index; member bytes are sliced from the map."""
+
+    def __init__(self, path: Path, shard_name: str | None = None):
+        self.name = shard_name or Path(path).name
+        try:
+            self._file = open(path, "rb")
+        except OSError as exc:
+            raise ShardError(f"shard {self.name} cannot be opened: {exc}", shard=self.name) from exc
+        size = os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            self._file.close()
+            raise ShardError(f"shard {self.name} is empty", shard=self.name)
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.entries = index_tar(self._map, self.name)
+
+    def read(self, entry: SampleEntry, extension: str) -> bytes:
+        offset, size = entry.members[extension]
+        if offset + size > len(self._map):
+            raise ShardError(f"shard {self.name} is truncated inside sample {entry.key!r}", shard=self.name, key=entry.key)
+        return self._map[offset:offset + size]
+
+    def close(self) -> None:
+        self._map.close()
+        self._file.close()
+
+    def __enter__(self) -> "MappedShard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[SampleEntry]:
+        return iter(self.entries)
