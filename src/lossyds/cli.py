@@ -22,7 +22,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def fail(exc: LossydsError) -> None:
-    err.print(f"error: {exc}", markup=False)
+    click.echo(f"error: {exc}", err=True)
     sys.exit(exc.exit_code)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -83,6 +84,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer = max(1, shuffle_buffer) if shuffle else 1
         self.transform = transform
         self.on_error = on_error
+        if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Captured here, in the rank's own process: DataLoader workers do not see the process group.
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
         self._rank = rank
         self._world_size = world_size
         self.epoch = 0
@@ -97,11 +101,19 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self.epoch = epoch
 
     def rank_and_world(self) -> tuple[int, int]:
+        """(rank, world size): given explicitly, else the process group's at construction or now,
+        else torchrun's RANK / WORLD_SIZE environment variables, else (0, 1)."""
         if self._rank is not None or self._world_size is not None:
-            return self._rank or 0, self._world_size or 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
+            rank, world = self._rank or 0, self._world_size or 1
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        else:
+            rank, world = 0, 1
+        if not 0 <= rank < world:
+            raise UsageError(f"rank {rank} is outside world size {world}.")
+        return rank, world
 
     def _ranges(self, part: int, parts: int) -> list[tuple[int, int, int]]:
         """(shard index, first sample, end sample) ranges of global part `part` of `parts`."""

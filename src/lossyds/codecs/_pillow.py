@@ -30,7 +30,7 @@ def decode_with_pillow(data: bytes, channels: int) -> torch.Tensor:
     """Any Pillow-readable bitstream -> uint8 [channels, H, W]."""
     with Image.open(io.BytesIO(data)) as img:
         img = img.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(img)
+        array = np.array(img)  # a writable copy: torch refuses read-only arrays
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
@@ -46,12 +46,21 @@ def torchvision_decoder(function_name: str) -> Callable[[bytes, int], torch.Tens
     except (ImportError, AttributeError):
         return None
 
+    gray_mode = read_mode.RGB if function_name == "decode_webp" else read_mode.GRAY  # libwebp has no gray output
+
     def run(data: bytes, channels: int) -> torch.Tensor:
         # bytearray: torch.frombuffer needs a writable buffer; the copy is small next to decoding.
         encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode(encoded, mode=read_mode.GRAY if channels == 1 else read_mode.RGB)
+        image = decode(encoded, mode=gray_mode if channels == 1 else read_mode.RGB)
+        return rgb_to_gray(image) if channels == 1 and image.shape[0] == 3 else image
 
     return run
+
+
+def rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] -> uint8 [1, H, W] with Pillow's integer ITU-R 601-2 luma (same as convert("L"))."""
+    r, g, b = image.to(torch.int32).unbind(0)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(0)
 
 
 class PillowImageCodec(ImageCodec):

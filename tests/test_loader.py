@@ -1,0 +1,166 @@
+"""The decoding loader with real DataLoader workers and a real two-process gloo group."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import lossyds
+from lossyds.errors import ShardError
+
+from .conftest import build_sample
+from .fixtures import make_image_folder
+
+
+def keys_of(loader) -> list[str]:
+    return [key for batch in loader for key in (batch["key"] if isinstance(batch["key"], list) else [batch["key"]])]
+
+
+def test_image_samples_decode_to_uint8_chw_with_targets(built):
+    directory = built("jpeg")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    samples = list(lossyds.open_dataset(directory))
+    assert len(samples) == manifest["num_samples"] == 6
+    for sample in samples:
+        assert sample["image"].dtype == torch.uint8 and sample["image"].ndim == 3
+        assert sample["image"].shape[0] in (1, 3)
+        assert sample["pixels"] == sample["image"].shape[1] * sample["image"].shape[2]
+        assert isinstance(sample["label"], int) and isinstance(sample["payload_bits"], int)
+    assert sum(s["payload_bits"] for s in samples) == manifest["bits"]["payload"]
+    assert {s["image"].shape[0] for s in samples} == {1, 3}
+
+
+def test_audio_samples_come_back_at_source_rate_and_length(built):
+    for codec in ("opus", "mp3", "flac"):
+        for sample in lossyds.open_dataset(built(codec)):
+            assert sample["audio"].dtype == torch.float32
+            assert sample["sample_rate"] == 16000
+            assert sample["audio"].shape == (1, sample["num_frames"])
+            assert sample["text"].isupper()
+
+
+def test_music_sample_carries_decoded_stems(built):
+    (sample,) = list(lossyds.open_dataset(built("mp3", split="music", rate={"kbps": 64})))
+    assert sample["sample_rate"] == 44100 and sample["audio"].shape[0] == 2
+    assert set(sample["stems"]) == {"drums", "bass", "other", "vocals"}
+    total = sum(sample["stems"].values())
+    assert total.shape == sample["audio"].shape
+    assert torch.corrcoef(torch.stack([total[0], sample["audio"][0]]))[0, 1] > 0.9  # the mixture is their sum
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("folder")
+    make_image_folder(root, copies=4)  # 24 images
+    out = root / "out"
+    from lossyds.build import BuildOptions, build
+
+    build(BuildOptions(codec="jpeg", out=out, rate={"quality": 20}, dataset="imagefolder", root=root, split="train", shard_samples=5, workers=1))
+    return out
+
+
+def resize(sample):
+    import torch.nn.functional as F
+
+    image = sample["image"].expand(3, -1, -1).float()[None]
+    sample["image"] = F.interpolate(image, size=(32, 32), mode="bilinear", align_corners=False)[0].to(torch.uint8)
+    return sample
+
+
+@pytest.mark.parametrize("num_workers, shuffle", [(0, False), (2, False), (2, True), (3, True)])
+def test_dataloader_workers_yield_every_key_exactly_once(many_shards, num_workers, shuffle):
+    manifest = json.loads((many_shards / "manifest.json").read_text())
+    dataset = lossyds.open_dataset(many_shards, shuffle=shuffle, seed=3, shuffle_buffer=8, transform=resize)
+    loader = lossyds.DataLoader(dataset, batch_size=4, num_workers=num_workers)
+    expected = set()
+    for shard in sorted(many_shards.glob("*.tar")):
+        import tarfile
+
+        with tarfile.open(shard) as tar:
+            expected |= {name.split(".")[0] for name in tar.getnames()}
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        keys = keys_of(loader)
+        assert Counter(keys) == Counter(expected), f"epoch {epoch}"
+    assert len(expected) == manifest["num_samples"] == 24
+    meter = loader.bits.summary()
+    assert meter["samples"] == 48
+    assert meter["payload_bits"] == 2 * manifest["bits"]["payload"]
+    assert meter["bpp"] == pytest.approx(manifest["bits"]["bpp"])
+
+
+def test_shuffle_changes_order_between_epochs(many_shards):
+    dataset = lossyds.open_dataset(many_shards, shuffle=True, seed=1, shuffle_buffer=10)
+    first = [s["key"] for s in dataset]
+    dataset.set_epoch(1)
+    second = [s["key"] for s in dataset]
+    assert sorted(first) == sorted(second) and first != second
+    assert first == [s["key"] for s in lossyds.open_dataset(many_shards, shuffle=True, seed=1, shuffle_buffer=10)]
+
+
+def test_ranks_and_workers_partition_exactly_with_fewer_shards_than_readers(many_shards):
+    # 5 shards, 3 ranks x 2 workers = 6 readers: splitting must still be exact.
+    seen = Counter()
+    sizes = []
+    for rank in range(3):
+        dataset = lossyds.open_dataset(many_shards, rank=rank, world_size=3, transform=resize)
+        keys = keys_of(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2))
+        assert len(keys) == len(dataset)
+        sizes.append(len(keys))
+        seen.update(keys)
+    assert sum(seen.values()) == 24 and set(seen.values()) == {1}
+    assert max(sizes) - min(sizes) <= 1
+
+
+def _ddp_worker(rank: int, world: int, port: int, directory: str, result_dir: str) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        dataset = lossyds.open_dataset(directory, shuffle=True, seed=7, transform=resize)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
+        keys = keys_of(loader)
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, keys)
+        if rank == 0:
+            Path(result_dir, "keys.json").write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_run_neither_duplicates_nor_drops(many_shards, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(many_shards), str(tmp_path)), nprocs=2, join=True)
+    per_rank = json.loads((tmp_path / "keys.json").read_text())
+    assert len(per_rank) == 2 and all(per_rank)
+    everything = per_rank[0] + per_rank[1]
+    assert len(everything) == len(set(everything)) == 24
+    assert not set(per_rank[0]) & set(per_rank[1])
+
+
+def test_corrupt_shard_is_named_by_the_loader(tmp_path):
+    out = tmp_path / "b"
+    build_sample(out, "jpeg", shard_samples=3)
+    shard = sorted(out.glob("*.tar"))[1]
+    data = bytearray(shard.read_bytes())
+    data[700:1200] = b"\x00" * 500  # inside the first member's data: the JPEG bitstream
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError) as info:
+        list(lossyds.open_dataset(out))
+    assert shard.name in str(info.value)
+    dataset = lossyds.open_dataset(out, on_error="skip")
+    with pytest.warns(UserWarning, match=shard.name):
+        samples = list(dataset)
+    assert len(samples) < 6 and dataset.errors and shard.name in dataset.errors[0]
