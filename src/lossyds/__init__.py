@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from . import loader
 
         return getattr(loader, name)
+    if name in ("codecs", "hub", "builders"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 

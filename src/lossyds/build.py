@@ -24,7 +24,7 @@ from . import __version__, builders, codecs
 from .builders.base import Record
 from .codecs.base import Codec
 from .errors import BuildStateError, CodecError, SourceError, UsageError
-from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, write_json_atomic
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, write_json_atomic, write_text_atomic
 from .shards import PARTIAL_SUFFIX, ShardStats, ShardWriter
 from .types import EncodedSample, Skipped, SourceSample
 
@@ -166,7 +166,7 @@ def prepare_output(options: BuildOptions, settings: dict[str, Any]) -> Journal:
     out.mkdir(parents=True, exist_ok=True)
     if options.force:
         for path in out.iterdir():
-            if path.name in (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME) or path.suffix == ".tar" or path.name.endswith(PARTIAL_SUFFIX):
+            if path.name in (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME, "README.md") or path.suffix == ".tar" or path.name.endswith(PARTIAL_SUFFIX):
                 path.unlink()
     elif (out / MANIFEST_NAME).exists():
         raise BuildStateError(f"{out} already holds a finished build; pass --force to rebuild it.")
@@ -273,6 +273,9 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         raise
 
     manifest = manifest_from_journal(journal, builder, codec)
+    from .hub import CARD_NAME, dataset_card
+
+    write_text_atomic(out / CARD_NAME, dataset_card(manifest))
     write_json_atomic(out / MANIFEST_NAME, manifest)
     write_json_atomic(out / BUILD_INFO_NAME, {
         "seconds": round(time.time() - started, 3),
@@ -302,6 +305,7 @@ def manifest_from_journal(journal: Journal, builder: builders.Builder, codec: Co
             "split": builder.split,
             "source_root_fingerprint": fingerprint.hexdigest(),
             "license": builder.license,
+            "tasks": builder.tasks(),
         },
         "codec": codec.manifest_entry(),
         "modality": codec.modality,

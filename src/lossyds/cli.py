@@ -131,6 +131,38 @@ def verify(directory: Path, decode: bool) -> None:
     out.print(f"ok: {report.shards} shard(s), {report.samples} samples{decoded}, {report.payload_bits} payload bits")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--repo", required=True, help="Hugging Face dataset repo, OWNER/NAME.")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--revision", help="Branch to upload to.")
+@click.option("--license", "license_id", help="Hugging Face license id (required when the source's license is unknown).")
+@click.option("--dry-run", is_flag=True, help="Print the files and the dataset card; upload nothing.")
+def push(directory: Path, repo: str, private: bool, revision: str | None, license_id: str | None, dry_run: bool) -> None:
+    """Upload a build (shards, manifest.json, a generated dataset card) to the Hugging Face Hub."""
+    from .hub import plan_push, push as run_push
+
+    try:
+        plan = plan_push(directory, repo, license_id)
+    except LossydsError as exc:
+        fail(exc)
+    click.echo(f"{'would upload' if dry_run else 'uploading'} to datasets/{plan.repo}:")
+    for name in plan.files:
+        click.echo(f"  {name}")
+    for note in plan.notes:
+        click.echo(note)
+    if dry_run:
+        click.echo("\n--- README.md (dataset card) ---")
+        click.echo(plan.card)
+        return
+    try:
+        run_push(plan, private=private, revision=revision)
+    except Exception as exc:  # network, auth: report in one sentence
+        click.echo(f"error: upload to {repo} failed: {exc.__class__.__name__}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"done: https://huggingface.co/datasets/{plan.repo}")
+
+
 @main.command(name="codecs")
 def list_codecs() -> None:
     """List the codecs, their modality, bitstream extension and rate flag."""

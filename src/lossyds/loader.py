@@ -26,7 +26,7 @@ import torch.utils.data
 from . import codecs
 from .errors import CodecError, LossydsError, ShardError, UsageError
 from .manifest import load_manifest
-from .shards import MappedShard, SampleEntry
+from .shards import MappedShard, SampleEntry, is_url, join_location
 
 OnError = Literal["raise", "skip"]
 
@@ -75,7 +75,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
-        self.root = Path(root)
+        self.root: str | Path = str(root) if is_url(root) else Path(root)
         self.manifest = load_manifest(self.root)
         self.shards = self.manifest["shards"]
         self.modality = self.manifest["modality"]
@@ -178,7 +178,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
     def _iter_range(self, shard_index: int, first: int, end: int) -> Iterator[dict[str, Any]]:
         name = self.shards[shard_index]["path"]
         try:
-            shard = MappedShard(self.root / name, name)
+            shard = MappedShard(join_location(self.root, name), name)
         except ShardError as exc:
             if self.on_error == "raise":
                 raise
@@ -230,7 +230,10 @@ def _shuffled(stream: Iterator[Any], size: int, rng: random.Random) -> Iterator[
 
 
 def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
-    """Open a lossyds build folder as a torch IterableDataset of decoded samples.
+    """Open a lossyds build as a torch IterableDataset of decoded samples.
+
+    `root`: a local folder, or any fsspec URL of one (`hf://datasets/OWNER/NAME`,
+    `s3://...`, `file://...`); remote shards are streamed one at a time.
 
     Options: shuffle (bool), seed (int), shuffle_buffer (samples), transform (callable on
     each sample dict), on_error ("raise" | "skip"), rank / world_size (override DDP).

@@ -41,24 +41,31 @@ def bits_summary(*, modality: str, num_samples: int, payload_bytes: int, contain
     return bits
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file, fsync, then rename over `path`."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file, fsync, then rename over `path`."""
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
 def load_manifest(directory: str | Path) -> dict[str, Any]:
-    """Read and check DIR/manifest.json. UsageError if absent, ShardError if damaged."""
-    path = Path(directory) / MANIFEST_NAME
-    if not path.is_file():
-        raise UsageError(f"{directory} holds no {MANIFEST_NAME}; is it a finished lossyds build?")
+    """Read and check DIR/manifest.json (DIR: a folder or an fsspec URL). UsageError if absent, ShardError if damaged."""
+    from .shards import join_location, read_location
+
+    path = join_location(directory, MANIFEST_NAME)
     try:
-        manifest = json.loads(path.read_text())
+        text = read_location(path)
+    except (OSError, ValueError) as exc:  # fsspec raises FileNotFoundError (an OSError) for URLs too
+        raise UsageError(f"{directory} holds no readable {MANIFEST_NAME}; is it a finished lossyds build? ({exc.__class__.__name__})") from exc
+    try:
+        manifest = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ShardError(f"{path} is not valid JSON: {exc}") from exc
     return check_manifest(manifest, str(path))

@@ -246,20 +246,51 @@ class _MmapFile(io.RawIOBase):
         return len(data)
 
 
-class MappedShard:
-    """A local shard mapped into memory, with its sample index; member bytes are sliced from the map."""
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
 
-    def __init__(self, path: Path, shard_name: str | None = None):
-        self.name = shard_name or Path(path).name
+
+def join_location(root: str | Path, name: str) -> str | Path:
+    """ROOT/NAME for a local folder (Path) or an fsspec URL (str)."""
+    return f"{str(root).rstrip('/')}/{name}" if is_url(root) else Path(root) / name
+
+
+def read_location(location: str | Path) -> bytes:
+    """Whole contents of a local path or an fsspec URL (hf://, s3://, https://, file://, ...)."""
+    if not is_url(location):
+        return Path(location).read_bytes()
+    import fsspec
+
+    with fsspec.open(str(location), "rb") as handle:
+        return handle.read()
+
+
+class MappedShard:
+    """A shard with its sample index; member bytes are sliced from memory.
+
+    A local shard is memory-mapped (nothing is read until a member is sliced); a shard
+    behind an fsspec URL is fetched whole when opened, one shard at a time (streaming).
+    """
+
+    def __init__(self, location: str | Path, shard_name: str | None = None):
+        self.name = shard_name or str(location).rsplit("/", 1)[-1]
+        self._file = None
         try:
-            self._file = open(path, "rb")
+            if is_url(location):
+                self._map: mmap.mmap | bytes = read_location(location)
+            else:
+                self._file = open(location, "rb")
+                if os.fstat(self._file.fileno()).st_size == 0:
+                    raise ShardError(f"shard {self.name} is empty", shard=self.name)
+                self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
+            self.close()
             raise ShardError(f"shard {self.name} cannot be opened: {exc}", shard=self.name) from exc
-        size = os.fstat(self._file.fileno()).st_size
-        if size == 0:
-            self._file.close()
+        except ShardError:
+            self.close()
+            raise
+        if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.entries = index_tar(self._map, self.name)
 
     def read(self, entry: SampleEntry, extension: str) -> bytes:
@@ -269,8 +300,11 @@ class MappedShard:
         return self._map[offset:offset + size]
 
     def close(self) -> None:
-        self._map.close()
-        self._file.close()
+        if isinstance(getattr(self, "_map", None), mmap.mmap):
+            self._map.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> "MappedShard":
         return self

@@ -97,7 +97,7 @@ class Builder(abc.ABC):
     name: ClassVar[str]
     splits: ClassVar[Sequence[str]]
     modalities: ClassVar[Sequence[str]] = ("image", "audio")
-    license: ClassVar[str | None] = None
+    license: ClassVar[str | None] = None  # Hugging Face license id of the source data, None if unknown
 
     def __init__(self, *, root: str | Path | None, split: str | None, modality: str):
         if modality not in self.modalities:
@@ -142,5 +142,6 @@ class Builder(abc.ABC):
         sample.source_sha256 = digest.hexdigest()
         return sample
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "split": self.split, "root": str(self.root), "license": self.license}
+    def tasks(self) -> list[str]:
+        """Hugging Face task categories the targets serve (e.g. image-classification)."""
+        return []

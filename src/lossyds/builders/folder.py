@@ -34,6 +34,9 @@ class ImageFolderBuilder(_FolderBuilder):
     name = "imagefolder"
     modalities = ("image",)
 
+    def tasks(self) -> list[str]:
+        return ["image-classification"]
+
     def records(self) -> list[Record]:
         folder = self.split_dir()
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir())

@@ -38,7 +38,10 @@ def skimage_data_dir() -> Path:
 class SampleBuilder(Builder):
     name = "sample"
     splits = ("photos", "speech", "music")
-    license = "CC0/public domain (scikit-image photos; speech and music made for lossyds)"
+    license = "other"  # scikit-image's photos under their own terms; the speech and music were made for lossyds
+
+    def tasks(self) -> list[str]:
+        return {"photos": ["image-classification"], "speech": ["automatic-speech-recognition"], "music": ["audio-to-audio"]}[self.split]
 
     def resolve_root(self, root):  # the sample ships with the package; --root is ignored
         return SAMPLE_ROOT
