@@ -1,9 +1,13 @@
 """The build pipeline: builder reads -> codec encodes -> shard writer writes and accounts bits -> manifest.
 
-Resumable: after each finished shard a journal (DIR/.lossyds-build.json) records what is
+Resumable: after each finished shard a journal (OUT/.lossyds-build.json) records what is
 done. A rerun into an interrupted folder continues after the last finished shard; since
 encoding is deterministic and shard boundaries depend only on the samples, the result
 is byte-identical to an uninterrupted build.
+
+Partitioned: `part=(k, n)` builds the k-th of n contiguous slices of the records into
+OUT/parts/part-k-of-n/ (a complete build of its own); `merge(OUT)` combines finished
+parts into one dataset in OUT.
 """
 from __future__ import annotations
 
@@ -18,18 +22,19 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from . import __version__, builders, codecs
 from .builders.base import Record
 from .codecs.base import Codec
 from .errors import BuildStateError, CodecError, SourceError, UsageError
-from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, write_json_atomic, write_text_atomic
-from .shards import PARTIAL_SUFFIX, ShardStats, ShardWriter
-from .types import EncodedSample, Skipped, SourceSample
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, load_manifest, write_json_atomic, write_text_atomic
+from .shards import PARTIAL_SUFFIX, ShardStats, ShardWriter, add_digests, key_digest
 
 JOURNAL_NAME = ".lossyds-build.json"
 BUILD_INFO_NAME = "build-info.json"
+CARD_NAME = "README.md"
+PARTS_DIR = "parts"
 
 
 @dataclass
@@ -40,22 +45,60 @@ class BuildOptions:
     dataset: str = "sample"
     root: Path | None = None
     split: str | None = None
+    builder_options: dict[str, Any] = field(default_factory=dict)  # dataset-specific (MUSDB chunk_seconds, ...)
     shard_samples: int = 1000
     shard_bytes: int = 1 << 30
     workers: int = 0  # 0 = one per CPU core
     strict: bool = False
     force: bool = False
     limit: int | None = None  # encode only the first N records (quick trials)
+    part: tuple[int, int] | None = None  # (k, n): build slice k of n into OUT/parts/
 
 
 # ------------------------------------------------------------ per-sample work
 
 
-def encoded_from_source(sample: SourceSample, codec: Codec) -> EncodedSample:
-    """Encode one sample and build the metadata stored beside its bitstream."""
-    bitstream = codec.encode(sample)
-    meta: dict[str, Any] = {"key": sample.key, "payload_bits": len(bitstream) * 8, "codec": codec.name}
-    pixels = frames = 0
+@dataclass
+class Encoded:
+    """A sample after encoding, before the build picks among rate candidates."""
+
+    key: str
+    candidates: list[tuple[dict[str, Any], bytes]]  # (per-sample codec settings, main bitstream)
+    meta: dict[str, Any]  # KEY.json without payload_bits (added when a candidate is chosen)
+    attachments: dict[str, bytes]  # lossless targets and codec-encoded extra signals
+    extra_payload: int  # bytes of codec bitstreams among the attachments (compressed stems)
+    source_bytes: int
+    source_sha256: str
+    raw_bits: int
+    pixels: int
+    seconds: float
+    audio_samples: int
+
+
+@dataclass
+class Skipped:
+    key: str
+    reason: str
+
+
+def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> Encoded | Skipped:
+    """Read + encode one record; a SourceError/CodecError becomes a Skipped carrying the reason."""
+    try:
+        sample = builder.load(record)
+        candidates = codec.candidates(sample)
+        attachments = dict(sample.attachments)
+        extra_payload = 0
+        for name, signal in sorted(sample.extra_audio.items()):
+            from .types import SourceSample
+
+            data = codec.encode(SourceSample(key=f"{sample.key}/{name}", audio=signal, sample_rate=sample.sample_rate, audio_bit_depth=sample.audio_bit_depth))
+            attachments[f"{name}.{codec.extension}"] = data
+            extra_payload += len(data)
+    except (SourceError, CodecError) as exc:
+        return Skipped(record.key, str(exc))
+    meta: dict[str, Any] = {"key": sample.key, "codec": codec.name}
+    pixels = audio_samples = 0
+    seconds = 0.0
     if sample.image is not None:
         height, width, channels = sample.image.shape
         meta.update(height=height, width=width, channels=channels)
@@ -64,34 +107,17 @@ def encoded_from_source(sample: SourceSample, codec: Codec) -> EncodedSample:
         assert sample.audio is not None and sample.sample_rate is not None
         channels, frames = sample.audio.shape
         meta.update(sample_rate=sample.sample_rate, num_frames=frames, channels=channels)
+        seconds = frames / sample.sample_rate
+        audio_samples = frames * channels
     meta["source"] = {"path": sample.source_path, "bytes": sample.source_bytes, "sha256": sample.source_sha256}
     meta["targets"] = sample.targets
-    return EncodedSample(
-        key=sample.key,
-        bitstream=bitstream,
-        meta=meta,
-        attachments=sample.attachments,
-        source_bytes=sample.source_bytes,
-        source_sha256=sample.source_sha256,
-        raw_bits=sample.raw_bits(),
-        pixels=pixels,
-        frames=frames,
-        channels=channels,
-    )
+    return Encoded(sample.key, candidates, meta, attachments, extra_payload, sample.source_bytes, sample.source_sha256, sample.raw_bits(), pixels, seconds, audio_samples)
 
 
-def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> EncodedSample | Skipped:
-    """Read + encode one record; a SourceError/CodecError becomes a Skipped carrying the reason."""
-    try:
-        return encoded_from_source(builder.load(record), codec)
-    except (SourceError, CodecError) as exc:
-        return Skipped(record.key, str(exc))
-
-
-def members_of(encoded: EncodedSample, codec: Codec) -> list[tuple[str, bytes]]:
+def members_of(encoded: Encoded, codec: Codec, bitstream: bytes, meta: dict[str, Any]) -> list[tuple[str, bytes]]:
     """Tar members of one sample, bitstream first: KEY.<ext>, KEY.json, KEY.cls / KEY.txt, attachments."""
-    members = [(codec.extension, encoded.bitstream), ("json", json.dumps(encoded.meta, sort_keys=True, separators=(",", ":")).encode())]
-    targets = encoded.meta["targets"]
+    members = [(codec.extension, bitstream), ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
+    targets = meta["targets"]
     if isinstance(targets.get("label"), int):
         members.append(("cls", str(targets["label"]).encode()))
     if isinstance(targets.get("text"), str):
@@ -108,12 +134,12 @@ def _init_worker(builder: builders.Builder, codec_name: str, rate: dict[str, Any
     _worker_state = (builder, codecs.get(codec_name, **rate))
 
 
-def _work(record: Record) -> EncodedSample | Skipped:
+def _work(record: Record) -> Encoded | Skipped:
     assert _worker_state is not None
     return encode_record(_worker_state[0], _worker_state[1], record)
 
 
-def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, records: list[Record], workers: int) -> Iterator[EncodedSample | Skipped]:
+def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, records: list[Record], workers: int) -> Iterator[Encoded | Skipped]:
     """Results in record order. With workers > 1, encoding runs in worker processes with a
     bounded window of samples in flight, so memory does not grow with the dataset."""
     if workers <= 1 or len(records) < 2:
@@ -133,6 +159,12 @@ def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, r
 
 # ------------------------------------------------------------ journal / resume
 
+TOTAL_KEYS = ("raw_bits", "source_bytes", "pixels", "seconds", "audio_samples", "payload_bytes")
+
+
+def zero_totals() -> dict[str, Any]:
+    return {k: 0.0 if k == "seconds" else 0 for k in TOTAL_KEYS}
+
 
 @dataclass
 class Journal:
@@ -141,7 +173,7 @@ class Journal:
     settings: dict[str, Any]
     shards: list[dict[str, Any]] = field(default_factory=list)  # ShardStats as dicts
     skipped: list[dict[str, str]] = field(default_factory=list)
-    totals: dict[str, Any] = field(default_factory=lambda: {"raw_bits": 0, "source_bytes": 0, "pixels": 0, "frames_seconds": 0.0, "audio_samples": 0})
+    totals: dict[str, Any] = field(default_factory=zero_totals)
     next_index: int = 0
 
     def save(self, out: Path) -> None:
@@ -158,15 +190,17 @@ class Journal:
             raise BuildStateError(f"{path} is damaged ({exc}); rerun with --force to start over.") from exc
 
 
-def prepare_output(options: BuildOptions, settings: dict[str, Any]) -> Journal:
+OWNED = (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME, CARD_NAME)
+
+
+def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
     """Refuse a finished folder (unless --force), resume an interrupted one, or start fresh."""
-    out = options.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder.")
     out.mkdir(parents=True, exist_ok=True)
-    if options.force:
+    if force:
         for path in out.iterdir():
-            if path.name in (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME, "README.md") or path.suffix == ".tar" or path.name.endswith(PARTIAL_SUFFIX):
+            if path.name in OWNED or path.suffix == ".tar" or path.name.endswith(PARTIAL_SUFFIX):
                 path.unlink()
     elif (out / MANIFEST_NAME).exists():
         raise BuildStateError(f"{out} already holds a finished build; pass --force to rebuild it.")
@@ -187,6 +221,11 @@ def prepare_output(options: BuildOptions, settings: dict[str, Any]) -> Journal:
     return journal
 
 
+def part_folder(out: Path, part: tuple[int, int]) -> Path:
+    index, count = part
+    return out / PARTS_DIR / f"part-{index:05d}-of-{count:05d}"
+
+
 # ------------------------------------------------------------ the build
 
 
@@ -194,10 +233,10 @@ ProgressCallback = Callable[[int, int], None]  # (records done, records total)
 
 
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run a build and return its manifest (also written to OUT/manifest.json)."""
+    """Run a build and return its manifest (also written to OUT/manifest.json, or to the part's folder)."""
     started = time.time()
     codec = codecs.get(options.codec, **options.rate)
-    builder = builders.get(options.dataset, root=options.root, split=options.split, modality=codec.modality)
+    builder = builders.get(options.dataset, root=options.root, split=options.split, modality=codec.modality, **options.builder_options)
     records = builder.records()
     if options.limit is not None:
         records = records[: options.limit]
@@ -208,57 +247,76 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         if record.key in seen:
             raise UsageError(f"two source files map to the same sample key {record.key!r}; rename one of them.")
         seen.add(record.key)
+    total_records = len(records)
+    out = options.out
+    part_info = None
+    if options.part is not None:
+        index, count = options.part
+        if not (count >= 1 and 0 <= index < count):
+            raise UsageError(f"--part must be i/n with 0 <= i < n (got {index}/{count}).")
+        first, end = index * total_records // count, (index + 1) * total_records // count
+        records = records[first:end]
+        part_info = {"index": index, "count": count, "first_record": first, "num_records": len(records), "total_records": total_records}
+        out = part_folder(out, options.part)
 
     settings = {
         "codec": codec.manifest_entry(),
         "dataset": options.dataset,
         "split": builder.split,
+        "options": builder.options,
         "root": str(builder.root),
-        "num_records": len(records),
+        "num_records": total_records,
+        "part": part_info,
         "shard_samples": options.shard_samples,
         "shard_bytes": options.shard_bytes,
         "lossyds_version": __version__,
     }
-    journal = prepare_output(options, settings)
-    out = options.out
+    journal = prepare_output(out, options.force, settings)
     writer = ShardWriter(out, max_samples=options.shard_samples, max_bytes=options.shard_bytes, start_shard=len(journal.shards))
     workers = options.workers or os.cpu_count() or 1
 
     # Totals since the last finished shard; folded into the journal when a shard finishes.
     pending_skips: list[dict[str, str]] = []
-    pending = {"raw_bits": 0, "source_bytes": 0, "pixels": 0, "frames_seconds": 0.0, "audio_samples": 0}
+    pending = zero_totals()
+    target_bpp = codec.params.get("bpp") if codec.modality == "image" else None
 
     def commit(stats: ShardStats) -> None:
         journal.shards.append(asdict(stats))
         journal.skipped.extend(pending_skips)
-        for name, value in pending.items():
-            journal.totals[name] += value
+        for name in TOTAL_KEYS:
+            journal.totals[name] += pending[name]
             pending[name] = 0
         pending_skips.clear()
         journal.next_index = stats.next_index
         journal.save(out)
 
-    todo = records[journal.next_index:]
+    def choose(encoded: Encoded) -> tuple[dict[str, Any], bytes]:
+        """Among rate candidates, the one that keeps the running bpp closest to the target."""
+        if len(encoded.candidates) == 1 or target_bpp is None:
+            return encoded.candidates[0]
+        bits = (journal.totals["payload_bytes"] + pending["payload_bytes"]) * 8
+        pixels = journal.totals["pixels"] + pending["pixels"] + encoded.pixels
+        return min(encoded.candidates, key=lambda c: abs(bits + len(c[1]) * 8 - target_bpp * pixels))
+
     done = journal.next_index
     if progress:
         progress(done, len(records))
     try:
-        for result in encode_all(builder, codec, options, todo, workers):
-            index = done
+        for result in encode_all(builder, codec, options, records[journal.next_index:], workers):
             if isinstance(result, Skipped):
                 if options.strict:
                     raise SourceError(f"sample {result.key!r} cannot be used: {result.reason} (build stopped by --strict)")
                 pending_skips.append({"key": result.key, "reason": result.reason})
             else:
-                finished = writer.add_sample(index, result.key, members_of(result, codec), len(result.bitstream), result.source_sha256)
+                settings_used, bitstream = choose(result)
+                payload = len(bitstream) + result.extra_payload
+                meta = {**result.meta, "payload_bits": payload * 8, **({"codec_settings": settings_used} if settings_used else {})}
+                finished = writer.add_sample(done, result.key, members_of(result, codec, bitstream, meta), payload, result.source_sha256)
                 if finished is not None:
                     commit(finished)
-                pending["raw_bits"] += result.raw_bits
-                pending["source_bytes"] += result.source_bytes
-                pending["pixels"] += result.pixels
-                if result.frames:
-                    pending["frames_seconds"] += result.frames / result.meta["sample_rate"]
-                    pending["audio_samples"] += result.frames * result.channels
+                for name in TOTAL_KEYS[:-1]:
+                    pending[name] += getattr(result, name)
+                pending["payload_bytes"] += payload
             done += 1
             if progress:
                 progress(done, len(records))
@@ -272,61 +330,126 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         writer.abort()
         raise
 
-    manifest = manifest_from_journal(journal, builder, codec)
-    from .hub import CARD_NAME, dataset_card
-
-    write_text_atomic(out / CARD_NAME, dataset_card(manifest))
-    write_json_atomic(out / MANIFEST_NAME, manifest)
-    write_json_atomic(out / BUILD_INFO_NAME, {
+    manifest = manifest_from_parts(
+        builder_info={"name": builder.name, "split": builder.split, "license": builder.license, "tasks": builder.tasks(), "options": builder.options},
+        codec_entry=codec.manifest_entry(),
+        modality=codec.modality,
+        shards=[ShardStats(**entry) for entry in journal.shards],
+        skipped=journal.skipped,
+        totals=journal.totals,
+    )
+    if part_info is not None:
+        manifest["part"] = part_info
+    finish_folder(out, manifest, {
         "seconds": round(time.time() - started, 3),
         "workers": workers,
         "host": platform.node(),
         "python": platform.python_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    (out / JOURNAL_NAME).unlink(missing_ok=True)
     return manifest
 
 
-def manifest_from_journal(journal: Journal, builder: builders.Builder, codec: Codec) -> dict[str, Any]:
-    shards = [ShardStats(**entry) for entry in journal.shards]
+def finish_folder(out: Path, manifest: dict[str, Any], build_info: dict[str, Any]) -> None:
+    from .hub import dataset_card
+
+    write_text_atomic(out / CARD_NAME, dataset_card(manifest))
+    write_json_atomic(out / BUILD_INFO_NAME, build_info)
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    (out / JOURNAL_NAME).unlink(missing_ok=True)
+
+
+def manifest_from_parts(*, builder_info: dict[str, Any], codec_entry: dict[str, Any], modality: str, shards: list[ShardStats], skipped: list[dict[str, str]], totals: dict[str, Any]) -> dict[str, Any]:
     num_samples = sum(s.num_samples for s in shards)
-    fingerprint = hashlib.sha256()
-    for shard in shards:
-        fingerprint.update(shard.source_digest.encode())
-    for skip in journal.skipped:
-        fingerprint.update(f"skipped:{skip['key']}\n".encode())
-    totals = journal.totals
+    # Order-free fingerprint of the source: a sum of per-sample digests, so it does not
+    # depend on shard boundaries or on how a build was partitioned.
+    fingerprint = add_digests([s.source_digest for s in shards] + [key_digest(f"skipped:{s['key']}", "") for s in skipped])
     return {
         "format_version": FORMAT_VERSION,
         "lossyds_version": __version__,
-        "dataset": {
-            "name": builder.name,
-            "split": builder.split,
-            "source_root_fingerprint": fingerprint.hexdigest(),
-            "license": builder.license,
-            "tasks": builder.tasks(),
-        },
-        "codec": codec.manifest_entry(),
-        "modality": codec.modality,
+        "dataset": {**builder_info, "source_root_fingerprint": fingerprint},
+        "codec": codec_entry,
+        "modality": modality,
         "num_samples": num_samples,
-        "num_skipped": len(journal.skipped),
-        "skipped": journal.skipped,
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "shards": [s.to_manifest() for s in shards],
         "bits": bits_summary(
-            modality=codec.modality,
+            modality=modality,
             num_samples=num_samples,
             payload_bytes=sum(s.payload_bytes for s in shards),
             container_bytes=sum(s.bytes for s in shards),
             source_bytes=totals["source_bytes"],
             raw_bits=totals["raw_bits"],
             pixels=totals["pixels"],
-            seconds=totals["frames_seconds"],
+            seconds=totals["seconds"],
             audio_samples=totals["audio_samples"],
         ),
+        "totals": totals,
+        "source_digests": [s.source_digest for s in shards],
         "accounting": (
             "payload = bytes of the codec bitstream members (complete standard files: everything needed to decode), x8; "
             "container = shard files on disk, x8; source = source files as read, x8; "
             "raw = 8 bits per pixel per channel, or 16 bits per audio sample per channel"
         ),
     }
+
+
+# ------------------------------------------------------------ merging parts
+
+
+def merge(out: str | Path) -> dict[str, Any]:
+    """Combine OUT/parts/part-*-of-N (all finished, same settings) into one dataset in OUT.
+
+    Shards are renumbered in part order (hard links when possible, else copies), then the
+    merged manifest and card are written and the parts folder removed."""
+    out = Path(out)
+    folders = sorted((out / PARTS_DIR).glob("part-*-of-*")) if (out / PARTS_DIR).is_dir() else []
+    if not folders:
+        raise UsageError(f"{out} holds no {PARTS_DIR}/part-*-of-* folders to merge.")
+    if (out / MANIFEST_NAME).exists():
+        raise BuildStateError(f"{out} already holds a finished build; remove it before merging parts into it.")
+    manifests = []
+    for folder in folders:
+        if not (folder / MANIFEST_NAME).is_file():
+            raise BuildStateError(f"part {folder.name} is not finished (no manifest.json); rerun its build first.")
+        manifests.append(load_manifest(folder))
+    count = manifests[0]["part"]["count"]
+    indices = sorted(m["part"]["index"] for m in manifests)
+    if indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        raise BuildStateError(f"parts {', '.join(map(str, missing))} of {count} are missing in {out / PARTS_DIR}.")
+    first = manifests[0]
+    for manifest, folder in zip(manifests, folders):
+        for key in ("codec", "modality"):
+            if manifest[key] != first[key]:
+                raise BuildStateError(f"part {folder.name} was built with another {key} than part {folders[0].name}.")
+        same_source = {k: v for k, v in manifest["dataset"].items() if k != "source_root_fingerprint"} == {k: v for k, v in first["dataset"].items() if k != "source_root_fingerprint"}
+        if not same_source or manifest["part"]["total_records"] != first["part"]["total_records"]:
+            raise BuildStateError(f"part {folder.name} was built from another dataset or split than part {folders[0].name}.")
+    shards: list[ShardStats] = []
+    totals = zero_totals()
+    skipped: list[dict[str, str]] = []
+    number = 0
+    for manifest, folder in sorted(zip(manifests, folders), key=lambda mf: mf[0]["part"]["index"]):
+        for shard, digest in zip(manifest["shards"], manifest["source_digests"]):
+            name = f"shard-{number:06d}.tar"
+            target = out / name
+            tmp = out / (name + PARTIAL_SUFFIX)
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(folder / shard["path"], tmp)
+            except OSError:
+                shutil.copyfile(folder / shard["path"], tmp)
+            os.replace(tmp, target)
+            shards.append(ShardStats(path=name, num_samples=shard["num_samples"], bytes=shard["bytes"], sha256=shard["sha256"], payload_bytes=shard["payload_bytes"], first_index=0, next_index=0, source_digest=digest))
+            number += 1
+        skipped += manifest["skipped"]
+        for key in TOTAL_KEYS:
+            totals[key] += manifest["totals"][key]
+    dataset = {k: v for k, v in first["dataset"].items() if k != "source_root_fingerprint"}
+    merged = manifest_from_parts(builder_info=dataset, codec_entry=first["codec"], modality=first["modality"], shards=shards, skipped=skipped, totals=totals)
+    merged["merged_from_parts"] = count
+    finish_folder(out, merged, {"merged_parts": [f.name for f in folders], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    shutil.rmtree(out / PARTS_DIR)
+    return merged

@@ -38,6 +38,9 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
     table.add_column()
     table.add_row("dataset", f"{manifest['dataset']['name']} / {manifest['dataset']['split']}")
     params = ", ".join(f"{k}={v}" for k, v in codec["params"].items())
+    if manifest["modality"] == "image" and "bpp" in codec["params"]:
+        target = codec["params"]["bpp"]
+        params += f"; achieved/target {bits['bpp'] / target:.3f}"
     table.add_row("codec", f"{codec['name']} ({params}) via {codec['library']} {codec['library_version']}")
     table.add_row("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped")
     if manifest["modality"] == "image":
@@ -63,38 +66,95 @@ def main() -> None:
     """Build precompressed datasets of real codec bitstreams and check them."""
 
 
+def detect_part(part: str | None) -> tuple[int, int] | None:
+    """--part i/n, else a SLURM array's task id/count, else torchrun's RANK/WORLD_SIZE (when > 1)."""
+    import os
+
+    from .errors import UsageError
+
+    if part:
+        try:
+            index, count = (int(x) for x in part.split("/"))
+        except ValueError:
+            raise UsageError(f"--part must look like i/n, e.g. 0/4 (got {part!r}).") from None
+        return index, count
+    env = os.environ
+    if "SLURM_ARRAY_TASK_COUNT" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")), int(env["SLURM_ARRAY_TASK_COUNT"])
+    if int(env.get("WORLD_SIZE", "1")) > 1 and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    return None
+
+
+def default_workers() -> int:
+    """One encoding process per core, shared among torchrun's local processes."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def run_with_progress(label: str, function, *args):
+    with progress_bar(label) as bar:
+        task = bar.add_task(label, total=None)
+        return function(*args, lambda done, total: bar.update(task, completed=done, total=total))
+
+
 @main.command()
-@click.option("--codec", "codec_name", required=True, help="Codec name (see `lossyds codecs`).")
+@click.option("--codec", "codec_name", help="Codec name (see `lossyds codecs`).")
 @click.option("--quality", type=int, help="Image codec quality (e.g. JPEG 1-100).")
 @click.option("--kbps", type=float, help="Audio codec bit rate in kilobits per second.")
-@click.option("--bpp", type=float, help="Target bits per pixel (image codecs).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder for shards and manifest.json.")
+@click.option("--bpp", type=float, help="Target bits per pixel (image codecs): quality chosen per image so the dataset's mean hits the target.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder for shards and manifest.json.")
 @click.option("--dataset", default="sample", show_default=True, help="Source dataset layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Folder that holds the source dataset.")
 @click.option("--split", help="The dataset's own split name.")
+@click.option("--chunk-seconds", type=float, help="MUSDB: cut tracks into chunks of this many seconds.")
+@click.option("--compress-stems", is_flag=True, help="MUSDB: encode the stems with the codec too (default: lossless FLAC references).")
 @click.option("--shard-samples", default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard.")
 @click.option("--shard-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0.01), help="Most megabytes per shard.")
 @click.option("--workers", default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core).")
+@click.option("--part", help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent.")
 @click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
 @click.option("--strict", is_flag=True, help="Stop on the first unreadable source file instead of skipping it.")
 @click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
-def build(codec_name: str, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path, dataset: str, root: Path | None, split: str | None, shard_samples: int, shard_mb: float, workers: int, limit: int | None, strict: bool, force: bool) -> None:
+@click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
+@click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
+def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, spec: Path | None, skip_unavailable: bool) -> None:
     """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
     from .build import BuildOptions, build as run_build
+    from .errors import UsageError
 
-    rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp)) if v is not None}
-    options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), workers=workers, strict=strict, force=force, limit=limit)
     try:
-        with progress_bar(f"encoding ({codec_name})") as bar:
-            task = bar.add_task("encode", total=None)
+        if spec is not None:
+            from .spec import run_spec
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            manifest = run_build(options, progress)
+            run_spec(spec, out_dir, force=force, workers=workers or default_workers(), skip_unavailable=skip_unavailable, limit=limit, echo=click.echo, progress=run_with_progress)
+            return
+        if not codec_name or out_dir is None:
+            raise UsageError("build needs --codec and --out (or --spec FILE).")
+        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp)) if v is not None}
+        builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
+        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part))
+        manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)
     except LossydsError as exc:
         fail(exc)
+    if "part" in manifest:
+        p = manifest["part"]
+        out.print(f"part {p['index']}/{p['count']} done; run `lossyds merge {out_dir}` once every part has finished.")
     out.print(summary_table(manifest, out_dir))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def merge(directory: Path) -> None:
+    """Combine the finished parts in DIRECTORY/parts/ into one dataset."""
+    from .build import merge as run_merge
+
+    try:
+        manifest = run_merge(directory)
+    except LossydsError as exc:
+        fail(exc)
+    out.print(summary_table(manifest, directory))
 
 
 @main.command()

@@ -26,7 +26,7 @@ import torch.utils.data
 from . import codecs
 from .errors import CodecError, LossydsError, ShardError, UsageError
 from .manifest import load_manifest
-from .shards import MappedShard, SampleEntry, is_url, join_location
+from .shards import MappedShard, SampleEntry, codec_members, is_url, join_location, payload_bytes_of
 
 OnError = Literal["raise", "skip"]
 
@@ -152,10 +152,10 @@ class LossyDataset(torch.utils.data.IterableDataset):
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=shard.name, key=entry.key)
         try:
             meta = json.loads(shard.read(entry, "json"))
-            bitstream = shard.read(entry, codec.extension)
-            if meta.get("payload_bits") != len(bitstream) * 8:
-                raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {len(bitstream) * 8} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
-            decoded = codec.decode(bitstream, meta)
+            payload_bits = payload_bytes_of(entry, codec.extension) * 8
+            if meta.get("payload_bits") != payload_bits:
+                raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
+            decoded = codec.decode(shard.read(entry, codec.extension), meta)
             sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
             if self.modality == "image":
                 sample["image"] = decoded
@@ -165,10 +165,13 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 sample["sample_rate"] = meta["sample_rate"]
                 sample["num_frames"] = meta["num_frames"]
             sample.update(meta.get("targets", {}))
+            encoded_extras = set(codec_members(entry, codec.extension)) - {codec.extension}
             for extension in entry.members:
                 if extension in (codec.extension, "json", "cls", "txt"):
                     continue
-                place_attachment(sample, extension, decode_attachment(extension, shard.read(entry, extension)))
+                data = shard.read(entry, extension)
+                value = codec.decode(data, meta) if extension in encoded_extras else decode_attachment(extension, data)
+                place_attachment(sample, extension, value)
             return sample
         except ShardError:
             raise

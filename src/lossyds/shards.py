@@ -12,11 +12,24 @@ import io
 import mmap
 import os
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .errors import ShardError
+
+DIGEST_MODULUS = 1 << 256
+
+
+def key_digest(key: str, source_sha256: str) -> str:
+    """Per-sample source digest (hex): sha256 of the key and the source's sha256."""
+    return hashlib.sha256(f"{key}\0{source_sha256}\n".encode()).hexdigest()
+
+
+def add_digests(digests: list[str]) -> str:
+    """Order-free combination of digests: their sum modulo 2**256, in hex (a multiset hash)."""
+    return f"{sum(int(d, 16) for d in digests) % DIGEST_MODULUS:064x}"
+
 
 FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
 PARTIAL_SUFFIX = ".partial"
@@ -50,7 +63,7 @@ class ShardStats:
     payload_bytes: int  # sum of the bitstream members' sizes
     first_index: int  # index (in source order) of the shard's first sample
     next_index: int  # index of the first source record after this shard
-    source_digest: str  # sha256 over (key, source sha256) of the shard's samples
+    source_digest: str  # add_digests of the shard's samples' key_digest
 
     def to_manifest(self) -> dict:
         return {"path": self.path, "num_samples": self.num_samples, "bytes": self.bytes, "sha256": self.sha256, "payload_bytes": self.payload_bytes}
@@ -66,7 +79,7 @@ class _OpenShard:
     num_samples: int = 0
     payload_bytes: int = 0
     data_bytes: int = 0
-    source_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    source_sum: int = 0
 
 
 class ShardWriter:
@@ -119,7 +132,7 @@ class ShardWriter:
         shard.num_samples += 1
         shard.payload_bytes += payload_bytes
         shard.data_bytes += size
-        shard.source_digest.update(f"{key}\0{source_sha256}\n".encode())
+        shard.source_sum = (shard.source_sum + int(key_digest(key, source_sha256), 16)) % DIGEST_MODULUS
         return finished
 
     def _finish(self, next_index: int) -> ShardStats:
@@ -140,7 +153,7 @@ class ShardWriter:
             payload_bytes=shard.payload_bytes,
             first_index=shard.first_index,
             next_index=next_index,
-            source_digest=shard.source_digest.hexdigest(),
+            source_digest=f"{shard.source_sum:064x}",
         )
 
     def close(self, next_index: int) -> ShardStats | None:
@@ -263,6 +276,15 @@ def read_location(location: str | Path) -> bytes:
 
     with fsspec.open(str(location), "rb") as handle:
         return handle.read()
+
+
+def codec_members(entry: SampleEntry, extension: str) -> list[str]:
+    """The sample's members that hold codec bitstreams: `ext` and `NAME.ext` (compressed stems)."""
+    return [e for e in entry.members if e == extension or e.endswith("." + extension)]
+
+
+def payload_bytes_of(entry: SampleEntry, extension: str) -> int:
+    return sum(entry.members[e][1] for e in codec_members(entry, extension))
 
 
 class MappedShard:

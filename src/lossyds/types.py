@@ -24,6 +24,7 @@ class SourceSample:
     audio_bit_depth: int | None = None  # bits per sample of the source PCM (16, 24, 32), None if unknown
     targets: dict[str, Any] = field(default_factory=dict)  # JSON-able targets: label, text, speaker_id, ...
     attachments: dict[str, bytes] = field(default_factory=dict)  # lossless members: "mask.png" -> file bytes
+    extra_audio: dict[str, np.ndarray] = field(default_factory=dict)  # signals the codec also encodes: "stems.drums" -> [C, T]
     source_bytes: int = 0  # bytes of the source file(s) as read
     source_sha256: str = ""  # hex sha256 of the source bytes as read
     source_path: str = ""  # path relative to the dataset root
@@ -38,27 +39,3 @@ class SourceSample:
             return int(self.image.size) * 8
         assert self.audio is not None
         return int(self.audio.size) * 16
-
-
-@dataclass
-class EncodedSample:
-    """A sample after encoding: its bitstream plus the metadata stored beside it."""
-
-    key: str
-    bitstream: bytes
-    meta: dict[str, Any]  # goes to KEY.json; includes payload_bits and targets
-    attachments: dict[str, bytes]  # lossless members (targets) stored beside the bitstream
-    source_bytes: int
-    source_sha256: str
-    raw_bits: int
-    pixels: int = 0  # source pixels (images)
-    frames: int = 0  # source frames (audio), at meta["sample_rate"]
-    channels: int = 0
-
-
-@dataclass
-class Skipped:
-    """A source sample that could not be used; recorded in the manifest, never silently dropped."""
-
-    key: str
-    reason: str

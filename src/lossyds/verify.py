@@ -9,7 +9,7 @@ from typing import Callable
 from . import codecs
 from .errors import ShardError
 from .manifest import load_manifest
-from .shards import MappedShard, sha256_file
+from .shards import MappedShard, payload_bytes_of, sha256_file
 
 
 @dataclass
@@ -51,7 +51,7 @@ def verify(directory: str | Path, *, decode: bool = False, progress: Callable[[i
                     meta = json.loads(shard.read(entry, "json"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise ShardError(f"shard {name}: sample {entry.key!r} has unreadable metadata: {exc}", shard=name, key=entry.key) from exc
-                bits = entry.members[codec.extension][1] * 8
+                bits = payload_bytes_of(entry, codec.extension) * 8
                 if not isinstance(meta, dict) or meta.get("payload_bits") != bits:
                     raise ShardError(f"shard {name}: sample {entry.key!r} metadata does not match its {bits}-bit bitstream", shard=name, key=entry.key)
                 payload += bits

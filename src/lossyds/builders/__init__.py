@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from .base import Builder, Record
 
 _REGISTRY: dict[str, str] = {
     "sample": "sample:SampleBuilder",
+    "imagenet": "imagenet:ImageNetBuilder",
+    "cityscapes": "cityscapes:CityscapesBuilder",
+    "librispeech": "librispeech:LibriSpeechBuilder",
+    "musdb": "musdb:MusdbBuilder",
     "imagefolder": "folder:ImageFolderBuilder",
     "audiofolder": "folder:AudioFolderBuilder",
 }
@@ -33,9 +38,11 @@ def builder_class(name: str) -> type[Builder]:
     return cls
 
 
-def get(name: str, *, root: str | Path | None, split: str | None, modality: str) -> Builder:
-    """A builder for dataset `name` at `root` (split `split`), feeding a codec of `modality`."""
-    return builder_class(name)(root=root, split=split, modality=modality)
+def get(name: str, *, root: str | Path | None, split: str | None, modality: str, **options: Any) -> Builder:
+    """A builder for dataset `name` at `root` (split `split`), feeding a codec of `modality`.
+
+    `options` are dataset-specific (MUSDB: chunk_seconds, compress_stems)."""
+    return builder_class(name)(root=root, split=split, modality=modality, **options)
 
 
 __all__ = ["Builder", "Record", "available", "builder_class", "get"]

@@ -39,6 +39,8 @@ class Record:
     path: str  # main source file, relative to the builder's root
     targets: dict[str, Any] = field(default_factory=dict, hash=False)
     extra_paths: tuple[tuple[str, str], ...] = ()  # (attachment name, relative path) stored losslessly
+    start: int = 0  # first audio frame of a chunk
+    stop: int | None = None  # end audio frame of a chunk (None: to the end)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -99,7 +101,8 @@ class Builder(abc.ABC):
     modalities: ClassVar[Sequence[str]] = ("image", "audio")
     license: ClassVar[str | None] = None  # Hugging Face license id of the source data, None if unknown
 
-    def __init__(self, *, root: str | Path | None, split: str | None, modality: str):
+    def __init__(self, *, root: str | Path | None, split: str | None, modality: str, **options: Any):
+        self.options = self.configure(**options)
         if modality not in self.modalities:
             raise UsageError(f"dataset {self.name!r} holds {' and '.join(self.modalities)} data; a {modality} codec cannot encode it.")
         self.modality = modality
@@ -107,6 +110,13 @@ class Builder(abc.ABC):
         self.split = split if split is not None else self.default_split(modality)
         if self.splits and self.split not in self.splits:
             raise UsageError(f"dataset {self.name!r} has no split {self.split!r}; choose one of: {', '.join(self.splits)}.")
+
+    def configure(self, **options: Any) -> dict[str, Any]:
+        """Check builder-specific options (e.g. MUSDB's chunk_seconds); returns what goes to the manifest."""
+        given = {k: v for k, v in options.items() if v not in (None, False)}
+        if given:
+            raise UsageError(f"dataset {self.name!r} takes no option {', '.join('--' + k.replace('_', '-') for k in given)}.")
+        return {}
 
     def resolve_root(self, root: str | Path | None) -> Path:
         if root is None:

@@ -49,8 +49,8 @@ class SampleBuilder(Builder):
     def default_split(self, modality: str) -> str:
         return "photos" if modality == "image" else "speech"
 
-    def __init__(self, *, root, split, modality):
-        super().__init__(root=root, split=split, modality=modality)
+    def __init__(self, *, root, split, modality, **options):
+        super().__init__(root=root, split=split, modality=modality, **options)
         if (self.split == "photos") != (modality == "image"):
             from ..errors import UsageError
 

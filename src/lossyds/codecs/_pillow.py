@@ -70,20 +70,56 @@ class PillowImageCodec(ImageCodec):
     _fast_decode: Callable[[bytes, int], torch.Tensor] | None = None
     _fast_decode_checked: bool = False
 
-    def save_options(self) -> dict[str, Any]:
-        """Keyword arguments for PIL.Image.save, from self.params."""
-        return dict(self.params)
+    def save_options(self, quality: int | None) -> dict[str, Any]:
+        """Keyword arguments for PIL.Image.save: self.params with the quality to use."""
+        options = {k: v for k, v in self.params.items() if k not in ("quality", "bpp")}
+        if quality is not None:
+            options["quality"] = quality
+        return options
 
     @classmethod
     def library_version(cls) -> str:
         return PIL.__version__
 
-    def encode(self, sample: SourceSample) -> bytes:
+    def encode_at(self, sample: SourceSample, quality: int | None) -> bytes:
         if sample.image is None:
             raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
         buffer = io.BytesIO()
-        pil_image_from_array(sample.image).save(buffer, self.pil_format, **self.save_options())
+        pil_image_from_array(sample.image).save(buffer, self.pil_format, **self.save_options(quality))
         return buffer.getvalue()
+
+    def encode(self, sample: SourceSample) -> bytes:
+        if "bpp" not in self.params:
+            return self.encode_at(sample, self.params.get("quality"))
+        target = self.params["bpp"] * sample.image.shape[0] * sample.image.shape[1]
+        return min(self.candidates(sample), key=lambda c: abs(len(c[1]) * 8 - target))[1]
+
+    def candidates(self, sample: SourceSample) -> list[tuple[dict[str, Any], bytes]]:
+        if "bpp" not in self.params:
+            return [({}, self.encode(sample))]
+        if sample.image is None:
+            raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
+        target_bits = self.params["bpp"] * sample.image.shape[0] * sample.image.shape[1]
+        low, high = self.quality_range
+        cache: dict[int, bytes] = {}
+
+        def at(quality: int) -> bytes:
+            if quality not in cache:
+                cache[quality] = self.encode_at(sample, quality)
+            return cache[quality]
+
+        # Binary search for the highest quality at or under the target (size grows with quality).
+        if len(at(low)) * 8 >= target_bits:
+            return [({"quality": low}, at(low))]
+        if len(at(high)) * 8 <= target_bits:
+            return [({"quality": high}, at(high))]
+        while high - low > 1:
+            middle = (low + high) // 2
+            if len(at(middle)) * 8 <= target_bits:
+                low = middle
+            else:
+                high = middle
+        return [({"quality": low}, at(low)), ({"quality": high}, at(high))]
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         channels = int(meta.get("channels", 3))

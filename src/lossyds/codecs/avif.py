@@ -18,5 +18,5 @@ class AvifCodec(PillowImageCodec):
         # speed: encoder effort 0 (slowest, best) .. 10 (fastest).
         super().__init__(quality=quality, speed=speed, subsampling=subsampling, **rate)
 
-    def save_options(self) -> dict[str, Any]:
-        return {**self.params, "max_threads": 1}
+    def save_options(self, quality: int | None) -> dict[str, Any]:
+        return {**super().save_options(quality), "max_threads": 1}

@@ -33,6 +33,12 @@ class Codec(abc.ABC):
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         """Decode a bitstream. `meta` is the sample's stored metadata (source size, rate, length)."""
 
+    def candidates(self, sample: SourceSample) -> list[tuple[dict[str, Any], bytes]]:
+        """Encodings to choose from, as (per-sample settings, bitstream). One, unless the codec
+        targets a rate (`--bpp`): then the two settings that bracket the target, and the build
+        picks per sample so that the dataset's running rate stays on target."""
+        return [({}, self.encode(sample))]
+
     @classmethod
     def library_version(cls) -> str:
         return "unknown"
@@ -62,11 +68,14 @@ class ImageCodec(Codec):
         if kbps is not None:
             raise UsageError(f"{self.name} is an image codec: give --quality, not --kbps.")
         if bpp is not None:
-            raise UsageError(
-                f"{self.name}: targeting a bit rate with --bpp is not implemented yet; give --quality "
-                f"in {self.quality_range[0]}..{self.quality_range[1]}." if self.quality_range else
-                f"{self.name}: --bpp is not supported."
-            )
+            if self.quality_range is None:
+                raise UsageError(f"{self.name} is lossless and takes no --bpp.")
+            if quality is not None:
+                raise UsageError(f"{self.name}: give --quality or --bpp, not both.")
+            if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp <= 24:
+                raise UsageError(f"{self.name} --bpp must be a number of bits per pixel in (0, 24] (got {bpp!r}).")
+            super().__init__(bpp=float(bpp), **params)
+            return
         if self.quality_range is None:
             if quality is not None:
                 raise UsageError(f"{self.name} is lossless and takes no --quality.")
@@ -83,6 +92,8 @@ class ImageCodec(Codec):
         super().__init__(**params)
 
     def describe_rate(self) -> str:
+        if "bpp" in self.params:
+            return f"target {self.params['bpp']:g} bpp"
         q = self.params.get("quality")
         return "lossless" if q is None else f"quality {q}"
 

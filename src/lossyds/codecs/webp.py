@@ -16,5 +16,5 @@ class WebpCodec(PillowImageCodec):
         # method: libwebp effort 0 (fast) .. 6 (best).
         super().__init__(quality=quality, method=method, **rate)
 
-    def save_options(self) -> dict[str, Any]:
-        return {**self.params, "lossless": False, "exact": False}
+    def save_options(self, quality: int | None) -> dict[str, Any]:
+        return {**super().save_options(quality), "lossless": False, "exact": False}
