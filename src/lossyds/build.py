@@ -30,6 +30,7 @@ from .codecs.base import Codec
 from .errors import BuildStateError, CodecError, SourceError, UsageError
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, load_manifest, write_json_atomic, write_text_atomic
 from .shards import PARTIAL_SUFFIX, ShardStats, ShardWriter, add_digests, key_digest
+from .types import SourceSample
 
 JOURNAL_NAME = ".lossyds-build.json"
 BUILD_INFO_NAME = "build-info.json"
@@ -87,16 +88,19 @@ def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> En
         sample = builder.load(record)
         candidates = codec.candidates(sample)
         attachments = dict(sample.attachments)
+        payload_members = [codec.extension]
         extra_payload = 0
         for name, signal in sorted(sample.extra_audio.items()):
-            from .types import SourceSample
-
             data = codec.encode(SourceSample(key=f"{sample.key}/{name}", audio=signal, sample_rate=sample.sample_rate, audio_bit_depth=sample.audio_bit_depth))
-            attachments[f"{name}.{codec.extension}"] = data
+            member = f"{name}.{codec.extension}"
+            if member in attachments:
+                raise CodecError(f"{member} would be both a lossless reference and a codec bitstream")
+            attachments[member] = data
+            payload_members.append(member)
             extra_payload += len(data)
     except (SourceError, CodecError) as exc:
         return Skipped(record.key, str(exc))
-    meta: dict[str, Any] = {"key": sample.key, "codec": codec.name}
+    meta: dict[str, Any] = {"key": sample.key, "codec": codec.name, "payload_members": payload_members}
     pixels = audio_samples = 0
     seconds = 0.0
     if sample.image is not None:

@@ -152,7 +152,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=shard.name, key=entry.key)
         try:
             meta = json.loads(shard.read(entry, "json"))
-            payload_bits = payload_bytes_of(entry, codec.extension) * 8
+            payload_bits = payload_bytes_of(entry, meta, codec.extension) * 8
             if meta.get("payload_bits") != payload_bits:
                 raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
             decoded = codec.decode(shard.read(entry, codec.extension), meta)
@@ -165,7 +165,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 sample["sample_rate"] = meta["sample_rate"]
                 sample["num_frames"] = meta["num_frames"]
             sample.update(meta.get("targets", {}))
-            encoded_extras = set(codec_members(entry, codec.extension)) - {codec.extension}
+            encoded_extras = set(codec_members(entry, meta, codec.extension)) - {codec.extension}
             for extension in entry.members:
                 if extension in (codec.extension, "json", "cls", "txt"):
                     continue
@@ -173,7 +173,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 value = codec.decode(data, meta) if extension in encoded_extras else decode_attachment(extension, data)
                 place_attachment(sample, extension, value)
             return sample
-        except ShardError:
+        except ShardError as exc:
+            if exc.shard is None:
+                raise ShardError(f"shard {shard.name}: {exc}", shard=shard.name, key=entry.key) from exc
             raise
         except (LossydsError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key) from exc

@@ -278,13 +278,17 @@ def read_location(location: str | Path) -> bytes:
         return handle.read()
 
 
-def codec_members(entry: SampleEntry, extension: str) -> list[str]:
-    """The sample's members that hold codec bitstreams: `ext` and `NAME.ext` (compressed stems)."""
-    return [e for e in entry.members if e == extension or e.endswith("." + extension)]
+def codec_members(entry: SampleEntry, meta: dict, extension: str) -> list[str]:
+    """The sample's members that hold codec bitstreams, as its metadata lists them
+    (`payload_members`: the bitstream, plus compressed stems), present in the shard."""
+    names = meta.get("payload_members", [extension]) if isinstance(meta, dict) else [extension]
+    if not isinstance(names, list) or extension not in names or not all(n in entry.members for n in names):
+        raise ShardError(f"sample {entry.key!r}: its payload members {names!r} are not all in the shard", key=entry.key)
+    return names
 
 
-def payload_bytes_of(entry: SampleEntry, extension: str) -> int:
-    return sum(entry.members[e][1] for e in codec_members(entry, extension))
+def payload_bytes_of(entry: SampleEntry, meta: dict, extension: str) -> int:
+    return sum(entry.members[e][1] for e in codec_members(entry, meta, extension))
 
 
 class MappedShard:

@@ -51,8 +51,13 @@ def verify(directory: str | Path, *, decode: bool = False, progress: Callable[[i
                     meta = json.loads(shard.read(entry, "json"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise ShardError(f"shard {name}: sample {entry.key!r} has unreadable metadata: {exc}", shard=name, key=entry.key) from exc
-                bits = payload_bytes_of(entry, codec.extension) * 8
-                if not isinstance(meta, dict) or meta.get("payload_bits") != bits:
+                if not isinstance(meta, dict):
+                    raise ShardError(f"shard {name}: sample {entry.key!r} metadata is not a JSON object", shard=name, key=entry.key)
+                try:
+                    bits = payload_bytes_of(entry, meta, codec.extension) * 8
+                except ShardError as exc:
+                    raise ShardError(f"shard {name}: {exc}", shard=name, key=entry.key) from exc
+                if meta.get("payload_bits") != bits:
                     raise ShardError(f"shard {name}: sample {entry.key!r} metadata does not match its {bits}-bit bitstream", shard=name, key=entry.key)
                 payload += bits
                 if decode:
