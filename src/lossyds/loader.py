@@ -72,6 +72,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         on_error: OnError = "raise",
         rank: int | None = None,
         world_size: int | None = None,
+        decode_threads: int = 0,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -84,6 +85,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer = max(1, shuffle_buffer) if shuffle else 1
         self.transform = transform
         self.on_error = on_error
+        if decode_threads < 0:
+            raise UsageError(f"decode_threads must be >= 0 (got {decode_threads}).")
+        self.decode_threads = decode_threads
         if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
             # Captured here, in the rank's own process: DataLoader workers do not see the process group.
             rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -180,7 +184,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         except (LossydsError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key) from exc
 
-    def _iter_range(self, shard_index: int, first: int, end: int) -> Iterator[dict[str, Any]]:
+    def _entries(self, shard_index: int, first: int, end: int) -> Iterator[tuple[MappedShard, SampleEntry]]:
+        """(shard, entry) references of one range: member bytes are not read yet."""
         name = self.shards[shard_index]["path"]
         try:
             shard = MappedShard(join_location(self.root, name), name)
@@ -189,20 +194,26 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 raise
             self._note_error(str(exc))
             return
-        with shard:
-            expected = self.shards[shard_index]["num_samples"]
-            if len(shard.entries) != expected:
-                error = ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name)
-                if self.on_error == "raise":
-                    raise error
-                self._note_error(str(error))
-            for entry in shard.entries[first:end]:
-                try:
-                    yield self.decode_entry(shard, entry)
-                except ShardError as exc:
-                    if self.on_error == "raise":
-                        raise
-                    self._note_error(str(exc))
+        expected = self.shards[shard_index]["num_samples"]
+        if len(shard.entries) != expected:
+            error = ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name)
+            if self.on_error == "raise":
+                raise error
+            self._note_error(str(error))
+        for entry in shard.entries[first:end]:
+            yield shard, entry
+        # the map closes when the last reference (possibly in the shuffle buffer) goes
+
+    def _process(self, reference: tuple[MappedShard, SampleEntry]) -> Any:
+        """Decode + transform one sample (runs in a decode thread when decode_threads > 1)."""
+        try:
+            sample = self.decode_entry(*reference)
+        except ShardError as exc:
+            if self.on_error == "raise":
+                raise
+            self._note_error(str(exc))
+            return _SKIPPED
+        return self.transform(sample) if self.transform is not None else sample
 
     def _note_error(self, message: str) -> None:
         self.errors.append(message)
@@ -213,11 +224,42 @@ class LossyDataset(torch.utils.data.IterableDataset):
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         rank, world = self.rank_and_world()
         part, parts = rank * num_workers + worker_id, world * num_workers
-        stream = (s for r in self._ranges(part, parts) for s in self._iter_range(*r))
-        if self.shuffle_buffer > 1:
-            stream = _shuffled(stream, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
-        for sample in stream:
-            yield self.transform(sample) if self.transform is not None else sample
+        references: Iterator[tuple[MappedShard, SampleEntry]] = (ref for r in self._ranges(part, parts) for ref in self._entries(*r))
+        if self.shuffle_buffer > 1:  # shuffles references, not decoded tensors: memory stays small
+            references = _shuffled(references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
+        results = _threaded_map(self._process, references, self.decode_threads) if self.decode_threads > 1 else map(self._process, references)
+        for sample in results:
+            if sample is not _SKIPPED:
+                yield sample
+
+
+_SKIPPED = object()
+
+
+def _threaded_map(function: Callable[[Any], Any], items: Iterator[Any], threads: int, chunk: int = 8) -> Iterator[Any]:
+    """Ordered map over a thread pool, `chunk` items per task (amortising the pool's own
+    per-task cost) with at most 2 x threads tasks in flight.
+
+    Image decoders (torchvision's libjpeg-turbo / libwebp / libpng) and torch ops release
+    the GIL, so threads decode in parallel into memory this process owns: no pixels cross a
+    process boundary (the cost that caps multi-process loaders here, ENVIRONMENT.md)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    def run(batch: list[Any]) -> list[Any]:
+        return [function(item) for item in batch]
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="lossyds-decode") as pool:
+        window: deque = deque()
+        while True:
+            batch = list(islice(items, chunk))
+            if batch:
+                window.append(pool.submit(run, batch))
+            if window and (len(window) >= 2 * threads or not batch):
+                yield from window.popleft().result()
+            if not batch and not window:
+                return
 
 
 def _shuffled(stream: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
@@ -241,7 +283,9 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     `s3://...`, `file://...`); remote shards are streamed one at a time.
 
     Options: shuffle (bool), seed (int), shuffle_buffer (samples), transform (callable on
-    each sample dict), on_error ("raise" | "skip"), rank / world_size (override DDP).
+    each sample dict, run in the decode threads), on_error ("raise" | "skip"), rank /
+    world_size (override DDP), decode_threads (decode this many samples at once in
+    threads of the iterating process; the fast path for images, see the README).
     """
     return LossyDataset(root, **options)
 

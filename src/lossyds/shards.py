@@ -191,72 +191,124 @@ def split_member_name(name: str) -> tuple[str, str]:
 
 
 def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str) -> list[SampleEntry]:
-    """Index a shard's members (no data read). Refuses links, directories, absolute or `..` paths.
-
-    `source` is a path or the shard's bytes. Raises ShardError naming the shard on any damage.
-    """
-    fileobj = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else None
-    try:
-        if fileobj is None and isinstance(source, mmap.mmap):
-            fileobj = _MmapFile(source)
-        tar = tarfile.open(fileobj=fileobj, mode="r:") if fileobj is not None else tarfile.open(source, mode="r:")
-    except (tarfile.TarError, OSError) as exc:
-        raise ShardError(f"shard {shard_name} is not a readable tar file: {exc}", shard=shard_name) from exc
+    """Index a shard's members (no member data read). Refuses links, directories, absolute or
+    `..` paths and bad header checksums. `source` is a path or the shard's bytes / mmap.
+    Raises ShardError naming the shard (and the last good sample) on any damage."""
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as handle:
+                buffer: bytes | mmap.mmap = handle.read()
+        except OSError as exc:
+            raise ShardError(f"shard {shard_name} cannot be read: {exc}", shard=shard_name) from exc
+    else:
+        buffer = source
     entries: list[SampleEntry] = []
-    last_key: str | None = None
-    try:
-        with tar:
-            for info in tar:
-                name = info.name
-                if not info.isreg():
-                    raise ShardError(f"shard {shard_name} holds a non-file member {name!r} (links and folders are refused)", shard=shard_name)
-                if name.startswith("/") or ".." in name.split("/") or "/" in name:
-                    raise ShardError(f"shard {shard_name} holds a member with an unsafe path {name!r}", shard=shard_name)
-                key, extension = split_member_name(name)
-                if not key or not extension:
-                    raise ShardError(f"shard {shard_name} holds a member {name!r} without KEY.EXT form", shard=shard_name)
-                if key != last_key:
-                    entries.append(SampleEntry(key, {}))
-                    last_key = key
-                elif extension in entries[-1].members:
-                    raise ShardError(f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key)
-                entries[-1].members[extension] = (info.offset_data, info.size)
-    except tarfile.TarError as exc:
-        raise ShardError(f"shard {shard_name} is damaged after sample {last_key!r}: {exc}", shard=shard_name, key=last_key) from exc
+    for name, offset, size in scan_tar(buffer, shard_name):
+        if name.startswith("/") or ".." in name.split("/") or "/" in name:
+            raise ShardError(f"shard {shard_name} holds a member with an unsafe path {name!r}", shard=shard_name)
+        key, extension = split_member_name(name)
+        if not key or not extension:
+            raise ShardError(f"shard {shard_name} holds a member {name!r} without KEY.EXT form", shard=shard_name)
+        if not entries or key != entries[-1].key:
+            entries.append(SampleEntry(key, {}))
+        elif extension in entries[-1].members:
+            raise ShardError(f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key)
+        entries[-1].members[extension] = (offset, size)
     return entries
 
 
-class _MmapFile(io.RawIOBase):
-    """Minimal read-only file over an mmap, so tarfile can index a mapped shard without copying it."""
+_REGULAR = (b"0", b"\0", b"7")
 
-    def __init__(self, buffer: mmap.mmap):
-        self._buffer = buffer
-        self._pos = 0
 
-    def readable(self) -> bool:
-        return True
+def _octal(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
 
-    def seekable(self) -> bool:
-        return True
 
-    def tell(self) -> int:
-        return self._pos
+def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, int, int]]:
+    """(member name, data offset, size) of every regular file in a POSIX tar held in memory.
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: len(self._buffer)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
+    Written here rather than using `tarfile` because tarfile builds a full TarInfo per
+    member (eight field parses, PAX/GNU handling in Python): profiled at ~0.16 ms per
+    3-member sample, a third of the loader's time on small JPEGs. This reads only the
+    name, size, type and checksum of each 512-byte header (ustar, PAX 'x' path/size
+    records and GNU long names), and refuses anything else.
+    """
+    total = len(buffer)
+    position = 0
+    pending_name: str | None = None
+    pending_size: int | None = None
+    last = None
+    while position + 512 <= total:
+        header = buffer[position:position + 512]
+        if header == b"\0" * 512:
+            return  # end-of-archive blocks
+        def damaged(why: str) -> ShardError:
+            return ShardError(f"shard {shard_name} is damaged at byte {position} after member {last!r}: {why}", shard=shard_name, key=split_member_name(last)[0] if last else None)
+        try:
+            stored = _octal(header[148:156])
+            size = _octal(header[124:136])
+        except ValueError:
+            raise damaged("unreadable header numbers") from None
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+            raise damaged("header checksum mismatch")
+        kind = header[156:157]
+        data = position + 512
+        end = data + size + (-size % 512)
+        if data + size > total:
+            raise damaged(f"member of {size} bytes runs past the end of the file (truncated)")
+        if kind in (b"x", b"L", b"g"):
+            payload = bytes(buffer[data:data + size])
+            if kind == b"L":
+                pending_name = payload.rstrip(b"\0").decode("utf-8", "replace")
+            elif kind == b"x":
+                for key, value in _pax_records(payload, damaged):
+                    if key == "path":
+                        pending_name = value
+                    elif key == "size":
+                        pending_size = int(value)
+            position = end
+            continue
+        if kind not in _REGULAR:
+            raise ShardError(f"shard {shard_name} holds a non-file member (type {kind!r}) after {last!r}: links and folders are refused", shard=shard_name)
+        if pending_size is not None:
+            size = pending_size
+            end = data + size + (-size % 512)
+            if data + size > total:
+                raise damaged("member runs past the end of the file (truncated)")
+        if pending_name is not None:
+            name = pending_name
+        else:
+            name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if header[257:262] == b"ustar" and prefix:
+                name = prefix.decode("utf-8", "replace") + "/" + name
+        pending_name = pending_size = None
+        last = name
+        yield name, data, size
+        position = end
+    if position < total and any(buffer[position:total]):
+        raise ShardError(f"shard {shard_name} ends in a partial header after member {last!r} (truncated)", shard=shard_name)
 
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._buffer) if size is None or size < 0 else min(len(self._buffer), self._pos + size)
-        data = self._buffer[self._pos:end]
-        self._pos = end
-        return data
 
-    def readinto(self, target) -> int:  # type: ignore[override]
-        data = self.read(len(target))
-        target[: len(data)] = data
-        return len(data)
+def _pax_records(payload: bytes, damaged) -> Iterator[tuple[str, str]]:
+    position = 0
+    while position < len(payload) and payload[position:position + 1] != b"\0":
+        space = payload.find(b" ", position)
+        if space < 0:
+            raise damaged("malformed PAX record")
+        try:
+            length = int(payload[position:space])
+        except ValueError:
+            raise damaged("malformed PAX record length") from None
+        if length <= 0 or position + length > len(payload):
+            raise damaged("PAX record runs past its header")
+        record = payload[space + 1:position + length - 1].decode("utf-8", "replace")
+        key, _, value = record.partition("=")
+        yield key, value
+        position += length
 
 
 def is_url(location: str | Path) -> bool:
@@ -331,6 +383,12 @@ class MappedShard:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> "MappedShard":
         return self
