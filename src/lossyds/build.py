@@ -135,6 +135,9 @@ _worker_state: tuple[builders.Builder, Codec] | None = None
 
 def _init_worker(builder: builders.Builder, codec_name: str, rate: dict[str, Any]) -> None:
     global _worker_state
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already
     _worker_state = (builder, codecs.get(codec_name, **rate))
 
 
@@ -150,7 +153,10 @@ def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, r
         for record in records:
             yield encode_record(builder, codec, record)
         return
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    # fork is fast, but a parent that has run torch ops (a neural codec's model) leaves
+    # OpenMP thread pools that deadlock in forked children: spawn fresh processes then.
+    neural = getattr(codec, "uses_weights", False)
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and not neural else "spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(builder, options.codec, options.rate)) as pool:
         window: deque = deque()
         for record in records:

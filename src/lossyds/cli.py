@@ -52,6 +52,11 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
             table.add_row("note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)")
     table.add_row("bits per sample", f"{bits['per_sample_mean']:.0f} (mean payload)")
     table.add_row("compression", f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files")
+    weights = codec.get("weights")
+    if weights:
+        table.add_row("weights", f"{weights['name']} (sha256 {weights['sha256'][:16]}..., {weights['source']})")
+        if weights["source"] == "random":
+            table.add_row("WARNING", "test weights (random initialisation): bitstreams are real, the codec is not a trained one")
     table.add_row("payload / disk", f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)")
     for skip in manifest["skipped"][:5]:
         table.add_row("skipped", f"{skip['key']}: {skip['reason']}")
@@ -117,9 +122,11 @@ def run_with_progress(label: str, function, *args):
 @click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
 @click.option("--strict", is_flag=True, help="Stop on the first unreadable source file instead of skipping it.")
 @click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
+@click.option("--weights", help="Neural codecs: checkpoint path, or random:SEED for test weights (default: the pretrained weights).")
+@click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code with its language model (needs its pretrained LM).")
 @click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
 @click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
-def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, spec: Path | None, skip_unavailable: bool) -> None:
+def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
     """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
     from .build import BuildOptions, build as run_build
     from .errors import UsageError
@@ -132,7 +139,7 @@ def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: 
             return
         if not codec_name or out_dir is None:
             raise UsageError("build needs --codec and --out (or --spec FILE).")
-        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp)) if v is not None}
+        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
         builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
         options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part))
         manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)
@@ -177,14 +184,15 @@ def info(directory: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
-def verify(directory: Path, decode: bool) -> None:
+@click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
+def verify(directory: Path, decode: bool, weights: str | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
     from .verify import verify as run_verify
 
     try:
         with progress_bar("verifying") as bar:
             task = bar.add_task("verify", total=None)
-            report = run_verify(directory, decode=decode, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = run_verify(directory, decode=decode, weights=weights, progress=lambda done, total: bar.update(task, completed=done, total=total))
     except LossydsError as exc:
         fail(exc)
     decoded = f", {report.decoded} decoded" if decode else ""

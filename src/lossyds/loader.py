@@ -73,6 +73,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         decode_threads: int = 0,
+        weights: str | None = None,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -95,8 +96,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self._world_size = world_size
         self.epoch = 0
         self.errors: list[str] = []  # what on_error="skip" skipped, in this process
-        self._codec: codecs.Codec | None = None
-        codecs.codec_class(self.manifest["codec"]["name"])  # fail now, not in a worker, on an unknown codec
+        # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
+        self._codec: codecs.Codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
 
     # -- splitting ---------------------------------------------------------------------
 
@@ -145,8 +146,6 @@ class LossyDataset(torch.utils.data.IterableDataset):
 
     @property
     def codec(self) -> codecs.Codec:
-        if self._codec is None:
-            self._codec = codecs.from_manifest(self.manifest["codec"])
         return self._codec
 
     def decode_entry(self, shard: MappedShard, entry: SampleEntry) -> dict[str, Any]:
@@ -285,7 +284,9 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     Options: shuffle (bool), seed (int), shuffle_buffer (samples), transform (callable on
     each sample dict, run in the decode threads), on_error ("raise" | "skip"), rank /
     world_size (override DDP), decode_threads (decode this many samples at once in
-    threads of the iterating process; the fast path for images, see the README).
+    threads of the iterating process; the fast path for images, see the README),
+    weights (neural codecs: a checkpoint path or random:SEED instead of the recorded
+    weights; its fingerprint must match the manifest's).
     """
     return LossyDataset(root, **options)
 

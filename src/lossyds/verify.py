@@ -20,17 +20,18 @@ class VerifyReport:
     payload_bits: int
 
 
-def verify(directory: str | Path, *, decode: bool = False, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+def verify(directory: str | Path, *, decode: bool = False, weights: str | None = None, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check a build; raises ShardError naming the first bad shard (and sample) found."""
     root = Path(directory)
     manifest = load_manifest(root)
-    codec = codecs.from_manifest(manifest["codec"])
+    codec = codecs.codec_class(manifest["codec"]["name"])
+    extension = codec.extension
     payload = samples = decoded = 0
     total = manifest["num_samples"]
     if decode:
         from .loader import LossyDataset
 
-        dataset = LossyDataset(root)
+        dataset = LossyDataset(root, weights=weights)
     for shard_info in manifest["shards"]:
         name = shard_info["path"]
         path = root / name
@@ -45,8 +46,8 @@ def verify(directory: str | Path, *, decode: bool = False, progress: Callable[[i
             if len(shard.entries) != shard_info["num_samples"]:
                 raise ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}", shard=name)
             for entry in shard.entries:
-                if codec.extension not in entry.members or "json" not in entry.members:
-                    raise ShardError(f"shard {name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=name, key=entry.key)
+                if extension not in entry.members or "json" not in entry.members:
+                    raise ShardError(f"shard {name}: sample {entry.key!r} lacks its .{extension} or .json member", shard=name, key=entry.key)
                 try:
                     meta = json.loads(shard.read(entry, "json"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -54,7 +55,7 @@ def verify(directory: str | Path, *, decode: bool = False, progress: Callable[[i
                 if not isinstance(meta, dict):
                     raise ShardError(f"shard {name}: sample {entry.key!r} metadata is not a JSON object", shard=name, key=entry.key)
                 try:
-                    bits = payload_bytes_of(entry, meta, codec.extension) * 8
+                    bits = payload_bytes_of(entry, meta, extension) * 8
                 except ShardError as exc:
                     raise ShardError(f"shard {name}: {exc}", shard=name, key=entry.key) from exc
                 if meta.get("payload_bits") != bits:

@@ -20,6 +20,13 @@ _REGISTRY: dict[str, str] = {
     "mp3": "mp3:Mp3Codec",
     "opus": "opus:OpusCodec",
     "flac": "flac:FlacCodec",
+    "bmshj2018-factorized": "_compressai:Bmshj2018FactorizedCodec",
+    "bmshj2018-hyperprior": "_compressai:Bmshj2018HyperpriorCodec",
+    "mbt2018-mean": "_compressai:Mbt2018MeanCodec",
+    "mbt2018": "_compressai:Mbt2018Codec",
+    "cheng2020-anchor": "_compressai:Cheng2020AnchorCodec",
+    "encodec": "_encodec:Encodec24Codec",
+    "encodec-48khz": "_encodec:Encodec48Codec",
 }
 
 
@@ -50,12 +57,28 @@ def get(name: str, **settings: Any) -> Codec:
     Rate settings: `quality` (image codecs), `kbps` (audio codecs); codec-specific
     parameters may follow. Bad names or impossible rates raise UsageError.
     """
-    return codec_class(name)(**settings)
+    cls = codec_class(name)
+    if settings.get("weights") is not None and not getattr(cls, "uses_weights", False):
+        raise UsageError(f"{name} is not a learned codec and takes no --weights.")
+    if settings.get("entropy_lm") and "entropy_lm" not in getattr(cls, "options", ()):
+        raise UsageError(f"{name} takes no --entropy-lm (EnCodec only).")
+    settings = {k: v for k, v in settings.items() if not (k in ("weights", "entropy_lm") and v in (None, False))}
+    return cls(**settings)
 
 
-def from_manifest(codec_entry: dict[str, Any]) -> Codec:
-    """Rebuild the codec a dataset was built with, from its manifest's "codec" entry."""
-    return get(codec_entry["name"], **codec_entry.get("params", {}))
+def from_manifest(codec_entry: dict[str, Any], weights: str | None = None) -> Codec:
+    """Rebuild the codec a dataset was built with, from its manifest's "codec" entry.
+
+    Neural codecs: `weights` overrides the recorded weights spec (e.g. a local checkpoint
+    path); either way the weights must have the fingerprint the manifest records."""
+    params = dict(codec_entry.get("params", {}))
+    if weights is not None:
+        params["weights"] = weights
+    codec = get(codec_entry["name"], **params)
+    recorded = codec_entry.get("weights")
+    if recorded:
+        codec.check_weights(recorded["sha256"])  # type: ignore[attr-defined]
+    return codec
 
 
 __all__ = ["AudioCodec", "Codec", "ImageCodec", "available", "codec_class", "from_manifest", "get"]

@@ -1,0 +1,153 @@
+"""EnCodec (Défossez et al. 2022): `encodec` at 24 kHz mono (1.5, 3, 6, 12, 24 kbps) and
+`encodec-48khz` stereo (3, 6, 12, 24 kbps).
+
+Bitstreams are `.ecdc` files in the encodec package's own format (its `compress`
+writes them), so `encodec.compress.decompress` reads them given the same weights.
+Audio is resampled to the model rate with libsoxr; channels are mixed down (24 kHz model)
+or duplicated (48 kHz model on mono); decoded audio comes back at the source rate,
+channel count and exact length. lossyds decodes the packed codes itself with encodec's
+`binary` readers and the model's decoder, so it never asks encodec to fetch weights.
+"""
+from __future__ import annotations
+
+import io
+import math
+import struct
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import CodecError, UsageError
+from ..types import SourceSample
+from ._audio import fit_length, resample
+from ._neural import NeuralModelMixin
+from .base import AudioCodec
+
+
+class EncodecCodec(NeuralModelMixin, AudioCodec):
+    library: ClassVar[str] = "encodec"
+    extension: ClassVar[str] = "ecdc"
+    model_name: ClassVar[str]  # encodec's own name, written in the .ecdc header
+    bandwidths: ClassVar[tuple[float, ...]]
+    checkpoint: ClassVar[str]
+    options: ClassVar[tuple[str, ...]] = ("entropy_lm",)
+
+    package = "encodec"
+
+    def __init__(self, *, kbps: float | None = None, weights: str | None = None, entropy_lm: bool = False, **rate: Any):
+        self.require_package()
+        super().__init__(kbps=kbps, weights=weights, entropy_lm=bool(entropy_lm), **rate)
+
+    def check_kbps(self, kbps: float) -> None:
+        if kbps not in self.bandwidths:
+            raise UsageError(f"{self.name} bit rate must be one of {', '.join(f'{b:g}' for b in self.bandwidths)} kbps (got {kbps:g}).")
+
+    @classmethod
+    def library_version(cls) -> str:
+        from importlib.metadata import version
+
+        return version("encodec")
+
+    def _constructor(self):
+        from encodec import EncodecModel
+
+        return EncodecModel.encodec_model_24khz if self.model_name == "encodec_24khz" else EncodecModel.encodec_model_48khz
+
+    def new_model(self) -> torch.nn.Module:
+        model = self._constructor()(pretrained=False)
+        model.name = self.model_name  # encodec names only its pretrained models; the .ecdc header needs the name
+        return model
+
+    def model_from_state(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = self.new_model()
+        model.load_state_dict(state)
+        return model
+
+    def pretrained_source(self) -> tuple[str, str | None]:
+        return self.checkpoint, f"https://dl.fbaipublicfiles.com/encodec/v0/{self.checkpoint}"
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        model.set_target_bandwidth(self.params["kbps"])
+
+    def manifest_entry(self) -> dict[str, Any]:
+        entry = super().manifest_entry()
+        entry["weights"] = self.weights_info().to_manifest()
+        entry["model_sample_rate"] = self.model.sample_rate
+        return entry
+
+    def _to_model(self, audio: np.ndarray, rate: int) -> torch.Tensor:
+        channels = self.model.channels
+        if audio.shape[0] != channels:
+            audio = audio.mean(axis=0, keepdims=True) if channels == 1 else np.repeat(audio[:1], channels, axis=0) if audio.shape[0] == 1 else None
+            if audio is None:
+                raise CodecError(f"{self.name} takes mono or stereo audio")
+        return torch.from_numpy(np.ascontiguousarray(resample(np.asarray(audio, np.float32), rate, self.model.sample_rate)))
+
+    def encode(self, sample: SourceSample) -> bytes:
+        if sample.audio is None or sample.sample_rate is None:
+            raise CodecError(f"{self.name} encodes audio; sample {sample.key!r} has none")
+        from encodec.compress import compress
+
+        try:
+            return compress(self.model, self._to_model(sample.audio, sample.sample_rate), use_lm=self.params["entropy_lm"])
+        except RuntimeError as exc:  # the entropy LM's weights are a download
+            raise CodecError(f"{self.name}: {exc}") from exc
+
+    def decode_codes(self, data: bytes) -> torch.Tensor:
+        """.ecdc bytes -> waveform [channels, frames] at the model rate (no entropy LM)."""
+        from encodec import binary
+
+        handle = io.BytesIO(data)
+        try:
+            header = binary.read_ecdc_header(handle)
+        except (ValueError, EOFError, struct.error) as exc:
+            raise CodecError(f"not a readable .ecdc bitstream: {exc}") from exc
+        if header.get("m") != self.model_name:
+            raise CodecError(f".ecdc bitstream is for model {header.get('m')!r}, not {self.model_name!r}")
+        if header.get("lm"):
+            raise CodecError(f"{self.name}: this bitstream uses encodec's entropy LM; decode it with encodec.compress.decompress (its LM weights are a download)")
+        length, codebooks = int(header["al"]), int(header["nc"])
+        model = self.model
+        segment = model.segment_length or length
+        stride = model.segment_stride or length
+        frames = []
+        for offset in range(0, length, stride):
+            steps = int(math.ceil(min(length - offset, segment) / model.sample_rate * model.frame_rate))
+            scale = None
+            if model.normalize:
+                raw = handle.read(4)
+                if len(raw) != 4:
+                    raise CodecError(".ecdc bitstream is truncated")
+                scale = torch.tensor(struct.unpack("!f", raw)[0]).view(1)
+            unpacker = binary.BitUnpacker(model.bits_per_codebook, handle)
+            codes = [unpacker.pull() for _ in range(steps * codebooks)]
+            if any(c is None for c in codes):
+                raise CodecError(".ecdc bitstream ended sooner than expected")
+            frames.append((torch.tensor(codes, dtype=torch.long).view(steps, codebooks).T[None], scale))
+        with torch.no_grad():
+            return model.decode(frames)[0, :, :length]
+
+    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
+        audio = self.decode_codes(bytes(data)).numpy()
+        channels = int(meta.get("channels", audio.shape[0]))
+        if audio.shape[0] != channels:
+            audio = np.repeat(audio, channels, axis=0) if audio.shape[0] == 1 else audio.mean(axis=0, keepdims=True)
+        audio = resample(np.ascontiguousarray(audio, dtype=np.float32), self.model.sample_rate, int(meta["sample_rate"]))
+        return torch.from_numpy(np.ascontiguousarray(fit_length(audio, int(meta["num_frames"]))))
+
+
+class Encodec24Codec(EncodecCodec):
+    name = "encodec"
+    model_name = "encodec_24khz"
+    bandwidths = (1.5, 3.0, 6.0, 12.0, 24.0)
+    kbps_range = (1.5, 24.0)
+    checkpoint = "encodec_24khz-d7cc33bc.th"
+
+
+class Encodec48Codec(EncodecCodec):
+    name = "encodec-48khz"
+    model_name = "encodec_48khz"
+    bandwidths = (3.0, 6.0, 12.0, 24.0)
+    kbps_range = (3.0, 24.0)
+    checkpoint = "encodec_48khz-7e698e3e.th"

@@ -1,0 +1,191 @@
+"""Neural codecs (CompressAI models, EnCodec) with test weights made here: random init with a seed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import lossyds
+from lossyds import codecs
+from lossyds.build import BuildOptions, build
+from lossyds.builders import get as get_builder
+from lossyds.codecs import _container
+from lossyds.errors import CodecError, UsageError
+from lossyds.verify import verify
+from lossyds.weights import WeightsError
+
+from .fixtures import make_image_folder
+
+COMPRESSAI = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor"]
+
+
+def member_sizes(directory: Path, extension: str) -> int:
+    total = 0
+    for shard in directory.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            total += sum(m.size for m in tar if m.name.endswith("." + extension))
+    return total
+
+
+# The autoregressive models decode at ~2.5 s per sample photo on these CPUs: marked slow.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mbt2018", "cheng2020-anchor") else n for n in COMPRESSAI])
+def test_compressai_codec_builds_the_sample_and_decodes(tmp_path, name):
+    manifest = build(BuildOptions(codec=name, out=tmp_path, rate={"quality": 1, "weights": "random:0"}, workers=1))
+    assert manifest["num_samples"] == 6 and manifest["codec"]["extension"] == "lsyn"
+    assert manifest["codec"]["weights"]["source"] == "random" and len(manifest["codec"]["weights"]["sha256"]) == 64
+    assert manifest["bits"]["payload"] == member_sizes(tmp_path, "lsyn") * 8
+    assert verify(tmp_path).samples == 6
+    samples = list(lossyds.open_dataset(tmp_path))  # decodes every sample (the loader checks payload bits too)
+    for sample in samples:
+        assert sample["image"].dtype == torch.uint8
+        assert sample["pixels"] == sample["image"].shape[1] * sample["image"].shape[2]
+    assert {s["image"].shape[0] for s in samples} == {1, 3}  # grayscale comes back grayscale
+
+
+@pytest.mark.parametrize("name", ["mbt2018", "cheng2020-anchor"])
+def test_autoregressive_codecs_on_small_images(tmp_path, name):
+    source = tmp_path / "src"
+    for index, (label, size) in enumerate([("a", (96, 64)), ("b", (70, 50))]):
+        folder = source / label
+        folder.mkdir(parents=True)
+        from PIL import Image
+
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / "x.png")
+    manifest = build(BuildOptions(codec=name, out=tmp_path / "o", rate={"quality": 2, "weights": "random:3"}, dataset="imagefolder", root=source, workers=1))
+    assert verify(tmp_path / "o", decode=True).decoded == 2
+    assert manifest["bits"]["payload"] == member_sizes(tmp_path / "o", "lsyn") * 8
+
+
+def test_encodec_builds_speech_at_the_nominal_rate_and_matches_encodec_own_decoder(tmp_path):
+    manifest = build(BuildOptions(codec="encodec", out=tmp_path, rate={"kbps": 6, "weights": "random:0"}, workers=1))
+    assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.05
+    assert manifest["bits"]["payload"] == member_sizes(tmp_path, "ecdc") * 8
+    assert verify(tmp_path, decode=True).decoded == 5
+    codec = codecs.get("encodec", kbps=6, weights="random:0")
+    encodec_compress = sys.modules["encodec.compress"]  # `import encodec.compress` yields the function of that name
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        member = next(m for m in tar if m.name.endswith(".ecdc"))
+        data = tar.extractfile(member).read()
+    saved = dict(encodec_compress.MODELS)
+    encodec_compress.MODELS["encodec_24khz"] = lambda: codec.model  # "given the same model weights"
+    try:
+        reference, rate = encodec_compress.decompress(data)
+    finally:
+        encodec_compress.MODELS.clear()
+        encodec_compress.MODELS.update(saved)
+    assert rate == 24000 and torch.equal(reference, codec.decode_codes(data))
+    samples = {s["key"]: s for s in lossyds.open_dataset(tmp_path)}
+    sample = samples[member.name.split(".")[0]]
+    assert sample["audio"].shape == (1, sample["num_frames"]) and sample["sample_rate"] == 16000
+
+
+def test_encodec_48khz_on_stereo_music(tmp_path):
+    manifest = build(BuildOptions(codec="encodec-48khz", out=tmp_path, rate={"kbps": 6, "weights": "random:0"}, split="music", workers=1))
+    (sample,) = list(lossyds.open_dataset(tmp_path))
+    assert sample["audio"].shape == (2, sample["num_frames"]) and sample["sample_rate"] == 44100
+    assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.05
+
+
+def test_other_weights_are_refused_with_both_fingerprints(tmp_path):
+    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path, rate={"quality": 1, "weights": "random:0"}, workers=1, limit=2))
+    with pytest.raises(WeightsError) as info:
+        lossyds.open_dataset(tmp_path, weights="random:1")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["codec"]["weights"]["sha256"][:16] in str(info.value)
+    # The same weights from a checkpoint file are accepted: the fingerprint is of the state dict.
+    codec = codecs.get("bmshj2018-hyperprior", quality=1, weights="random:0")
+    checkpoint = tmp_path / "weights.pth"
+    torch.save(codec.model.state_dict(), checkpoint)
+    assert len(list(lossyds.open_dataset(tmp_path, weights=str(checkpoint)))) == 2
+    # A bitstream decoded by a codec with other weights is refused too, not decoded wrong.
+    other = codecs.get("bmshj2018-hyperprior", quality=1, weights="random:1")
+    sample = get_builder("sample", root=None, split="photos", modality="image").records()[0]
+    data = codec.encode(get_builder("sample", root=None, split="photos", modality="image").load(sample))
+    with pytest.raises(WeightsError):
+        other.decode(data, {})
+
+
+def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSYDS_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("LOSSYDS_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    result = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "mbt2018", "--quality", "1", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "mbt2018-1-3f36cd77.pth.tar" in result.stderr and str(tmp_path / "w") in result.stderr and "random:SEED" in result.stderr
+    assert "Traceback" not in result.stderr
+    bad = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "5", "--weights", "random:0", "--out", str(tmp_path / "j")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a learned codec" in bad.stderr
+
+
+def test_weights_file_is_loaded_without_unpickling_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
+    codec = codecs.get("bmshj2018-factorized", quality=1, weights=str(tmp_path / "evil.pth"))
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        codec.weights_info()
+
+
+def test_batch_and_thread_count_do_not_change_what_decodes(tmp_path):
+    """Encode 4 images as one batch with 2 threads; decode one by one with 1 and with 2 threads."""
+    photo = get_builder("sample", root=None, split="photos", modality="image")
+    image = photo.load(photo.records()[0]).image  # 512x512 RGB
+    crops = [np.ascontiguousarray(image[i * 40:i * 40 + 192, i * 30:i * 30 + 256]) for i in range(4)]
+    for name in ("bmshj2018-hyperprior", "mbt2018-mean"):
+        codec = codecs.get(name, quality=2, weights="random:0")
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            batched = codec.encode_batch(crops)
+            torch.set_num_threads(1)
+            one_thread = [codec.decode(b, {}) for b in batched]
+            singles = [codec.encode_batch([c])[0] for c in crops]
+            torch.set_num_threads(2)
+            two_threads = [codec.decode(b, {}) for b in batched]
+        finally:
+            torch.set_num_threads(threads)
+        for a, b in zip(one_thread, two_threads):
+            assert torch.equal(a, b), name
+        assert batched == singles, f"{name}: batch-4 and batch-1 encodings differ"
+
+
+def test_container_rejects_wrong_magic_version_and_truncation():
+    stream = _container.NeuralBitstream("mbt2018", 3, b"\x01" * 8, 100, 200, 3, [2, 4], [[b"abc"], [b"de"]])
+    data = _container.pack(stream)
+    assert _container.unpack(data) == stream
+    with pytest.raises(CodecError, match="magic"):
+        _container.unpack(b"XXXX" + data[4:])
+    with pytest.raises(CodecError, match="version"):
+        _container.unpack(data[:4] + b"\x09" + data[5:])
+    for cut in range(len(data)):
+        with pytest.raises(CodecError):
+            _container.unpack(data[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_container_parser_raises_only_codec_errors(data):
+    try:
+        _container.unpack(b"LSYN\x01" + data)
+    except CodecError:
+        pass
+
+
+def test_neural_rates_and_names_are_checked():
+    with pytest.raises(UsageError, match="1..6"):
+        codecs.get("cheng2020-anchor", quality=7, weights="random:0")
+    with pytest.raises(UsageError, match="one of 1.5, 3, 6, 12, 24"):
+        codecs.get("encodec", kbps=5, weights="random:0")
+    with pytest.raises(UsageError, match="3..24"):
+        codecs.get("encodec-48khz", kbps=1.5, weights="random:0")
+    with pytest.raises(UsageError, match="one of 3, 6, 12, 24"):
+        codecs.get("encodec-48khz", kbps=5, weights="random:0")
