@@ -219,13 +219,13 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
         "runs:\n"
         "  - {name: photos-jpeg-q5, dataset: sample, split: photos, codec: jpeg, quality: 5}\n"
         "  - {name: speech-opus-6k, dataset: sample, split: speech, codec: opus, kbps: 6}\n"
-        "  - {name: photos-mbt, dataset: sample, split: photos, codec: mbt2018, quality: 1}\n"
+        "  - {name: photos-hific, dataset: sample, split: photos, codec: hific, quality: 1}\n"
     )
     fail = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec), "--out", str(tmp_path / "grid")], capture_output=True, text=True)
-    assert fail.returncode == 2 and "photos-mbt" in fail.stderr and "--skip-unavailable" in fail.stderr
+    assert fail.returncode == 2 and "photos-hific" in fail.stderr and "--skip-unavailable" in fail.stderr
     ok = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec), "--out", str(tmp_path / "grid"), "--skip-unavailable"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "skip photos-mbt" in ok.stdout and "built photos-jpeg-q5" in ok.stdout
+    assert "skip photos-hific" in ok.stdout and "built photos-jpeg-q5" in ok.stdout
     assert (tmp_path / "grid" / "speech-opus-6k" / "manifest.json").is_file()
     from lossyds.spec import load_spec
 

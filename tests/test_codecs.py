@@ -46,7 +46,7 @@ def test_registry_maps_each_name_to_its_class():
 @pytest.mark.parametrize(
     "name, rate, fragment",
     [
-        ("jpegg", {}, "choose one of: avif, flac, jpeg"),
+        ("jpegg", {}, "choose one of: avif, bmshj2018-factorized"),
         ("jpeg", {"quality": 150}, "1..100"),
         ("jpeg", {}, "needs --quality"),
         ("jpeg", {"kbps": 6}, "not --kbps"),

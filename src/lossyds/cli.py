@@ -237,6 +237,7 @@ def list_codecs() -> None:
     from . import codecs as registry
 
     table = Table("codec", "modality", "extension", "rate", "library")
+    table.columns[0].no_wrap = True
     for name in registry.available():
         cls = registry.codec_class(name)
         if cls.lossless:
@@ -245,6 +246,8 @@ def list_codecs() -> None:
             rate = f"--quality {cls.quality_range[0]}..{cls.quality_range[1]}"
         else:
             rate = f"--kbps {cls.kbps_range[0]:g}..{cls.kbps_range[1]:g}"
+        if getattr(cls, "uses_weights", False):
+            rate += " --weights"
         table.add_row(name, cls.modality, f".{cls.extension}", rate, cls.library)
     out.print(table)
 

@@ -1,0 +1,88 @@
+"""Neural decode throughput on this device: one by one vs batched, and through the loader.
+
+Test weights (random init, seed 0): entropy decoding speed depends on the bitstream, so
+treat absolute figures as indicative; the ratios (batched / one-by-one, loader /
+one-by-one) are what this script is for. Prints:
+  EnCodec 24 kHz 6 kbps: real-time factor one by one, batch B, and through the loader
+  bmshj2018-hyperprior q2 (256x256): images/s one by one, batch B, and through the loader
+
+    python benchmarks/neural_decode.py --batch 8
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lossyds
+from lossyds import codecs
+from lossyds.build import BuildOptions, build
+from lossyds.builders import get as get_builder
+
+
+def timed(function, repeat: int = 3) -> float:
+    function()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def encodec_figures(batch: int, workdir: Path) -> None:
+    codec = codecs.get("encodec", kbps=6, weights="random:0")
+    speech = get_builder("sample", root=None, split="speech", modality="audio")
+    clip = speech.load(speech.records()[0])
+    clips = [clip] * batch
+    seconds = clip.audio.shape[1] / clip.sample_rate * batch
+    streams = [codec.encode(c) for c in clips]
+    model = codec.model
+    one = timed(lambda: [codec.decode_codes(s) for s in streams])
+    # Batched synthesis: the same codes decoded as one batch through the model's decoder.
+    frames = model.encode(torch.from_numpy(np.ascontiguousarray(np.stack([codec._to_model(c.audio, c.sample_rate).numpy() for c in clips]))))
+    with torch.no_grad():
+        batched = timed(lambda: model.decode(frames))
+    out = workdir / "encodec"
+    if not (out / "manifest.json").exists():
+        build(BuildOptions(codec="encodec", out=out, rate={"kbps": 6, "weights": "random:0"}, workers=1))
+    dataset = lossyds.open_dataset(out)
+    total = sum(s["num_frames"] / s["sample_rate"] for s in dataset)
+    loader = timed(lambda: list(dataset), repeat=1)
+    print(f"EnCodec 24 kHz 6 kbps (CPU, {torch.get_num_threads()} threads): one by one {seconds / one:6.1f}x real time, batch {batch} {seconds / batched:6.1f}x, loader {total / loader:6.1f}x; batched/one-by-one {one / batched:.2f}")
+
+
+def hyperprior_figures(batch: int, workdir: Path) -> None:
+    codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
+    photo = get_builder("sample", root=None, split="photos", modality="image")
+    image = photo.load(photo.records()[0]).image[:256, :256]
+    crops = [np.ascontiguousarray(np.roll(image, i * 17, axis=1)) for i in range(batch)]
+    streams = codec.encode_batch(crops)
+    one = timed(lambda: [codec.decode(s, {}) for s in streams])
+    from lossyds.codecs import _container
+
+    parsed = [_container.unpack(s) for s in streams]
+    strings = [[p.strings[g][0] for p in parsed] for g in range(len(parsed[0].strings))]
+    with torch.no_grad():
+        batched = timed(lambda: codec.model.decompress(strings, parsed[0].latent_shape))
+    print(f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lossyds-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    encodec_figures(args.batch, args.workdir)
+    hyperprior_figures(args.batch, args.workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
