@@ -28,7 +28,7 @@ def build_sample(out: Path, codec: str, split: str | None = None, **options: Any
 
 
 def file_hashes(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*.tar"))} | {
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("shard-*.tar*"))} | {
         "manifest.json": hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
     }
 

@@ -30,7 +30,7 @@ def test_push_dry_run_prints_files_and_a_card_whose_patterns_match_the_shards(bu
     assert result.returncode == 0, result.stderr
     listing = result.stdout.split("--- README.md", 1)[0]
     listed = [line.strip() for line in listing.splitlines() if line.startswith("  ")]
-    shards = sorted(p.name for p in directory.glob("*.tar"))
+    shards = sorted(p.name for p in directory.glob("shard-*.tar*"))
     assert listed == ["manifest.json", "README.md", *shards]
     card = result.stdout.split("--- README.md (dataset card) ---\n", 1)[1]
     metadata = card_metadata(card)

@@ -29,7 +29,7 @@ from .builders.base import Record
 from .codecs.base import Codec
 from .errors import BuildStateError, CodecError, SourceError, UsageError
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, load_manifest, write_json_atomic, write_text_atomic
-from .shards import PARTIAL_SUFFIX, ShardStats, ShardWriter, add_digests, key_digest
+from .shards import CONTAINERS, PARTIAL_SUFFIX, ShardStats, ShardWriter, add_digests, is_shard_name, key_digest
 from .types import SourceSample
 
 JOURNAL_NAME = ".lossyds-build.json"
@@ -54,6 +54,7 @@ class BuildOptions:
     force: bool = False
     limit: int | None = None  # encode only the first N records (quick trials)
     part: tuple[int, int] | None = None  # (k, n): build slice k of n into OUT/parts/
+    container: str = "auto"  # "tar" | "tar.gz" | "auto": gzip for audio (small payloads), plain tar for images
 
 
 # ------------------------------------------------------------ per-sample work
@@ -210,7 +211,7 @@ def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
     out.mkdir(parents=True, exist_ok=True)
     if force:
         for path in out.iterdir():
-            if path.name in OWNED or path.suffix == ".tar" or path.name.endswith(PARTIAL_SUFFIX):
+            if path.name in OWNED or is_shard_name(path.name) or path.name.endswith(PARTIAL_SUFFIX):
                 path.unlink()
     elif (out / MANIFEST_NAME).exists():
         raise BuildStateError(f"{out} already holds a finished build; pass --force to rebuild it.")
@@ -223,7 +224,7 @@ def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
     # Remove leftovers of the interrupted run: partial files and shards finished after the last journal write.
     kept = {shard["path"] for shard in journal.shards}
     for path in out.iterdir():
-        if path.name.endswith(PARTIAL_SUFFIX) or (path.suffix == ".tar" and path.name not in kept):
+        if path.name.endswith(PARTIAL_SUFFIX) or (is_shard_name(path.name) and path.name not in kept):
             path.unlink()
     for shard in journal.shards:
         if not (out / shard["path"]).is_file():
@@ -269,7 +270,11 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         part_info = {"index": index, "count": count, "first_record": first, "num_records": len(records), "total_records": total_records}
         out = part_folder(out, options.part)
 
+    if options.container not in (*CONTAINERS, "auto"):
+        raise UsageError(f"--container must be one of {', '.join(CONTAINERS)}, auto (got {options.container!r}).")
+    container = options.container if options.container != "auto" else ("tar.gz" if codec.modality == "audio" else "tar")
     settings = {
+        "container": container,
         "codec": codec.manifest_entry(),
         "dataset": options.dataset,
         "split": builder.split,
@@ -282,7 +287,7 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         "lossyds_version": __version__,
     }
     journal = prepare_output(out, options.force, settings)
-    writer = ShardWriter(out, max_samples=options.shard_samples, max_bytes=options.shard_bytes, start_shard=len(journal.shards))
+    writer = ShardWriter(out, max_samples=options.shard_samples, max_bytes=options.shard_bytes, start_shard=len(journal.shards), container=container)
     workers = options.workers or os.cpu_count() or 1
 
     # Totals since the last finished shard; folded into the journal when a shard finishes.
@@ -443,7 +448,7 @@ def merge(out: str | Path) -> dict[str, Any]:
     number = 0
     for manifest, folder in sorted(zip(manifests, folders), key=lambda mf: mf[0]["part"]["index"]):
         for shard, digest in zip(manifest["shards"], manifest["source_digests"]):
-            name = f"shard-{number:06d}.tar"
+            name = f"shard-{number:06d}.{shard['path'].split('.', 1)[1]}"
             target = out / name
             tmp = out / (name + PARTIAL_SUFFIX)
             tmp.unlink(missing_ok=True)

@@ -117,6 +117,7 @@ def run_with_progress(label: str, function, *args):
 @click.option("--compress-stems", is_flag=True, help="MUSDB: encode the stems with the codec too (default: lossless FLAC references).")
 @click.option("--shard-samples", default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard.")
 @click.option("--shard-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0.01), help="Most megabytes per shard.")
+@click.option("--container", type=click.Choice(["auto", "tar", "tar.gz"]), default="auto", show_default=True, help="Shard files: plain tar (fastest reads) or gzip-compressed tar (compact); auto = tar.gz for audio, tar for images.")
 @click.option("--workers", default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core).")
 @click.option("--part", help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent.")
 @click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
@@ -126,7 +127,7 @@ def run_with_progress(label: str, function, *args):
 @click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code with its language model (needs its pretrained LM).")
 @click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
 @click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
-def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
+def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
     """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
     from .build import BuildOptions, build as run_build
     from .errors import UsageError
@@ -141,7 +142,7 @@ def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: 
             raise UsageError("build needs --codec and --out (or --spec FILE).")
         rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
         builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
-        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part))
+        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), container=container, workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part))
         manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)
     except LossydsError as exc:
         fail(exc)

@@ -46,7 +46,7 @@ def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str
         "pretty_name": f"{dataset['name']} {dataset.get('split') or ''} / {codec['name']} (lossyds)".replace("  ", " "),
         "tags": ["lossyds", "lossy-compression", codec["name"], "webdataset"],
         "task_categories": dataset.get("tasks") or [],
-        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": "*.tar"}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": "*." + (manifest["shards"][0]["path"].split(".", 1)[1] if manifest["shards"] else "tar")}]}],
     }
     params = ", ".join(f"{k}={v}" for k, v in codec["params"].items()) or "defaults"
     weights = codec.get("weights")

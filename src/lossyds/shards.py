@@ -7,11 +7,13 @@ writes to a temporary name renamed into place only once complete.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import mmap
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +31,13 @@ def key_digest(key: str, source_sha256: str) -> str:
 def add_digests(digests: list[str]) -> str:
     """Order-free combination of digests: their sum modulo 2**256, in hex (a multiset hash)."""
     return f"{sum(int(d, 16) for d in digests) % DIGEST_MODULUS:064x}"
+
+
+CONTAINERS = ("tar", "tar.gz")  # plain tar (memory-mapped reads), gzip-compressed tar (compact)
+
+
+def is_shard_name(name: str) -> bool:
+    return name.endswith((".tar", ".tar.gz"))
 
 
 FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
@@ -76,6 +85,7 @@ class _OpenShard:
     partial_path: Path
     tar: tarfile.TarFile
     first_index: int
+    files: tuple  # (raw file, gzip stream or None) to close after the tar
     num_samples: int = 0
     payload_bytes: int = 0
     data_bytes: int = 0
@@ -88,9 +98,12 @@ class ShardWriter:
     `add_sample` returns the stats of a shard it finished (when the limit rolls over), else None.
     """
 
-    def __init__(self, out_dir: Path, *, prefix: str = "shard", max_samples: int = 1000, max_bytes: int = 1 << 30, start_shard: int = 0):
+    def __init__(self, out_dir: Path, *, prefix: str = "shard", max_samples: int = 1000, max_bytes: int = 1 << 30, start_shard: int = 0, container: str = "tar"):
         if max_samples < 1 or max_bytes < 1024:
             raise ValueError("max_samples must be >= 1 and max_bytes >= 1024")
+        if container not in CONTAINERS:
+            raise ValueError(f"container must be one of {CONTAINERS}")
+        self.container = container
         self.out_dir = Path(out_dir)
         self.prefix = prefix
         self.max_samples = max_samples
@@ -99,14 +112,17 @@ class ShardWriter:
         self.current: _OpenShard | None = None
 
     def shard_name(self, index: int) -> str:
-        return f"{self.prefix}-{index:06d}.tar"
+        return f"{self.prefix}-{index:06d}.{self.container}"
 
     def _open(self, first_index: int) -> _OpenShard:
         name = self.shard_name(self.next_shard)
         final = self.out_dir / name
         partial = self.out_dir / (name + PARTIAL_SUFFIX)
-        tar = tarfile.open(partial, "w", format=tarfile.PAX_FORMAT)
-        shard = _OpenShard(self.next_shard, final, partial, tar, first_index)
+        raw = open(partial, "wb")
+        # gzip: fixed mtime and no file name in its header, so compressed shards stay byte-reproducible.
+        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if self.container == "tar.gz" else None
+        tar = tarfile.open(fileobj=stream or raw, mode="w", format=tarfile.PAX_FORMAT)
+        shard = _OpenShard(self.next_shard, final, partial, tar, first_index, (raw, stream))
         self.next_shard += 1
         return shard
 
@@ -140,8 +156,12 @@ class ShardWriter:
         assert shard is not None
         self.current = None
         shard.tar.close()
-        with open(shard.partial_path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        raw, stream = shard.files
+        if stream is not None:
+            stream.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+        raw.close()
         digest = sha256_file(shard.partial_path)
         os.replace(shard.partial_path, shard.final_path)
         fsync_dir(self.out_dir)
@@ -167,6 +187,9 @@ class ShardWriter:
         if self.current is not None:
             try:
                 self.current.tar.close()
+                for handle in reversed(self.current.files):
+                    if handle is not None:
+                        handle.close()
             finally:
                 self.current.partial_path.unlink(missing_ok=True)
                 self.current = None
@@ -346,16 +369,22 @@ def payload_bytes_of(entry: SampleEntry, meta: dict, extension: str) -> int:
 class MappedShard:
     """A shard with its sample index; member bytes are sliced from memory.
 
-    A local shard is memory-mapped (nothing is read until a member is sliced); a shard
-    behind an fsspec URL is fetched whole when opened, one shard at a time (streaming).
+    A local plain-tar shard is memory-mapped (nothing is read until a member is sliced); a
+    shard behind an fsspec URL is fetched whole when opened, one shard at a time
+    (streaming); a `.tar.gz` shard is decompressed into memory when opened.
     """
 
     def __init__(self, location: str | Path, shard_name: str | None = None):
         self.name = shard_name or str(location).rsplit("/", 1)[-1]
         self._file = None
         try:
-            if is_url(location):
-                self._map: mmap.mmap | bytes = read_location(location)
+            if str(location).endswith(".gz"):
+                try:
+                    self._map: mmap.mmap | bytes = gzip.decompress(read_location(location))
+                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                    raise ShardError(f"shard {self.name} is not a readable gzip file: {exc}", shard=self.name) from exc
+            elif is_url(location):
+                self._map = read_location(location)
             else:
                 self._file = open(location, "rb")
                 if os.fstat(self._file.fileno()).st_size == 0:
