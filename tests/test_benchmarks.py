@@ -1,0 +1,26 @@
+"""The benchmark scripts run end to end on tiny inputs (their figures are not asserted: timing is noisy)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    "script, args, expect",
+    [
+        ("loader_throughput.py", ["--images", "16", "--epochs", "1", "--codecs", "jpeg:50,webp:10", "--no-check"], "threads/limit"),
+        ("audio_loader.py", ["--copies", "1", "--no-check"], "loader/codec"),
+        ("container_overhead.py", ["--copies", "1", "--no-check"], "payload/tar.gz"),
+        ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),
+        ("neural_decode.py", ["--batch", "2"], "batched/one-by-one"),
+    ],
+)
+def test_benchmark_script_runs(tmp_path, script, args, expect):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expect in result.stdout
