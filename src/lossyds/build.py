@@ -19,6 +19,7 @@ import platform
 import shutil
 import sys
 import time
+import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterator
 from . import __version__, builders, codecs
 from .builders.base import Record
 from .codecs.base import Codec
-from .errors import BuildStateError, CodecError, SourceError, UsageError
+from .errors import BuildStateError, CodecError, LossydsError, SourceError, UsageError
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, bits_summary, load_manifest, write_json_atomic, write_text_atomic
 from .shards import CONTAINERS, PARTIAL_SUFFIX, ShardStats, ShardWriter, add_digests, is_shard_name, key_digest
 from .types import SourceSample
@@ -120,15 +121,19 @@ def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> En
 
 
 def members_of(encoded: Encoded, codec: Codec, bitstream: bytes, meta: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """Tar members of one sample, bitstream first: KEY.<ext>, KEY.json, KEY.cls / KEY.txt, attachments."""
-    members = [(codec.extension, bitstream), ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
+    """Tar members of one sample, bitstream first: KEY.<ext>, KEY.json, KEY.cls / KEY.txt, attachments.
+
+    KEY.json records the CRC-32 of every other member, so a damaged byte anywhere in a
+    sample is caught by the loader (not only by `verify`'s shard hash)."""
+    others = [(codec.extension, bitstream)]
     targets = meta["targets"]
     if isinstance(targets.get("label"), int):
-        members.append(("cls", str(targets["label"]).encode()))
+        others.append(("cls", str(targets["label"]).encode()))
     if isinstance(targets.get("text"), str):
-        members.append(("txt", targets["text"].encode()))
-    members += sorted(encoded.attachments.items())
-    return members
+        others.append(("txt", targets["text"].encode()))
+    others += sorted(encoded.attachments.items())
+    meta = {**meta, "crc32": {extension: zlib.crc32(data) for extension, data in others}}
+    return [others[0], ("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()), *others[1:]]
 
 
 _worker_state: tuple[builders.Builder, Codec] | None = None
@@ -341,6 +346,9 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         elif pending_skips:  # trailing skipped samples after the last shard
             journal.skipped.extend(pending_skips)
             journal.next_index = len(records)
+    except OSError as exc:  # writing shards or the journal: a full disk, a read-only folder, ...
+        writer.abort()
+        raise LossydsError(f"writing to {out} failed: {exc.strerror or exc}; no partial shard was left under a final name, and rerunning after fixing it resumes from the last finished shard.") from exc
     except BaseException:
         writer.abort()
         raise

@@ -155,10 +155,13 @@ class LossyDataset(torch.utils.data.IterableDataset):
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=shard.name, key=entry.key)
         try:
             meta = json.loads(shard.read(entry, "json"))
+            if not isinstance(meta, dict):
+                raise ShardError(f"shard {shard.name}: sample {entry.key!r} metadata is not a JSON object", shard=shard.name, key=entry.key)
             payload_bits = payload_bytes_of(entry, meta, codec.extension) * 8
             if meta.get("payload_bits") != payload_bits:
                 raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
-            decoded = codec.decode(shard.read(entry, codec.extension), meta)
+            crcs = meta.get("crc32") or {}
+            decoded = codec.decode(shard.read(entry, codec.extension, crcs.get(codec.extension)), meta)
             sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
             if self.modality == "image":
                 sample["image"] = decoded
@@ -172,7 +175,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
             for extension in entry.members:
                 if extension in (codec.extension, "json", "cls", "txt"):
                     continue
-                data = shard.read(entry, extension)
+                data = shard.read(entry, extension, crcs.get(extension))
                 value = codec.decode(data, meta) if extension in encoded_extras else decode_attachment(extension, data)
                 place_attachment(sample, extension, value)
             return sample
@@ -187,14 +190,16 @@ class LossyDataset(torch.utils.data.IterableDataset):
         """(shard, entry) references of one range: member bytes are not read yet."""
         name = self.shards[shard_index]["path"]
         try:
-            shard = MappedShard(join_location(self.root, name), name)
+            shard = MappedShard(join_location(self.root, name), name, tolerate_damage=self.on_error == "skip")
         except ShardError as exc:
             if self.on_error == "raise":
                 raise
             self._note_error(str(exc))
             return
         expected = self.shards[shard_index]["num_samples"]
-        if len(shard.entries) != expected:
+        for damage in shard.damage:  # on_error="skip": the samples before the damage are still served
+            self._note_error(f"{damage} (samples after it in this shard are lost)")
+        if len(shard.entries) != expected and not shard.damage:
             error = ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name)
             if self.on_error == "raise":
                 raise error

@@ -155,16 +155,21 @@ class ShardWriter:
         shard = self.current
         assert shard is not None
         self.current = None
-        shard.tar.close()
-        raw, stream = shard.files
-        if stream is not None:
-            stream.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-        raw.close()
-        digest = sha256_file(shard.partial_path)
-        os.replace(shard.partial_path, shard.final_path)
-        fsync_dir(self.out_dir)
+        try:
+            shard.tar.close()
+            raw, stream = shard.files
+            if stream is not None:
+                stream.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+            raw.close()
+            digest = sha256_file(shard.partial_path)
+            os.replace(shard.partial_path, shard.final_path)
+            fsync_dir(self.out_dir)
+        except BaseException:
+            self.current = shard
+            self.abort()  # never leave a half-written file behind
+            raise
         return ShardStats(
             path=shard.final_path.name,
             num_samples=shard.num_samples,
@@ -186,10 +191,12 @@ class ShardWriter:
         """Drop the open shard's temporary file (used when a build stops on an error)."""
         if self.current is not None:
             try:
-                self.current.tar.close()
-                for handle in reversed(self.current.files):
-                    if handle is not None:
-                        handle.close()
+                for closable in (self.current.tar, *reversed(self.current.files)):
+                    try:
+                        if closable is not None:
+                            closable.close()
+                    except OSError:
+                        pass  # the disk that failed the write may fail the flush too
             finally:
                 self.current.partial_path.unlink(missing_ok=True)
                 self.current = None
@@ -213,10 +220,13 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, extension
 
 
-def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str) -> list[SampleEntry]:
+def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str, damage: list[ShardError] | None = None) -> list[SampleEntry]:
     """Index a shard's members (no member data read). Refuses links, directories, absolute or
     `..` paths and bad header checksums. `source` is a path or the shard's bytes / mmap.
-    Raises ShardError naming the shard (and the last good sample) on any damage."""
+
+    Raises ShardError naming the shard (and the last good sample) on any damage; with a
+    `damage` list, appends the error there instead and returns the samples before it
+    (dropping the one the damage may have cut short)."""
     if isinstance(source, (str, Path)):
         try:
             with open(source, "rb") as handle:
@@ -226,6 +236,17 @@ def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str) -> list[S
     else:
         buffer = source
     entries: list[SampleEntry] = []
+    try:
+        _index_into(entries, buffer, shard_name)
+    except ShardError as exc:
+        if damage is None:
+            raise
+        damage.append(exc)
+        return entries[:-1]
+    return entries
+
+
+def _index_into(entries: list[SampleEntry], buffer: bytes | mmap.mmap, shard_name: str) -> None:
     for name, offset, size in scan_tar(buffer, shard_name):
         if name.startswith("/") or ".." in name.split("/") or "/" in name:
             raise ShardError(f"shard {shard_name} holds a member with an unsafe path {name!r}", shard=shard_name)
@@ -237,7 +258,6 @@ def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str) -> list[S
         elif extension in entries[-1].members:
             raise ShardError(f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key)
         entries[-1].members[extension] = (offset, size)
-    return entries
 
 
 _REGULAR = (b"0", b"\0", b"7")
@@ -374,8 +394,11 @@ class MappedShard:
     (streaming); a `.tar.gz` shard is decompressed into memory when opened.
     """
 
-    def __init__(self, location: str | Path, shard_name: str | None = None):
+    def __init__(self, location: str | Path, shard_name: str | None = None, tolerate_damage: bool = False):
+        """With `tolerate_damage`, a damaged shard keeps the samples before the damage and
+        records the error in `self.damage` instead of raising."""
         self.name = shard_name or str(location).rsplit("/", 1)[-1]
+        self.damage: list[ShardError] = []
         self._file = None
         try:
             if str(location).endswith(".gz"):
@@ -398,13 +421,17 @@ class MappedShard:
             raise
         if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
-        self.entries = index_tar(self._map, self.name)
+        self.entries = index_tar(self._map, self.name, self.damage if tolerate_damage else None)
 
-    def read(self, entry: SampleEntry, extension: str) -> bytes:
+    def read(self, entry: SampleEntry, extension: str, crc32: int | None = None) -> bytes:
+        """A member's bytes; with `crc32`, checked against it (ShardError naming shard and key)."""
         offset, size = entry.members[extension]
         if offset + size > len(self._map):
             raise ShardError(f"shard {self.name} is truncated inside sample {entry.key!r}", shard=self.name, key=entry.key)
-        return self._map[offset:offset + size]
+        data = self._map[offset:offset + size]
+        if crc32 is not None and zlib.crc32(data) != crc32:
+            raise ShardError(f"shard {self.name}: sample {entry.key!r} member .{extension} is corrupt (CRC-32 mismatch)", shard=self.name, key=entry.key)
+        return data
 
     def close(self) -> None:
         if isinstance(getattr(self, "_map", None), mmap.mmap):

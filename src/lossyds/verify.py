@@ -40,8 +40,10 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
         size = path.stat().st_size
         if size != shard_info["bytes"]:
             raise ShardError(f"shard {name} is {size} bytes but the manifest says {shard_info['bytes']}", shard=name)
-        if sha256_file(path) != shard_info["sha256"]:
-            raise ShardError(f"shard {name} does not match its sha256 in the manifest (corrupt or changed)", shard=name)
+        hash_ok = sha256_file(path) == shard_info["sha256"]
+        if not hash_ok:
+            located = locate_damage(path, name)
+            raise ShardError(f"shard {name} does not match its sha256 in the manifest (corrupt or changed){located}", shard=name)
         with MappedShard(path, name) as shard:
             if len(shard.entries) != shard_info["num_samples"]:
                 raise ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}", shard=name)
@@ -58,6 +60,10 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
                     bits = payload_bytes_of(entry, meta, extension) * 8
                 except ShardError as exc:
                     raise ShardError(f"shard {name}: {exc}", shard=name, key=entry.key) from exc
+                crcs = meta.get("crc32") or {}
+                for member in entry.members:
+                    if member != "json":
+                        shard.read(entry, member, crcs.get(member))
                 if meta.get("payload_bits") != bits:
                     raise ShardError(f"shard {name}: sample {entry.key!r} metadata does not match its {bits}-bit bitstream", shard=name, key=entry.key)
                 payload += bits
@@ -70,3 +76,21 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
     if payload != manifest["bits"]["payload"]:
         raise ShardError(f"bitstreams hold {payload} bits but the manifest's bits.payload says {manifest['bits']['payload']}")
     return VerifyReport(shards=len(manifest["shards"]), samples=samples, decoded=decoded, payload_bits=payload)
+
+
+def locate_damage(path: Path, name: str) -> str:
+    """After a shard hash mismatch: '; first damaged sample KEY' when the per-member CRCs tell which."""
+    try:
+        with MappedShard(path, name) as shard:
+            for entry in shard.entries:
+                try:
+                    meta = json.loads(shard.read(entry, "json"))
+                    crcs = meta.get("crc32") or {}
+                    for member in entry.members:
+                        if member != "json":
+                            shard.read(entry, member, crcs.get(member))
+                except (ShardError, ValueError, UnicodeDecodeError, AttributeError):
+                    return f"; first damaged sample {entry.key!r}"
+    except ShardError as exc:
+        return f"; {exc}"
+    return "; every member's CRC-32 still matches (the damage is in tar headers or padding)"

@@ -50,10 +50,26 @@ def read_bytes(path: Path) -> bytes:
         raise SourceError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
 
 
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own error threshold (2 x MAX_IMAGE_PIXELS)
+
+
+def max_pixels() -> int:
+    """Decompression-bomb guard: images above this many pixels are skipped (env LOSSYDS_MAX_PIXELS)."""
+    import os
+
+    return int(os.environ.get("LOSSYDS_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Source image bytes -> uint8 [H, W, 1|3] under the module's conversion rule."""
+    limit = max_pixels()
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # lossyds's own guard below replaces Pillow's, so its limit is the one in force
     try:
         with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > limit:  # checked from the header, before any pixel is decoded
+                raise SourceError(f"image {name} is {width}x{height} = {width * height} pixels, over the limit of {limit} (raise it with LOSSYDS_MAX_PIXELS)")
             img.load()
             mode = img.mode
             if mode in ("L", "1"):
@@ -66,8 +82,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 array = np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise SourceError(f"cannot decode image {name}: {exc}") from exc
-    except Image.DecompressionBombError as exc:
-        raise SourceError(f"image {name} exceeds the pixel limit: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
     if array.ndim == 2:
         array = array[:, :, None]
     if array.size == 0:
