@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -56,6 +57,7 @@ class BuildOptions:
     limit: int | None = None  # encode only the first N records (quick trials)
     part: tuple[int, int] | None = None  # (k, n): build slice k of n into OUT/parts/
     container: str = "auto"  # "tar" | "tar.gz" | "auto": gzip for audio (small payloads), plain tar for images
+    metrics: list[str] = field(default_factory=list)  # per-sample quality metrics (lossyds.metrics)
 
 
 # ------------------------------------------------------------ per-sample work
@@ -67,6 +69,7 @@ class Encoded:
 
     key: str
     candidates: list[tuple[dict[str, Any], bytes]]  # (per-sample codec settings, main bitstream)
+    candidate_metrics: list[dict[str, float]]  # quality metrics of each candidate (empty dicts without --metrics)
     meta: dict[str, Any]  # KEY.json without payload_bits (added when a candidate is chosen)
     attachments: dict[str, bytes]  # lossless targets and codec-encoded extra signals
     extra_payload: int  # bytes of codec bitstreams among the attachments (compressed stems)
@@ -84,11 +87,19 @@ class Skipped:
     reason: str
 
 
-def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> Encoded | Skipped:
+def encode_record(builder: builders.Builder, codec: Codec, record: Record, metric_names: list[str] = ()) -> Encoded | Skipped:
     """Read + encode one record; a SourceError/CodecError becomes a Skipped carrying the reason."""
     try:
         sample = builder.load(record)
         candidates = codec.candidates(sample)
+        candidate_metrics: list[dict[str, float]] = [{} for _ in candidates]
+        if metric_names:
+            from . import metrics
+
+            shape_meta = {"channels": sample.image.shape[2]} if sample.image is not None else {"sample_rate": sample.sample_rate, "num_frames": sample.audio.shape[1], "channels": sample.audio.shape[0]}
+            source = sample.image if sample.image is not None else sample.audio
+            rate = None if sample.image is not None else sample.sample_rate
+            candidate_metrics = [metrics.compute(list(metric_names), source, codec.decode(data, shape_meta), rate) for _, data in candidates]
         attachments = dict(sample.attachments)
         payload_members = [codec.extension]
         extra_payload = 0
@@ -117,7 +128,7 @@ def encode_record(builder: builders.Builder, codec: Codec, record: Record) -> En
         audio_samples = frames * channels
     meta["source"] = {"path": sample.source_path, "bytes": sample.source_bytes, "sha256": sample.source_sha256}
     meta["targets"] = sample.targets
-    return Encoded(sample.key, candidates, meta, attachments, extra_payload, sample.source_bytes, sample.source_sha256, sample.raw_bits(), pixels, seconds, audio_samples)
+    return Encoded(sample.key, candidates, candidate_metrics, meta, attachments, extra_payload, sample.source_bytes, sample.source_sha256, sample.raw_bits(), pixels, seconds, audio_samples)
 
 
 def members_of(encoded: Encoded, codec: Codec, bitstream: bytes, meta: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -139,17 +150,17 @@ def members_of(encoded: Encoded, codec: Codec, bitstream: bytes, meta: dict[str,
 _worker_state: tuple[builders.Builder, Codec] | None = None
 
 
-def _init_worker(builder: builders.Builder, codec_name: str, rate: dict[str, Any]) -> None:
+def _init_worker(builder: builders.Builder, codec_name: str, rate: dict[str, Any], metric_names: list[str]) -> None:
     global _worker_state
     import torch
 
     torch.set_num_threads(1)  # one process per core already
-    _worker_state = (builder, codecs.get(codec_name, **rate))
+    _worker_state = (builder, codecs.get(codec_name, **rate), metric_names)
 
 
 def _work(record: Record) -> Encoded | Skipped:
     assert _worker_state is not None
-    return encode_record(_worker_state[0], _worker_state[1], record)
+    return encode_record(*_worker_state[:2], record, _worker_state[2])
 
 
 def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, records: list[Record], workers: int) -> Iterator[Encoded | Skipped]:
@@ -157,13 +168,13 @@ def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, r
     bounded window of samples in flight, so memory does not grow with the dataset."""
     if workers <= 1 or len(records) < 2:
         for record in records:
-            yield encode_record(builder, codec, record)
+            yield encode_record(builder, codec, record, options.metrics)
         return
     # fork is fast, but a parent that has run torch ops (a neural codec's model) leaves
     # OpenMP thread pools that deadlock in forked children: spawn fresh processes then.
     neural = getattr(codec, "uses_weights", False)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and not neural else "spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(builder, options.codec, options.rate)) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(builder, options.codec, options.rate, options.metrics)) as pool:
         window: deque = deque()
         for record in records:
             window.append(pool.apply_async(_work, (record,)))
@@ -190,6 +201,7 @@ class Journal:
     shards: list[dict[str, Any]] = field(default_factory=list)  # ShardStats as dicts
     skipped: list[dict[str, str]] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=zero_totals)
+    metrics: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count] over finite values
     next_index: int = 0
 
     def save(self, out: Path) -> None:
@@ -287,6 +299,7 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         "root": str(builder.root),
         "num_records": total_records,
         "part": part_info,
+        "metrics": options.metrics,
         "shard_samples": options.shard_samples,
         "shard_bytes": options.shard_bytes,
         "lossyds_version": __version__,
@@ -298,6 +311,11 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
     # Totals since the last finished shard; folded into the journal when a shard finishes.
     pending_skips: list[dict[str, str]] = []
     pending = zero_totals()
+    pending_metrics: dict[str, list[float]] = {}
+    if options.metrics:
+        from . import metrics as metric_registry
+
+        metric_registry.check_metrics(options.metrics, codec.modality)
     target_bpp = codec.params.get("bpp") if codec.modality == "image" else None
 
     def commit(stats: ShardStats) -> None:
@@ -307,16 +325,21 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
             journal.totals[name] += pending[name]
             pending[name] = 0
         pending_skips.clear()
+        for name, (total, count) in pending_metrics.items():
+            summed = journal.metrics.setdefault(name, [0.0, 0])
+            summed[0] += total
+            summed[1] += count
+        pending_metrics.clear()
         journal.next_index = stats.next_index
         journal.save(out)
 
-    def choose(encoded: Encoded) -> tuple[dict[str, Any], bytes]:
-        """Among rate candidates, the one that keeps the running bpp closest to the target."""
+    def choose(encoded: Encoded) -> int:
+        """Among rate candidates, the index of the one that keeps the running bpp closest to the target."""
         if len(encoded.candidates) == 1 or target_bpp is None:
-            return encoded.candidates[0]
+            return 0
         bits = (journal.totals["payload_bytes"] + pending["payload_bytes"]) * 8
         pixels = journal.totals["pixels"] + pending["pixels"] + encoded.pixels
-        return min(encoded.candidates, key=lambda c: abs(bits + len(c[1]) * 8 - target_bpp * pixels))
+        return min(range(len(encoded.candidates)), key=lambda i: abs(bits + len(encoded.candidates[i][1]) * 8 - target_bpp * pixels))
 
     done = journal.next_index
     if progress:
@@ -328,9 +351,17 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
                     raise SourceError(f"sample {result.key!r} cannot be used: {result.reason} (build stopped by --strict)")
                 pending_skips.append({"key": result.key, "reason": result.reason})
             else:
-                settings_used, bitstream = choose(result)
+                chosen = choose(result)
+                settings_used, bitstream = result.candidates[chosen]
                 payload = len(bitstream) + result.extra_payload
                 meta = {**result.meta, "payload_bits": payload * 8, **({"codec_settings": settings_used} if settings_used else {})}
+                if options.metrics:
+                    meta["metrics"] = result.candidate_metrics[chosen]
+                    for name, value in meta["metrics"].items():
+                        if math.isfinite(value):
+                            summed = pending_metrics.setdefault(name, [0.0, 0])
+                            summed[0] += value
+                            summed[1] += 1
                 finished = writer.add_sample(done, result.key, members_of(result, codec, bitstream, meta), payload, result.source_sha256)
                 if finished is not None:
                     commit(finished)
@@ -363,6 +394,8 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
     )
     if part_info is not None:
         manifest["part"] = part_info
+    if options.metrics:
+        manifest["metrics"] = {name: {"mean": total / count if count else None, "count": count} for name, (total, count) in ((n, journal.metrics.get(n, [0.0, 0])) for n in options.metrics)}
     finish_folder(out, manifest, {
         "seconds": round(time.time() - started, 3),
         "workers": workers,

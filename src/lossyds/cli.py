@@ -17,7 +17,7 @@ from rich.table import Table
 from . import __version__
 from .errors import LossydsError
 
-out = Console(highlight=False)
+out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False)
 
 
@@ -57,6 +57,9 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
         table.add_row("weights", f"{weights['name']} (sha256 {weights['sha256'][:16]}..., {weights['source']})")
         if weights["source"] == "random":
             table.add_row("WARNING", "test weights (random initialisation): bitstreams are real, the codec is not a trained one")
+    for name, summary in (manifest.get("metrics") or {}).items():
+        if summary["mean"] is not None:
+            table.add_row(f"mean {name}", f"{summary['mean']:.4f} over {summary['count']} samples")
     table.add_row("payload / disk", f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)")
     for skip in manifest["skipped"][:5]:
         table.add_row("skipped", f"{skip['key']}: {skip['reason']}")
@@ -123,11 +126,12 @@ def run_with_progress(label: str, function, *args):
 @click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
 @click.option("--strict", is_flag=True, help="Stop on the first unreadable source file instead of skipping it.")
 @click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
+@click.option("--metrics", "metric_list", help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).")
 @click.option("--weights", help="Neural codecs: checkpoint path, or random:SEED for test weights (default: the pretrained weights).")
 @click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code with its language model (needs its pretrained LM).")
 @click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
 @click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
-def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
+def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, metric_list: str | None, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
     """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
     from .build import BuildOptions, build as run_build
     from .errors import UsageError
@@ -142,7 +146,7 @@ def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: 
             raise UsageError("build needs --codec and --out (or --spec FILE).")
         rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
         builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
-        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), container=container, workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part))
+        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), container=container, workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part), metrics=[m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else [])
         manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)
     except LossydsError as exc:
         fail(exc)
@@ -185,6 +189,7 @@ def info(directory: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
+@click.option("--metrics", "metric_list", help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
 def verify(directory: Path, decode: bool, weights: str | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
@@ -230,6 +235,38 @@ def push(directory: Path, repo: str, private: bool, revision: str | None, licens
         click.echo(f"error: upload to {repo} failed: {exc.__class__.__name__}: {exc}", err=True)
         sys.exit(1)
     click.echo(f"done: https://huggingface.co/datasets/{plan.repo}")
+
+
+@main.command(name="eval")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
+@click.option("--model", help="asr: pocketsphinx (default) or module:function; classification: torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.")
+def eval_command(directory: Path, task: str, model: str | None) -> None:
+    """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
+    from .evaluate import evaluate
+
+    try:
+        result = evaluate(directory, task, model)
+    except LossydsError as exc:
+        fail(exc)
+    score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}
+    rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
+    out.print(f"{task} ({result['model']}) on {directory}: " + ", ".join(f"{k}={v:.4f}" for k, v in score.items()) + f"  [{rate}]")
+
+
+@main.command()
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for report.png and report.md.")
+def report(directories: tuple[Path, ...], out_dir: Path) -> None:
+    """Rate-vs-metric plots and a table over several builds (with their eval-*.json results)."""
+    from .report import make_report
+
+    try:
+        paths = make_report(list(directories), out_dir)
+    except LossydsError as exc:
+        fail(exc)
+    for path in paths:
+        out.print(f"wrote {path}")
 
 
 @main.command(name="codecs")

@@ -1,0 +1,122 @@
+"""Quality metrics at build time, task evaluation with real models, and the rate report."""
+from __future__ import annotations
+
+import json
+import math
+
+import jiwer
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lossyds
+from lossyds.build import BuildOptions, build
+from lossyds.evaluate import evaluate, oracle_irm, sdr
+from lossyds.report import make_report
+
+from .fixtures import make_cityscapes
+
+
+@pytest.fixture(scope="module")
+def speech_builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speech")
+    builds = {}
+    for name, codec, rate in (("flac", "flac", {}), ("opus6", "opus", {"kbps": 6}), ("encodec6", "encodec", {"kbps": 6, "weights": "random:0"})):
+        build(BuildOptions(codec=codec, out=root / name, rate=rate, workers=1, metrics=["si-sdr", "stoi", "pesq", "mel-distance"]))
+        builds[name] = root / name
+    return builds
+
+
+def test_asr_wer_is_computed_from_real_recognition(speech_builds):
+    results = {name: evaluate(path, "asr") for name, path in speech_builds.items()}
+    lossless = results["flac"]
+    hypotheses = [s["hypothesis"] for s in lossless["samples"]]
+    assert any(hypotheses), "pocketsphinx recognised nothing"
+    assert lossless["wer"] == pytest.approx(jiwer.wer([s["reference"] for s in lossless["samples"]], hypotheses))
+    assert all(0 <= r["wer"] <= 2 for r in results.values())
+    assert results["opus6"]["bits"]["kbps"] == pytest.approx(json.loads((speech_builds["opus6"] / "manifest.json").read_text())["bits"]["kbps"])
+    written = json.loads((speech_builds["flac"] / "eval-asr.json").read_text())
+    assert written["wer"] == lossless["wer"] and "per_sample_mean" in written["bits"]
+
+
+def test_audio_metrics_rank_lossless_above_lossy(speech_builds):
+    means = {name: json.loads((path / "manifest.json").read_text())["metrics"] for name, path in speech_builds.items()}
+    assert means["flac"]["stoi"]["mean"] == pytest.approx(1.0, abs=1e-6)
+    assert means["flac"]["si-sdr"]["mean"] > 60 > means["opus6"]["si-sdr"]["mean"]
+    assert means["flac"]["mel-distance"]["mean"] < means["opus6"]["mel-distance"]["mean"]
+    sample = next(iter(lossyds.open_dataset(speech_builds["opus6"])))
+    assert sample["payload_bits"] > 0
+
+
+def test_report_over_three_builds(speech_builds, tmp_path):
+    for path in speech_builds.values():
+        if not (path / "eval-asr.json").exists():
+            evaluate(path, "asr")
+    png, markdown, data = make_report(list(speech_builds.values()), tmp_path / "report")
+    image = Image.open(png)
+    assert image.size[0] > 800 and image.size[1] > 300
+    pixels = np.asarray(image.convert("L"))
+    assert (pixels < 128).mean() > 0.005  # something is drawn
+    rows = json.loads(data.read_text())["rows"]
+    assert len(rows) == 3
+    text = markdown.read_text()
+    assert "kbps" in text and "wer" in text
+    for row in rows:
+        result = json.loads((speech_builds[row["build"].rsplit("/", 1)[1]] / "eval-asr.json").read_text())
+        assert f"{result['wer']:.4f}" in text and row["scores"]["wer"] == result["wer"]
+
+
+def test_image_metrics_and_classification_with_a_callable(tmp_path):
+    build(BuildOptions(codec="png", out=tmp_path / "png", workers=1, metrics=["psnr", "ssim"]))
+    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", rate={"quality": 5}, workers=1, metrics=["psnr", "ssim", "ms-ssim"]))
+    lossless = json.loads((tmp_path / "png" / "manifest.json").read_text())["metrics"]
+    lossy = json.loads((tmp_path / "jpg" / "manifest.json").read_text())["metrics"]
+    assert lossless["psnr"]["count"] == 0  # infinite PSNR is not averaged
+    assert lossless["ssim"]["mean"] == pytest.approx(1.0)
+    assert 15 < lossy["psnr"]["mean"] < 40 and lossy["ssim"]["mean"] < 0.99
+    result = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier")
+    assert result["count"] == 6 and 0 <= result["top1"] <= result["top5"] <= 1
+    assert result["bits"]["bpp"] == json.loads((tmp_path / "jpg" / "manifest.json").read_text())["bits"]["bpp"]
+
+
+def test_segmentation_miou_matches_a_hand_count(tmp_path):
+    labels = make_cityscapes(tmp_path / "cs")
+    build(BuildOptions(codec="webp", out=tmp_path / "o", rate={"quality": 50}, dataset="cityscapes", root=tmp_path / "cs", split="val", workers=1))
+    result = evaluate(tmp_path / "o", "segmentation", "tests.task_models:road_everywhere")
+    from lossyds.builders.cityscapes import train_ids
+
+    targets = torch.cat([train_ids(torch.from_numpy(v)).flatten() for v in labels.values()])
+    valid = targets[targets != 255]
+    road_iou = float((valid == 0).sum()) / len(valid)  # prediction is road everywhere
+    assert result["iou_per_class"][0] == pytest.approx(road_iou)
+    present = len(torch.unique(valid))
+    assert result["miou"] == pytest.approx(road_iou / present)
+
+
+def test_oracle_separation_measures_what_the_codec_lost(tmp_path):
+    build(BuildOptions(codec="flac", out=tmp_path / "flac", split="music", workers=1))
+    build(BuildOptions(codec="opus", out=tmp_path / "opus", rate={"kbps": 6}, split="music", workers=1))
+    lossless = evaluate(tmp_path / "flac", "separation")
+    lossy = evaluate(tmp_path / "opus", "separation")
+    assert set(lossless["sdr_per_stem"]) == {"drums", "bass", "other", "vocals"}
+    assert math.isfinite(lossy["sdr"]) and lossless["sdr"] > lossy["sdr"] + 3
+    t = np.linspace(0, 1, 4000, dtype=np.float32)
+    a, b = np.sin(2 * np.pi * 440 * t)[None], np.sin(2 * np.pi * 3000 * t)[None]
+    estimates = oracle_irm(a + b, {"a": a, "b": b})
+    assert sdr(a, estimates["a"]) > 15
+
+
+def test_lossy_pretraining_example_runs_and_names_its_bits(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "lossy_pretraining.py"
+    result = subprocess.run([sys.executable, str(script), "--epochs", "1", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bits/sample" in result.stdout and "bpp" in result.stdout
+    lines = result.stdout.splitlines()
+    table = lines[lines.index("accuracy      test clean   test lossy") + 1:]
+    assert [line.split()[1] for line in table[:2]] == ["lossy", "clean"]
+    assert all(0 <= float(v) <= 1 for line in table[:2] for v in line.split()[2:])
