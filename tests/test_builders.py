@@ -165,6 +165,15 @@ def test_bpp_target_is_met_within_3_percent(tmp_path):
         assert len(metas) == 6 and len(set(qualities)) > 1  # chosen per image
 
 
+def test_opus_target_kbps_is_met_within_3_percent(tmp_path):
+    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", rate={"target_kbps": 6}, workers=2))
+    assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.03, manifest["bits"]["kbps"]
+    for sample in lossyds.open_dataset(tmp_path / "o"):
+        assert sample["audio"].shape == (1, sample["num_frames"])
+    with pytest.raises(UsageError, match="Opus only"):
+        build(BuildOptions(codec="mp3", out=tmp_path / "m", rate={"target_kbps": 6}))
+
+
 def keys_and_bits(directory: Path) -> tuple[Counter, int]:
     manifest = json.loads((directory / "manifest.json").read_text())
     keys = Counter(s["key"] for s in lossyds.open_dataset(directory))

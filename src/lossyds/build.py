@@ -316,7 +316,7 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         from . import metrics as metric_registry
 
         metric_registry.check_metrics(options.metrics, codec.modality)
-    target_bpp = codec.params.get("bpp") if codec.modality == "image" else None
+    rate_target = codec.rate_target()  # ("pixels", bpp) or ("seconds", bits per second), or None
 
     def commit(stats: ShardStats) -> None:
         journal.shards.append(asdict(stats))
@@ -334,12 +334,14 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         journal.save(out)
 
     def choose(encoded: Encoded) -> int:
-        """Among rate candidates, the index of the one that keeps the running bpp closest to the target."""
-        if len(encoded.candidates) == 1 or target_bpp is None:
+        """Among rate candidates, the index of the one that keeps the dataset's running
+        achieved rate (payload bits per pixel or per second so far) closest to the target."""
+        if len(encoded.candidates) == 1 or rate_target is None:
             return 0
-        bits = (journal.totals["payload_bytes"] + pending["payload_bytes"]) * 8
-        pixels = journal.totals["pixels"] + pending["pixels"] + encoded.pixels
-        return min(range(len(encoded.candidates)), key=lambda i: abs(bits + len(encoded.candidates[i][1]) * 8 - target_bpp * pixels))
+        unit, bits_per_unit = rate_target
+        bits = (journal.totals["payload_bytes"] + pending["payload_bytes"]) * 8 + encoded.extra_payload * 8
+        units = journal.totals[unit] + pending[unit] + getattr(encoded, unit)
+        return min(range(len(encoded.candidates)), key=lambda i: abs(bits + len(encoded.candidates[i][1]) * 8 - bits_per_unit * units))
 
     done = journal.next_index
     if progress:

@@ -47,7 +47,7 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
         table.add_row("achieved rate", f"{bits['bpp']:.4f} bpp (payload bits per source pixel)")
     else:
         table.add_row("achieved rate", f"{bits['kbps']:.3f} kbps, {bits['bits_per_audio_sample']:.4f} bits per audio sample")
-        requested = codec["params"].get("kbps")
+        requested = codec["params"].get("kbps") or codec["params"].get("target_kbps")
         if requested and abs(bits["kbps"] - requested) > 0.1 * requested:
             table.add_row("note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)")
     table.add_row("bits per sample", f"{bits['per_sample_mean']:.0f} (mean payload)")
@@ -112,6 +112,7 @@ def run_with_progress(label: str, function, *args):
 @click.option("--quality", type=int, help="Image codec quality (e.g. JPEG 1-100).")
 @click.option("--kbps", type=float, help="Audio codec bit rate in kilobits per second.")
 @click.option("--bpp", type=float, help="Target bits per pixel (image codecs): quality chosen per image so the dataset's mean hits the target.")
+@click.option("--target-kbps", type=float, help="Opus: target achieved kbps (whole Ogg files); the encoder setting is chosen per sample so the dataset's mean hits it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder for shards and manifest.json.")
 @click.option("--dataset", default="sample", show_default=True, help="Source dataset layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Folder that holds the source dataset.")
@@ -131,7 +132,7 @@ def run_with_progress(label: str, function, *args):
 @click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code with its language model (needs its pretrained LM).")
 @click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
 @click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
-def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, metric_list: str | None, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
+def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, target_kbps: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, metric_list: str | None, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
     """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
     from .build import BuildOptions, build as run_build
     from .errors import UsageError
@@ -144,7 +145,7 @@ def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: 
             return
         if not codec_name or out_dir is None:
             raise UsageError("build needs --codec and --out (or --spec FILE).")
-        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
+        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("target_kbps", target_kbps), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
         builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
         options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), container=container, workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part), metrics=[m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else [])
         manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)

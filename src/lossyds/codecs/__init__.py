@@ -60,9 +60,10 @@ def get(name: str, **settings: Any) -> Codec:
     cls = codec_class(name)
     if settings.get("weights") is not None and not getattr(cls, "uses_weights", False):
         raise UsageError(f"{name} is not a learned codec and takes no --weights.")
-    if settings.get("entropy_lm") and "entropy_lm" not in getattr(cls, "options", ()):
-        raise UsageError(f"{name} takes no --entropy-lm (EnCodec only).")
-    settings = {k: v for k, v in settings.items() if not (k in ("weights", "entropy_lm") and v in (None, False))}
+    for option, flag, owner in (("entropy_lm", "--entropy-lm", "EnCodec"), ("target_kbps", "--target-kbps", "Opus")):
+        if settings.get(option) not in (None, False) and option not in getattr(cls, "options", ()):
+            raise UsageError(f"{name} takes no {flag} ({owner} only).")
+    settings = {k: v for k, v in settings.items() if not (k in ("weights", "entropy_lm", "target_kbps") and v in (None, False))}
     return cls(**settings)
 
 

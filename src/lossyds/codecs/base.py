@@ -33,6 +33,15 @@ class Codec(abc.ABC):
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         """Decode a bitstream. `meta` is the sample's stored metadata (source size, rate, length)."""
 
+    def rate_target(self) -> tuple[str, float] | None:
+        """(unit, payload bits per unit) when the codec targets an achieved rate: ("pixels", bpp)
+        for --bpp, ("seconds", 1000 x kbps) for --target-kbps; None for a fixed setting."""
+        if "bpp" in self.params:
+            return "pixels", float(self.params["bpp"])
+        if "target_kbps" in self.params:
+            return "seconds", 1000.0 * float(self.params["target_kbps"])
+        return None
+
     def candidates(self, sample: SourceSample) -> list[tuple[dict[str, Any], bytes]]:
         """Encodings to choose from, as (per-sample settings, bitstream). One, unless the codec
         targets a rate (`--bpp`): then the two settings that bracket the target, and the build
