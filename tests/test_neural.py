@@ -189,3 +189,23 @@ def test_neural_rates_and_names_are_checked():
         codecs.get("encodec-48khz", kbps=1.5, weights="random:0")
     with pytest.raises(UsageError, match="one of 3, 6, 12, 24"):
         codecs.get("encodec-48khz", kbps=5, weights="random:0")
+
+
+def test_decode_cache_serves_identical_tensors_and_is_per_build(tmp_path):
+    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "b", rate={"quality": 1, "weights": "random:0"}, workers=1, limit=3))
+    fresh = {s["key"]: s["image"] for s in lossyds.open_dataset(tmp_path / "b")}
+    cached = lossyds.open_dataset(tmp_path / "b", decode_cache=tmp_path / "cache")
+    first = {s["key"]: s["image"] for s in cached}
+    files = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == 3
+    original = cached.codec.decode
+    cached.codec.decode = lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again"))  # second epoch: cache only
+    try:
+        second = {s["key"]: s["image"] for s in cached}
+    finally:
+        cached.codec.decode = original
+    for key in fresh:
+        assert torch.equal(fresh[key], first[key]) and torch.equal(fresh[key], second[key])
+    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "c", rate={"quality": 2, "weights": "random:1"}, workers=1, limit=3))
+    list(lossyds.open_dataset(tmp_path / "c", decode_cache=tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # another build, another cache folder

@@ -74,6 +74,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         world_size: int | None = None,
         decode_threads: int = 0,
         weights: str | None = None,
+        decode_cache: str | Path | None = None,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -98,6 +99,33 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self.errors: list[str] = []  # what on_error="skip" skipped, in this process
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         self._codec: codecs.Codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
+        self.decode_cache = self._cache_folder(decode_cache) if decode_cache is not None else None
+
+    def _cache_folder(self, base: str | Path) -> Path:
+        """One folder per (dataset fingerprint, codec settings, weights): a cache never serves another build."""
+        import hashlib
+
+        identity = json.dumps([self.manifest["dataset"].get("source_root_fingerprint"), self.manifest["codec"], [s["sha256"] for s in self.shards]], sort_keys=True)
+        folder = Path(base) / hashlib.sha256(identity.encode()).hexdigest()[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _decode_bitstream(self, shard: MappedShard, entry: SampleEntry, meta: dict[str, Any], crc: int | None) -> torch.Tensor:
+        """The codec's decode, or its result from the decode cache (lossless .npy files, written atomically)."""
+        if self.decode_cache is None:
+            return self.codec.decode(shard.read(entry, self.codec.extension, crc), meta)
+        path = self.decode_cache / f"{entry.key}.npy"
+        if path.is_file():
+            try:
+                return torch.from_numpy(np.load(path, allow_pickle=False))
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a damaged cache entry is decoded again
+        decoded = self.codec.decode(shard.read(entry, self.codec.extension, crc), meta)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as handle:
+            np.save(handle, decoded.numpy(), allow_pickle=False)
+        os.replace(partial, path)
+        return decoded
 
     # -- splitting ---------------------------------------------------------------------
 
@@ -161,7 +189,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
             if meta.get("payload_bits") != payload_bits:
                 raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
             crcs = meta.get("crc32") or {}
-            decoded = codec.decode(shard.read(entry, codec.extension, crcs.get(codec.extension)), meta)
+            decoded = self._decode_bitstream(shard, entry, meta, crcs.get(codec.extension))
             sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
             if self.modality == "image":
                 sample["image"] = decoded
@@ -291,7 +319,9 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     world_size (override DDP), decode_threads (decode this many samples at once in
     threads of the iterating process; the fast path for images, see the README),
     weights (neural codecs: a checkpoint path or random:SEED instead of the recorded
-    weights; its fingerprint must match the manifest's).
+    weights; its fingerprint must match the manifest's), decode_cache (a folder: decoded
+    samples are kept there losslessly and reused next epoch, for codecs too slow to decode
+    every epoch, e.g. mbt2018 or cheng2020-anchor on a CPU).
     """
     return LossyDataset(root, **options)
 
