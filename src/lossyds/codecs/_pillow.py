@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..errors import CodecError
 from ..types import SourceSample
-from .base import ImageCodec
+from .base import ImageCodec, bracket_candidates
 
 
 def pil_image_from_array(image: np.ndarray) -> Image.Image:
@@ -101,25 +101,7 @@ class PillowImageCodec(ImageCodec):
             raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
         target_bits = self.params["bpp"] * sample.image.shape[0] * sample.image.shape[1]
         low, high = self.quality_range
-        cache: dict[int, bytes] = {}
-
-        def at(quality: int) -> bytes:
-            if quality not in cache:
-                cache[quality] = self.encode_at(sample, quality)
-            return cache[quality]
-
-        # Binary search for the highest quality at or under the target (size grows with quality).
-        if len(at(low)) * 8 >= target_bits:
-            return [({"quality": low}, at(low))]
-        if len(at(high)) * 8 <= target_bits:
-            return [({"quality": high}, at(high))]
-        while high - low > 1:
-            middle = (low + high) // 2
-            if len(at(middle)) * 8 <= target_bits:
-                low = middle
-            else:
-                high = middle
-        return [({"quality": low}, at(low)), ({"quality": high}, at(high))]
+        return bracket_candidates(lambda quality: self.encode_at(sample, quality), low, high, target_bits)
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         channels = int(meta.get("channels", 3))

@@ -15,6 +15,31 @@ from ..errors import UsageError
 from ..types import Modality, SourceSample
 
 
+def bracket_candidates(encode_at, low: int, high: int, target_bits: float, resolution: int = 1, setting: str = "quality") -> list[tuple[dict[str, Any], bytes]]:
+    """The encodings at the two settings that bracket `target_bits` (size grows with the setting).
+
+    Binary search over integer settings low..high, stopping when the bracket is
+    `resolution` wide; a target outside the range returns the nearest end alone."""
+    cache: dict[int, bytes] = {}
+
+    def at(value: int) -> bytes:
+        if value not in cache:
+            cache[value] = encode_at(value)
+        return cache[value]
+
+    if len(at(low)) * 8 >= target_bits:
+        return [({setting: low}, at(low))]
+    if len(at(high)) * 8 <= target_bits:
+        return [({setting: high}, at(high))]
+    while high - low > resolution:
+        middle = (low + high) // 2
+        if len(at(middle)) * 8 <= target_bits:
+            low = middle
+        else:
+            high = middle
+    return [({setting: low}, at(low)), ({setting: high}, at(high))]
+
+
 class Codec(abc.ABC):
     name: ClassVar[str]
     modality: ClassVar[Modality]

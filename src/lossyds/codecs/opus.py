@@ -16,7 +16,7 @@ import torch
 from ..errors import CodecError
 from ..types import SourceSample
 from ._audio import pyav_decode, pyav_encode, resample, to_source_grid
-from .base import AudioCodec
+from .base import AudioCodec, bracket_candidates
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
@@ -86,25 +86,8 @@ class OpusCodec(AudioCodec):
         if sample.audio is None or sample.sample_rate is None:
             raise CodecError(f"opus encodes audio; sample {sample.key!r} has none")
         target = self.params["target_kbps"] * 1000 * sample.audio.shape[1] / sample.sample_rate
-        cache: dict[int, bytes] = {}
-
-        def at(bit_rate: int) -> bytes:
-            if bit_rate not in cache:
-                cache[bit_rate] = self.encode_at(sample, bit_rate)
-            return cache[bit_rate]
-
-        low, high = 500, 256_000  # libopus' setting range, bits per second
-        if len(at(low)) * 8 >= target:
-            return [({"bit_rate": low}, at(low))]
-        if len(at(high)) * 8 <= target:
-            return [({"bit_rate": high}, at(high))]
-        while high - low > 100:  # 100 b/s steps are finer than libopus' own granularity
-            middle = (low + high) // 2
-            if len(at(middle)) * 8 <= target:
-                low = middle
-            else:
-                high = middle
-        return [({"bit_rate": low}, at(low)), ({"bit_rate": high}, at(high))]
+        # libopus' setting range in bits per second; 100 b/s steps are finer than its own granularity
+        return bracket_candidates(lambda bit_rate: self.encode_at(sample, bit_rate), 500, 256_000, target, resolution=100, setting="bit_rate")
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         audio, rate = pyav_decode(data, "ogg")
