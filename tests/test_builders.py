@@ -239,4 +239,7 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
     from lossyds.spec import load_spec
 
     committed = load_spec(Path(__file__).resolve().parents[1] / "manifests" / "mpq-2024.yaml")
-    assert {r["codec"] for r in committed["runs"]} >= {"jpeg", "webp", "mbt2018", "mp3", "opus", "encodec-48khz"}
+    assert {r["codec"] for r in committed["runs"]} >= {"jpeg", "webp", "mbt2018", "msillm", "mp3", "opus", "encodec-48khz"}
+    from lossyds import codecs
+
+    assert {r["codec"] for r in committed["runs"]} <= set(codecs.available())

@@ -23,7 +23,7 @@ from lossyds.weights import WeightsError
 
 from .fixtures import make_image_folder
 
-COMPRESSAI = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor"]
+COMPRESSAI = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "msillm"]
 
 
 def member_sizes(directory: Path, extension: str) -> int:
@@ -35,7 +35,7 @@ def member_sizes(directory: Path, extension: str) -> int:
 
 
 # The autoregressive models decode at ~2.5 s per sample photo on these CPUs: marked slow.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mbt2018", "cheng2020-anchor") else n for n in COMPRESSAI])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mbt2018", "cheng2020-anchor", "msillm") else n for n in COMPRESSAI])
 def test_compressai_codec_builds_the_sample_and_decodes(tmp_path, name):
     manifest = build(BuildOptions(codec=name, out=tmp_path, rate={"quality": 1, "weights": "random:0"}, workers=1))
     assert manifest["num_samples"] == 6 and manifest["codec"]["extension"] == "lsyn"
@@ -49,8 +49,8 @@ def test_compressai_codec_builds_the_sample_and_decodes(tmp_path, name):
     assert {s["image"].shape[0] for s in samples} == {1, 3}  # grayscale comes back grayscale
 
 
-@pytest.mark.parametrize("name", ["mbt2018", "cheng2020-anchor"])
-def test_autoregressive_codecs_on_small_images(tmp_path, name):
+@pytest.mark.parametrize("name", ["mbt2018", "cheng2020-anchor", "msillm"])
+def test_slow_codecs_on_small_images(tmp_path, name):
     source = tmp_path / "src"
     for index, (label, size) in enumerate([("a", (96, 64)), ("b", (70, 50))]):
         folder = source / label
@@ -183,6 +183,8 @@ def test_container_parser_raises_only_codec_errors(data):
 def test_neural_rates_and_names_are_checked():
     with pytest.raises(UsageError, match="1..6"):
         codecs.get("cheng2020-anchor", quality=7, weights="random:0")
+    with pytest.raises(UsageError, match="1..6"):
+        codecs.get("msillm", quality=0, weights="random:0")
     with pytest.raises(UsageError, match="one of 1.5, 3, 6, 12, 24"):
         codecs.get("encodec", kbps=5, weights="random:0")
     with pytest.raises(UsageError, match="3..24"):

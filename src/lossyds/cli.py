@@ -190,7 +190,6 @@ def info(directory: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
-@click.option("--metrics", "metric_list", help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
 def verify(directory: Path, decode: bool, weights: str | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""

@@ -25,6 +25,7 @@ _REGISTRY: dict[str, str] = {
     "mbt2018-mean": "_compressai:Mbt2018MeanCodec",
     "mbt2018": "_compressai:Mbt2018Codec",
     "cheng2020-anchor": "_compressai:Cheng2020AnchorCodec",
+    "msillm": "_msillm:MsIllmCodec",
     "encodec": "_encodec:Encodec24Codec",
     "encodec-48khz": "_encodec:Encodec48Codec",
 }

@@ -1,4 +1,5 @@
-"""CompressAI learned image codecs (Ballé 2018, Minnen 2018, Cheng 2020), quality 1-8.
+"""Learned image codecs in lossyds's `.lsyn` container: CompressAI models (Ballé 2018,
+Minnen 2018, Cheng 2020, quality 1-8), and (in _msillm.py) the HiFiC-architecture MS-ILLM.
 
 Images are padded (edge replication) to a multiple of 64 pixels, the model's total
 downsampling, and cropped back on decode. Grayscale images are replicated to three
@@ -26,12 +27,19 @@ from .base import ImageCodec
 PAD_MULTIPLE = 64
 
 
-class CompressAICodec(NeuralModelMixin, ImageCodec):
-    library: ClassVar[str] = "CompressAI"
+class LearnedImageCodec(NeuralModelMixin, ImageCodec):
+    """A learned image codec whose model turns a padded [N, 3, H, W] batch into entropy-coded
+    strings (`compress_tensor`) and back (`decompress_tensor`); the bitstream is `.lsyn`."""
+
     extension: ClassVar[str] = "lsyn"
-    architecture: ClassVar[str]  # CompressAI zoo name
-    quality_range = (1, 8)
-    package = "compressai"
+
+    def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
+        """[N, 3, Hp, Wp] in [0, 1] -> (string groups, each a list of N strings; latent shape)."""
+        raise NotImplementedError
+
+    def decompress_tensor(self, strings: list[list[bytes]], shape: list[int]) -> torch.Tensor:
+        """One sample's strings -> x_hat [1, 3, Hp, Wp] in [0, 1]."""
+        raise NotImplementedError
 
     def __init__(self, *, quality: int | None = None, weights: str | None = None, **rate: Any):
         self.require_package()
@@ -41,28 +49,9 @@ class CompressAICodec(NeuralModelMixin, ImageCodec):
 
     @classmethod
     def library_version(cls) -> str:
-        import compressai
+        from importlib.metadata import version
 
-        return compressai.__version__
-
-    def new_model(self) -> torch.nn.Module:
-        from compressai.zoo.image import cfgs, model_architectures
-
-        return model_architectures[self.architecture](*cfgs[self.architecture][self.params["quality"]])
-
-    def model_from_state(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-        from compressai.zoo.image import load_pretrained, model_architectures
-
-        return model_architectures[self.architecture].from_state_dict(load_pretrained(state))
-
-    def pretrained_source(self) -> tuple[str, str | None]:
-        from compressai.zoo.image import model_urls
-
-        url = model_urls[self.architecture]["mse"][self.params["quality"]]
-        return url.rsplit("/", 1)[-1], url
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        model.update(force=True)  # entropy-coder tables from the (possibly random) parameters
+        return version(cls.package)
 
     def manifest_entry(self) -> dict[str, Any]:
         entry = super().manifest_entry()
@@ -86,13 +75,13 @@ class CompressAICodec(NeuralModelMixin, ImageCodec):
             raise CodecError("encode_batch needs images of one size")
         x = torch.stack([self._to_model_input(im) for im in images])
         with torch.no_grad():
-            out = self.model.compress(x)
+            groups, shape = self.compress_tensor(x)
         height, width, channels = images[0].shape
         prefix = bytes.fromhex(self.weights_info().sha256[:16])
         streams = []
         for index in range(len(images)):
-            strings = [[group[index]] for group in out["strings"]]
-            streams.append(_container.pack(_container.NeuralBitstream(self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in out["shape"]], strings)))
+            strings = [[group[index]] for group in groups]
+            streams.append(_container.pack(_container.NeuralBitstream(self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in shape], strings)))
         return streams
 
     def encode(self, sample: SourceSample) -> bytes:
@@ -108,9 +97,42 @@ class CompressAICodec(NeuralModelMixin, ImageCodec):
         if stream.weights_prefix.hex() != have:
             raise WeightsError(f"{self.name}: this bitstream was made with weights {stream.weights_prefix.hex()}..., but the weights given are {have}...; decoding would be wrong.")
         with torch.no_grad():
-            out = self.model.decompress(stream.strings, stream.latent_shape)
-        x = out["x_hat"][0, :, : stream.height, : stream.width].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            x_hat = self.decompress_tensor(stream.strings, stream.latent_shape)
+        x = x_hat[0, :, : stream.height, : stream.width].clamp(0, 1).mul_(255).round_().to(torch.uint8)
         return rgb_to_gray(x) if stream.channels == 1 else x.contiguous()
+
+
+class CompressAICodec(LearnedImageCodec):
+    library: ClassVar[str] = "CompressAI"
+    architecture: ClassVar[str]  # CompressAI zoo name
+    quality_range = (1, 8)
+    package = "compressai"
+
+    def new_model(self) -> torch.nn.Module:
+        from compressai.zoo.image import cfgs, model_architectures
+
+        return model_architectures[self.architecture](*cfgs[self.architecture][self.params["quality"]])
+
+    def model_from_state(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        from compressai.zoo.image import load_pretrained, model_architectures
+
+        return model_architectures[self.architecture].from_state_dict(load_pretrained(state))
+
+    def pretrained_source(self) -> tuple[str, str | None]:
+        from compressai.zoo.image import model_urls
+
+        url = model_urls[self.architecture]["mse"][self.params["quality"]]
+        return url.rsplit("/", 1)[-1], url
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        model.update(force=True)  # entropy-coder tables from the (possibly random) parameters
+
+    def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
+        out = self.model.compress(x)
+        return out["strings"], list(out["shape"])
+
+    def decompress_tensor(self, strings: list[list[bytes]], shape: list[int]) -> torch.Tensor:
+        return self.model.decompress(strings, shape)["x_hat"]
 
 
 class Bmshj2018FactorizedCodec(CompressAICodec):

@@ -26,6 +26,7 @@ CODEC_IDS = {
     "mbt2018-mean": 3,
     "mbt2018": 4,
     "cheng2020-anchor": 5,
+    "msillm": 6,
 }
 
 
