@@ -14,7 +14,6 @@ path >= 0.75 x limit and >= 2 x naive. Exit 1 when missed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tarfile
 import tempfile

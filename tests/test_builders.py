@@ -1,7 +1,6 @@
 """Every dataset builder on fixtures in its exact official layout, built and loaded back."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -14,13 +13,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from PIL import Image
 
 import lossyds
 from lossyds.build import BuildOptions, build, merge
 from lossyds.builders import get as get_builder
 from lossyds.builders.cityscapes import add_train_ids, train_ids
-from lossyds.errors import SourceError, UsageError
+from lossyds.errors import UsageError
 
 from .fixtures import (
     MUSDB_STEMS,
@@ -218,7 +216,7 @@ def test_torchrun_two_processes_build_disjoint_parts(tmp_path):
     parts = sorted(p.name for p in (tmp_path / "tr" / "parts").iterdir())
     assert parts == ["part-00000-of-00002", "part-00001-of-00002"]
     merge(tmp_path / "tr")
-    single = run_build(tmp_path / "single", "jpeg", "imagenet", tmp_path / "in", "train")
+    run_build(tmp_path / "single", "jpeg", "imagenet", tmp_path / "in", "train")
     assert keys_and_bits(tmp_path / "tr") == keys_and_bits(tmp_path / "single")
 
 

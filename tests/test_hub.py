@@ -15,7 +15,6 @@ import lossyds
 from lossyds.errors import UsageError
 from lossyds.hub import hf_transform, plan_push, push
 
-from .conftest import build_sample
 from .fixtures import make_image_folder
 
 

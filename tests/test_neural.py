@@ -21,7 +21,6 @@ from lossyds.errors import CodecError, UsageError
 from lossyds.verify import verify
 from lossyds.weights import WeightsError
 
-from .fixtures import make_image_folder
 
 COMPRESSAI = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "msillm"]
 

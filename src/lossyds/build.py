@@ -11,7 +11,6 @@ parts into one dataset in OUT.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing

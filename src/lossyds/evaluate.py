@@ -16,7 +16,6 @@ Results go to DIR/eval-TASK.json with the dataset's bits per sample beside every
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable

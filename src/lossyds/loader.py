@@ -24,7 +24,7 @@ import torch
 import torch.utils.data
 
 from . import codecs
-from .errors import CodecError, LossydsError, ShardError, UsageError
+from .errors import LossydsError, ShardError, UsageError
 from .manifest import load_manifest
 from .shards import MappedShard, SampleEntry, codec_members, is_url, join_location, payload_bytes_of
 

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import io
-import json
-import shutil
 
 import numpy as np
 import pytest
 import soundfile
-import torch
 from PIL import Image
 
 import lossyds
