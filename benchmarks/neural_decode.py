@@ -73,14 +73,28 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     print(f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}")
 
 
+def autoregressive_figures() -> None:
+    """mbt2018 / cheng2020-anchor decode one 300x451 photo at a time: serial context model."""
+    photo = get_builder("sample", root=None, split="photos", modality="image")
+    image = photo.load(photo.records()[1])  # chelsea, 300x451
+    for name in ("mbt2018", "cheng2020-anchor"):
+        codec = codecs.get(name, quality=1, weights="random:0")
+        stream = codec.encode(image)
+        seconds = timed(lambda: codec.decode(stream, {}), repeat=1)
+        print(f"{name} q1 300x451 (CPU): {seconds:.2f} s per image decode")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lossyds-bench")
+    parser.add_argument("--autoregressive", action="store_true", help="also time mbt2018 and cheng2020-anchor (slow)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     encodec_figures(args.batch, args.workdir)
     hyperprior_figures(args.batch, args.workdir)
+    if args.autoregressive:
+        autoregressive_figures()
     return 0
 
 
