@@ -210,3 +210,17 @@ def test_decode_cache_serves_identical_tensors_and_is_per_build(tmp_path):
     build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "c", rate={"quality": 2, "weights": "random:1"}, workers=1, limit=3))
     list(lossyds.open_dataset(tmp_path / "c", decode_cache=tmp_path / "cache"))
     assert len(list((tmp_path / "cache").iterdir())) == 2  # another build, another cache folder
+
+
+def test_neural_decoding_in_dataloader_workers(tmp_path):
+    """Forked DataLoader workers decode with a model the parent already ran (no OpenMP deadlock)."""
+    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "b", rate={"quality": 1, "weights": "random:0"}, workers=2, limit=4))
+    script = (
+        "import torch, lossyds, sys\n"
+        f"ds = lossyds.open_dataset({str(tmp_path / 'b')!r})\n"
+        "keys = sorted(s['key'] for s in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))\n"
+        "print(len(keys), len(set(keys)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["4", "4"]
