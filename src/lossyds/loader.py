@@ -26,7 +26,7 @@ import torch.utils.data
 from . import codecs
 from .errors import LossydsError, ShardError, UsageError
 from .manifest import load_manifest
-from .shards import MappedShard, SampleEntry, codec_members, is_url, join_location, payload_bytes_of
+from .shards import MappedShard, SampleEntry, codec_members, is_url, join_location
 
 OnError = Literal["raise", "skip"]
 
@@ -185,7 +185,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
             meta = json.loads(shard.read(entry, "json"))
             if not isinstance(meta, dict):
                 raise ShardError(f"shard {shard.name}: sample {entry.key!r} metadata is not a JSON object", shard=shard.name, key=entry.key)
-            payload_bits = payload_bytes_of(entry, meta, codec.extension) * 8
+            payload_members = codec_members(entry, meta, codec.extension)
+            payload_bits = sum(entry.members[name][1] for name in payload_members) * 8
             if meta.get("payload_bits") != payload_bits:
                 raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
             crcs = meta.get("crc32") or {}
@@ -199,7 +200,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 sample["sample_rate"] = meta["sample_rate"]
                 sample["num_frames"] = meta["num_frames"]
             sample.update(meta.get("targets", {}))
-            encoded_extras = set(codec_members(entry, meta, codec.extension)) - {codec.extension}
+            encoded_extras = set(payload_members) - {codec.extension}
             for extension in entry.members:
                 if extension in (codec.extension, "json", "cls", "txt"):
                     continue
