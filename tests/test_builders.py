@@ -197,6 +197,16 @@ def test_three_part_build_merges_to_the_single_build(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+def test_merge_combines_metric_means(tmp_path):
+    make_imagenet(tmp_path / "in")
+    for index in range(2):
+        run_build(tmp_path / "p", "jpeg", "imagenet", tmp_path / "in", "train", part=(index, 2), metrics=["psnr"])
+    merged = merge(tmp_path / "p")
+    single = run_build(tmp_path / "s", "jpeg", "imagenet", tmp_path / "in", "train", metrics=["psnr"])
+    assert merged["metrics"]["psnr"]["count"] == single["metrics"]["psnr"]["count"] == 9
+    assert merged["metrics"]["psnr"]["mean"] == pytest.approx(single["metrics"]["psnr"]["mean"])
+
+
 def test_merge_refuses_missing_parts(tmp_path):
     make_imagenet(tmp_path / "in")
     run_build(tmp_path / "p", "jpeg", "imagenet", tmp_path / "in", "train", part=(1, 3))

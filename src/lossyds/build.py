@@ -507,6 +507,13 @@ def merge(out: str | Path) -> dict[str, Any]:
     dataset = {k: v for k, v in first["dataset"].items() if k != "source_root_fingerprint"}
     merged = manifest_from_parts(builder_info=dataset, codec_entry=first["codec"], modality=first["modality"], shards=shards, skipped=skipped, totals=totals)
     merged["merged_from_parts"] = count
+    if first.get("metrics"):  # means weighted by each part's count of finite values
+        merged["metrics"] = {}
+        for name in first["metrics"]:
+            parts_of = [m["metrics"][name] for m in manifests if m.get("metrics", {}).get(name)]
+            counted = sum(p["count"] for p in parts_of)
+            total = sum(p["mean"] * p["count"] for p in parts_of if p["mean"] is not None)
+            merged["metrics"][name] = {"mean": total / counted if counted else None, "count": counted}
     finish_folder(out, merged, {"merged_parts": [f.name for f in folders], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     shutil.rmtree(out / PARTS_DIR)
     return merged
