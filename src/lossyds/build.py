@@ -157,14 +157,17 @@ def _init_worker(builder: builders.Builder, codec_name: str, rate: dict[str, Any
     _worker_state = (builder, codecs.get(codec_name, **rate), metric_names)
 
 
-def _work(record: Record) -> Encoded | Skipped:
+def _work(batch: list[Record]) -> list[Encoded | Skipped]:
     assert _worker_state is not None
-    return encode_record(*_worker_state[:2], record, _worker_state[2])
+    return [encode_record(*_worker_state[:2], record, _worker_state[2]) for record in batch]
+
+
+TASK_RECORDS = 4  # records per worker task: amortises the pool's per-task cost (pickling, queues)
 
 
 def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, records: list[Record], workers: int) -> Iterator[Encoded | Skipped]:
     """Results in record order. With workers > 1, encoding runs in worker processes with a
-    bounded window of samples in flight, so memory does not grow with the dataset."""
+    bounded window of tasks in flight, so memory does not grow with the dataset."""
     if workers <= 1 or len(records) < 2:
         for record in records:
             yield encode_record(builder, codec, record, options.metrics)
@@ -173,14 +176,15 @@ def encode_all(builder: builders.Builder, codec: Codec, options: BuildOptions, r
     # OpenMP thread pools that deadlock in forked children: spawn fresh processes then.
     neural = getattr(codec, "uses_weights", False)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and not neural else "spawn")
+    size = 1 if neural else TASK_RECORDS  # neural samples are slow enough on their own
     with context.Pool(workers, initializer=_init_worker, initargs=(builder, options.codec, options.rate, options.metrics)) as pool:
         window: deque = deque()
-        for record in records:
-            window.append(pool.apply_async(_work, (record,)))
+        for start in range(0, len(records), size):
+            window.append(pool.apply_async(_work, (records[start:start + size],)))
             if len(window) >= 4 * workers:
-                yield window.popleft().get()
+                yield from window.popleft().get()
         while window:
-            yield window.popleft().get()
+            yield from window.popleft().get()
 
 
 # ------------------------------------------------------------ journal / resume
