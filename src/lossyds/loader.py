@@ -26,7 +26,7 @@ import torch.utils.data
 from . import codecs
 from .errors import LossydsError, ShardError, UsageError
 from .manifest import load_manifest
-from .shards import MappedShard, SampleEntry, codec_members, is_url, join_location
+from .shards import MappedShard, SampleEntry, is_url, join_location, read_meta
 
 OnError = Literal["raise", "skip"]
 
@@ -179,16 +179,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
     def decode_entry(self, shard: MappedShard, entry: SampleEntry) -> dict[str, Any]:
         """Shard members of one sample -> the sample dict (raises ShardError naming shard and key)."""
         codec = self.codec
-        if codec.extension not in entry.members or "json" not in entry.members:
-            raise ShardError(f"shard {shard.name}: sample {entry.key!r} lacks its .{codec.extension} or .json member", shard=shard.name, key=entry.key)
         try:
-            meta = json.loads(shard.read(entry, "json"))
-            if not isinstance(meta, dict):
-                raise ShardError(f"shard {shard.name}: sample {entry.key!r} metadata is not a JSON object", shard=shard.name, key=entry.key)
-            payload_members = codec_members(entry, meta, codec.extension)
-            payload_bits = sum(entry.members[name][1] for name in payload_members) * 8
-            if meta.get("payload_bits") != payload_bits:
-                raise ShardError(f"shard {shard.name}: sample {entry.key!r} has {payload_bits} bitstream bits but its metadata says {meta.get('payload_bits')}", shard=shard.name, key=entry.key)
+            meta, payload_members = read_meta(shard, entry, codec.extension)
             crcs = meta.get("crc32") or {}
             decoded = self._decode_bitstream(shard, entry, meta, crcs.get(codec.extension))
             sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
@@ -208,11 +200,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 value = codec.decode(data, meta) if extension in encoded_extras else decode_attachment(extension, data)
                 place_attachment(sample, extension, value)
             return sample
-        except ShardError as exc:
-            if exc.shard is None:
-                raise ShardError(f"shard {shard.name}: {exc}", shard=shard.name, key=entry.key) from exc
+        except ShardError:
             raise
-        except (LossydsError, ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+        except (LossydsError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError) as exc:
             raise ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key) from exc
 
     def _entries(self, shard_index: int, first: int, end: int) -> Iterator[tuple[MappedShard, SampleEntry]]:

@@ -7,9 +7,11 @@ writes to a temporary name renamed into place only once complete.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
+import json
 import mmap
 import os
 import tarfile
@@ -261,6 +263,11 @@ def _index_into(entries: list[SampleEntry], buffer: bytes | mmap.mmap, shard_nam
 
 
 _REGULAR = (b"0", b"\0", b"7")
+_ZERO_BLOCK = b"\0" * 512
+
+
+def _damaged(shard_name: str, position: int, last: str | None, why: str) -> ShardError:
+    return ShardError(f"shard {shard_name} is damaged at byte {position} after member {last!r}: {why}", shard=shard_name, key=split_member_name(last)[0] if last else None)
 
 
 def _octal(field: bytes) -> int:
@@ -286,10 +293,9 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
     last = None
     while position + 512 <= total:
         header = buffer[position:position + 512]
-        if header == b"\0" * 512:
+        if header == _ZERO_BLOCK:
             return  # end-of-archive blocks
-        def damaged(why: str) -> ShardError:
-            return ShardError(f"shard {shard_name} is damaged at byte {position} after member {last!r}: {why}", shard=shard_name, key=split_member_name(last)[0] if last else None)
+        damaged = functools.partial(_damaged, shard_name, position, last)
         try:
             stored = _octal(header[148:156])
             size = _octal(header[124:136])
@@ -373,17 +379,29 @@ def read_location(location: str | Path) -> bytes:
         return handle.read()
 
 
-def codec_members(entry: SampleEntry, meta: dict, extension: str) -> list[str]:
-    """The sample's members that hold codec bitstreams, as its metadata lists them
-    (`payload_members`: the bitstream, plus compressed stems), present in the shard."""
-    names = meta.get("payload_members", [extension]) if isinstance(meta, dict) else [extension]
-    if not isinstance(names, list) or extension not in names or not all(n in entry.members for n in names):
-        raise ShardError(f"sample {entry.key!r}: its payload members {names!r} are not all in the shard", key=entry.key)
-    return names
+def read_meta(shard: "MappedShard", entry: SampleEntry, extension: str) -> tuple[dict, list[str]]:
+    """A sample's KEY.json and its payload members (the bitstream, plus any codec-encoded
+    stems it lists), checked against the shard: every listed member present and their
+    sizes summing to `payload_bits`. Raises ShardError naming shard and sample."""
 
+    def bad(why: str) -> ShardError:
+        return ShardError(f"shard {shard.name}: sample {entry.key!r} {why}", shard=shard.name, key=entry.key)
 
-def payload_bytes_of(entry: SampleEntry, meta: dict, extension: str) -> int:
-    return sum(entry.members[e][1] for e in codec_members(entry, meta, extension))
+    if extension not in entry.members or "json" not in entry.members:
+        raise bad(f"lacks its .{extension} or .json member")
+    try:
+        meta = json.loads(shard.read(entry, "json"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"has unreadable metadata: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise bad("metadata is not a JSON object")
+    names = meta.get("payload_members", [extension])
+    if not isinstance(names, list) or extension not in names or not all(isinstance(n, str) and n in entry.members for n in names):
+        raise bad(f"lists payload members {names!r} that are not all in the shard")
+    bits = sum(entry.members[name][1] for name in names) * 8
+    if meta.get("payload_bits") != bits:
+        raise bad(f"has {bits} bitstream bits but its metadata says {meta.get('payload_bits')}")
+    return meta, names
 
 
 class MappedShard:

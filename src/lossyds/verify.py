@@ -1,7 +1,6 @@
 """`lossyds verify`: re-hash every shard, parse every sample, optionally decode every sample."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -9,7 +8,7 @@ from typing import Callable
 from . import codecs
 from .errors import ShardError
 from .manifest import load_manifest
-from .shards import MappedShard, payload_bytes_of, sha256_file
+from .shards import MappedShard, read_meta, sha256_file
 
 
 @dataclass
@@ -40,32 +39,13 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
         size = path.stat().st_size
         if size != shard_info["bytes"]:
             raise ShardError(f"shard {name} is {size} bytes but the manifest says {shard_info['bytes']}", shard=name)
-        hash_ok = sha256_file(path) == shard_info["sha256"]
-        if not hash_ok:
-            located = locate_damage(path, name)
-            raise ShardError(f"shard {name} does not match its sha256 in the manifest (corrupt or changed){located}", shard=name)
+        if sha256_file(path) != shard_info["sha256"]:
+            raise ShardError(f"shard {name} does not match its sha256 in the manifest (corrupt or changed){locate_damage(path, name, extension)}", shard=name)
         with MappedShard(path, name) as shard:
             if len(shard.entries) != shard_info["num_samples"]:
                 raise ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}", shard=name)
             for entry in shard.entries:
-                if extension not in entry.members or "json" not in entry.members:
-                    raise ShardError(f"shard {name}: sample {entry.key!r} lacks its .{extension} or .json member", shard=name, key=entry.key)
-                try:
-                    meta = json.loads(shard.read(entry, "json"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise ShardError(f"shard {name}: sample {entry.key!r} has unreadable metadata: {exc}", shard=name, key=entry.key) from exc
-                if not isinstance(meta, dict):
-                    raise ShardError(f"shard {name}: sample {entry.key!r} metadata is not a JSON object", shard=name, key=entry.key)
-                try:
-                    bits = payload_bytes_of(entry, meta, extension) * 8
-                except ShardError as exc:
-                    raise ShardError(f"shard {name}: {exc}", shard=name, key=entry.key) from exc
-                crcs = meta.get("crc32") or {}
-                for member in entry.members:
-                    if member != "json":
-                        shard.read(entry, member, crcs.get(member))
-                if meta.get("payload_bits") != bits:
-                    raise ShardError(f"shard {name}: sample {entry.key!r} metadata does not match its {bits}-bit bitstream", shard=name, key=entry.key)
+                bits = check_sample(shard, entry, extension)
                 payload += bits
                 if decode:
                     dataset.decode_entry(shard, entry)
@@ -78,18 +58,26 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
     return VerifyReport(shards=len(manifest["shards"]), samples=samples, decoded=decoded, payload_bits=payload)
 
 
-def locate_damage(path: Path, name: str) -> str:
+def check_sample(shard: MappedShard, entry, extension: str) -> int:
+    """Metadata, payload size and every member's CRC-32 of one sample; its payload bits."""
+    meta, _ = read_meta(shard, entry, extension)
+    crcs = meta.get("crc32") or {}
+    if not isinstance(crcs, dict):
+        raise ShardError(f"shard {shard.name}: sample {entry.key!r} has malformed CRC-32 metadata", shard=shard.name, key=entry.key)
+    for member in entry.members:
+        if member != "json":
+            shard.read(entry, member, crcs.get(member))
+    return meta["payload_bits"]
+
+
+def locate_damage(path: Path, name: str, extension: str) -> str:
     """After a shard hash mismatch: '; first damaged sample KEY' when the per-member CRCs tell which."""
     try:
         with MappedShard(path, name) as shard:
             for entry in shard.entries:
                 try:
-                    meta = json.loads(shard.read(entry, "json"))
-                    crcs = meta.get("crc32") or {}
-                    for member in entry.members:
-                        if member != "json":
-                            shard.read(entry, member, crcs.get(member))
-                except (ShardError, ValueError, UnicodeDecodeError, AttributeError):
+                    check_sample(shard, entry, extension)
+                except ShardError:
                     return f"; first damaged sample {entry.key!r}"
     except ShardError as exc:
         return f"; {exc}"
