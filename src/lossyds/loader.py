@@ -8,10 +8,16 @@ targets under plain names (`label`, `text`, `mask`, `stems`, ...).
 Splitting: samples (in shard order, shuffled per epoch when asked) are cut into
 contiguous, equal (+-1) ranges, one per (DDP rank x DataLoader worker), so every
 sample is read exactly once per epoch, whatever the number of shards.
+
+Two-stage neural decode (`decode_device="cuda"`): DataLoader workers (or decode threads)
+do the entropy decoding on CPU and hand over `Latent`s; the synthesis network then runs
+once per batch on the device, in the iterating process (`lossyds.DataLoader` does this
+before collating; a dataset iterated directly does it every `synthesis_batch` samples).
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -26,6 +32,7 @@ import torch.utils.data
 from . import codecs
 from .errors import LossydsError, ShardError, UsageError
 from .manifest import load_manifest
+from .codecs.base import Latent
 from .shards import MappedShard, SampleEntry, is_url, join_location, read_meta
 
 OnError = Literal["raise", "skip"]
@@ -75,6 +82,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         decode_threads: int = 0,
         weights: str | None = None,
         decode_cache: str | Path | None = None,
+        decode_device: str | torch.device | None = None,
+        synthesis_batch: int = 32,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -100,6 +109,23 @@ class LossyDataset(torch.utils.data.IterableDataset):
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         self._codec: codecs.Codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
         self.decode_cache = self._cache_folder(decode_cache) if decode_cache is not None else None
+        self.decode_device = self._check_decode_device(decode_device, decode_cache)
+        if synthesis_batch < 1:
+            raise UsageError(f"synthesis_batch must be >= 1 (got {synthesis_batch}).")
+        self.synthesis_batch = synthesis_batch
+
+    def _check_decode_device(self, device: str | torch.device | None, decode_cache: Any) -> torch.device | None:
+        if device is None:
+            return None
+        if not self._codec.batched_synthesis:
+            two_stage = ", ".join(n for n in codecs.available() if codecs.codec_class(n).batched_synthesis)
+            raise UsageError(f"decode_device is for neural codecs that decode in two stages ({two_stage}); {self._codec.name} decodes in one, on the CPU.")
+        if decode_cache is not None:
+            raise UsageError("decode_device and decode_cache are alternatives: the cache serves decoded samples, the device decodes them.")
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise UsageError(f"decode_device {device!r} is not a torch device: {exc}") from exc
 
     def _cache_folder(self, base: str | Path) -> Path:
         """One folder per (dataset fingerprint, codec settings, weights): a cache never serves another build."""
@@ -110,8 +136,11 @@ class LossyDataset(torch.utils.data.IterableDataset):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _decode_bitstream(self, shard: MappedShard, entry: SampleEntry, meta: dict[str, Any], crc: int | None) -> torch.Tensor:
-        """The codec's decode, or its result from the decode cache (lossless .npy files, written atomically)."""
+    def _decode_bitstream(self, shard: MappedShard, entry: SampleEntry, meta: dict[str, Any], crc: int | None) -> torch.Tensor | Latent:
+        """The codec's decode (its entropy stage only, with decode_device), or its result from
+        the decode cache (lossless .npy files, written atomically)."""
+        if self.decode_device is not None:
+            return self.codec.decode_latent(shard.read(entry, self.codec.extension, crc), meta)
         if self.decode_cache is None:
             return self.codec.decode(shard.read(entry, self.codec.extension, crc), meta)
         path = self.decode_cache / f"{entry.key}.npy"
@@ -197,7 +226,10 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 if extension in (codec.extension, "json", "cls", "txt"):
                     continue
                 data = shard.read(entry, extension, crcs.get(extension))
-                value = codec.decode(data, meta) if extension in encoded_extras else decode_attachment(extension, data)
+                if extension not in encoded_extras:
+                    value = decode_attachment(extension, data)
+                else:
+                    value = codec.decode_latent(data, meta) if self.decode_device is not None else codec.decode(data, meta)
                 place_attachment(sample, extension, value)
             return sample
         except ShardError:
@@ -228,7 +260,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         # the map closes when the last reference (possibly in the shuffle buffer) goes
 
     def _process(self, reference: tuple[MappedShard, SampleEntry]) -> Any:
-        """Decode + transform one sample (runs in a decode thread when decode_threads > 1)."""
+        """Decode + transform one sample (runs in a decode thread when decode_threads > 1).
+        With decode_device the sample still holds Latents: `synthesize` finishes it."""
         try:
             sample = self.decode_entry(*reference)
         except ShardError as exc:
@@ -236,7 +269,35 @@ class LossyDataset(torch.utils.data.IterableDataset):
                 raise
             self._note_error(str(exc))
             return _SKIPPED
+        if self.decode_device is not None:
+            return sample
         return self.transform(sample) if self.transform is not None else sample
+
+    def synthesize(self, samples: list[Any]) -> list[Any]:
+        """Finish two-stage samples: every Latent in them (payload and encoded targets) goes
+        through the codec's synthesis on `decode_device` in one call; then the transform.
+        Samples without Latents pass through unchanged (already finished)."""
+        found: list[tuple[dict[str, Any], str, Latent]] = []
+        pending: list[int] = []
+        for position, sample in enumerate(samples):
+            before = len(found)
+            _find_latents(sample, found)
+            if len(found) > before:
+                pending.append(position)
+        if not found:
+            return samples
+        try:
+            decoded = self.codec.synthesize([latent for _, _, latent in found], self.decode_device)
+        except (LossydsError, ValueError, RuntimeError) as exc:
+            keys = [samples[p].get("key") for p in pending]
+            raise LossydsError(f"{self.codec.name} synthesis on {self.decode_device} failed for samples {keys}: {exc}") from exc
+        for (holder, name, _), value in zip(found, decoded):
+            holder[name] = value
+        if self.transform is not None:
+            samples = list(samples)
+            for position in pending:
+                samples[position] = self.transform(samples[position])
+        return samples
 
     def _note_error(self, message: str) -> None:
         self.errors.append(message)
@@ -251,12 +312,30 @@ class LossyDataset(torch.utils.data.IterableDataset):
         if self.shuffle_buffer > 1:  # shuffles references, not decoded tensors: memory stays small
             references = _shuffled(references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
         results = _threaded_map(self._process, references, self.decode_threads) if self.decode_threads > 1 else map(self._process, references)
-        for sample in results:
-            if sample is not _SKIPPED:
-                yield sample
+        samples = (sample for sample in results if sample is not _SKIPPED)
+        if self.decode_device is None:
+            yield from samples
+        elif worker is not None:
+            if not _IN_LOSSYDS_LOADER:
+                raise UsageError("decode_device needs lossyds.DataLoader when num_workers > 0: it runs the batched synthesis in the main process (torch's DataLoader would try to collate undecoded latents).")
+            yield from samples  # lossyds.DataLoader synthesizes each batch in the main process
+        else:
+            while chunk := list(itertools.islice(samples, self.synthesis_batch)):
+                yield from self.synthesize(chunk)
 
 
 _SKIPPED = object()
+_IN_LOSSYDS_LOADER = False  # set in DataLoader workers started by lossyds.DataLoader
+
+
+def _find_latents(node: Any, found: list[tuple[dict[str, Any], str, Latent]]) -> None:
+    """Append (holding dict, key, latent) for every Latent in a sample dict, nested dicts included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, Latent):
+                found.append((node, key, value))
+            elif isinstance(value, dict):
+                _find_latents(value, found)
 
 
 def _threaded_map(function: Callable[[Any], Any], items: Iterator[Any], threads: int, chunk: int = 8) -> Iterator[Any]:
@@ -312,7 +391,11 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     weights (neural codecs: a checkpoint path or random:SEED instead of the recorded
     weights; its fingerprint must match the manifest's), decode_cache (a folder: decoded
     samples are kept there losslessly and reused next epoch, for codecs too slow to decode
-    every epoch, e.g. mbt2018 or cheng2020-anchor on a CPU).
+    every epoch, e.g. mbt2018 or cheng2020-anchor on a CPU), decode_device (neural codecs:
+    "cuda", ...: entropy decoding stays on CPU in the workers, the synthesis network runs
+    batched on this device and samples arrive there; use lossyds.DataLoader with workers),
+    synthesis_batch (latents per synthesis call when the dataset is iterated without
+    lossyds.DataLoader workers; with them, each DataLoader batch is one call).
     """
     return LossyDataset(root, **options)
 
@@ -359,14 +442,57 @@ class BitMeter:
         return out
 
 
-class DataLoader(torch.utils.data.DataLoader):
-    """torch.utils.data.DataLoader that also keeps a BitMeter (`.bits`) of what it yielded."""
+class _WorkerInit:
+    """worker_init_fn of lossyds.DataLoader: marks the worker, then runs the user's own."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, user: Callable[[int], None] | None):
+        self.user = user
+
+    def __call__(self, worker_id: int) -> None:
+        global _IN_LOSSYDS_LOADER
+        _IN_LOSSYDS_LOADER = True
+        if self.user is not None:
+            self.user(worker_id)
+
+
+def _uncollated(batch: Any) -> Any:
+    """collate_fn in the workers when synthesis is deferred: a batch stays a list of samples."""
+    return batch
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """torch.utils.data.DataLoader that also keeps a BitMeter (`.bits`) of what it yielded.
+
+    With a LossyDataset opened with `decode_device`, workers entropy-decode and hand their
+    batch over as a list; the main process runs the synthesis on the device for the whole
+    batch, then your `collate_fn` (default: torch's default_collate). Pass `collate_fn` and
+    `worker_init_fn` by keyword."""
+
+    def __init__(self, dataset: Any, *args: Any, **kwargs: Any):
+        self._finish: Callable[[list[Any]], list[Any]] | None = None
+        self._collate: Callable[[list[Any]], Any] | None = None
+        if isinstance(dataset, LossyDataset) and dataset.decode_device is not None:
+            self._finish = dataset.synthesize
+            self._collate = kwargs.pop("collate_fn", None)
+            kwargs["collate_fn"] = _uncollated
+            kwargs["worker_init_fn"] = _WorkerInit(kwargs.get("worker_init_fn"))
+        super().__init__(dataset, *args, **kwargs)
         self.bits = BitMeter()
 
+    def _finish_batch(self, batch: Any) -> Any:
+        """Synthesis for one batch from the workers, then the user's collate."""
+        assert self._finish is not None
+        if self.batch_size is None:  # no automatic batching: one sample at a time
+            sample = self._finish([batch])[0]
+            return self._collate(sample) if self._collate is not None else torch.utils.data.default_convert(sample)
+        return (self._collate or torch.utils.data.default_collate)(self._finish(batch))
+
     def __iter__(self):  # type: ignore[override]
-        for batch in super().__iter__():
+        batches = super().__iter__()
+        if self._finish is not None:
+            # Two finishing threads (up to four batches queued), in order: one batch's CPU work (resampling, collate) overlaps the
+            # other's device work; measured in benchmarks/device_decode.py.
+            batches = _threaded_map(self._finish_batch, batches, threads=2, chunk=1)
+        for batch in batches:
             self.bits.update(batch)
             yield batch

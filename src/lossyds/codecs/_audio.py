@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import av
 import numpy as np
 import soxr
 
@@ -58,6 +57,8 @@ def pyav_encode(
     The `bitexact` flags keep library version strings and random stream serials
     out of the file, so the same input gives the same bytes.
     """
+    import av  # imported here: EnCodec's resampling needs this module, not FFmpeg
+
     channels = audio.shape[0]
     layout = layout_name(channels)
     buffer = io.BytesIO()
@@ -83,6 +84,8 @@ def pyav_decode(data: bytes, container_format: str) -> tuple[np.ndarray, int]:
     The demuxer's skip/trim information (Opus pre-skip and end trim, the LAME tag's
     encoder delay and padding) is applied by FFmpeg, so T is the encoded length.
     """
+    import av
+
     chunks: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(data), mode="r", format=container_format) as container:

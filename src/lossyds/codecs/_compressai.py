@@ -5,11 +5,15 @@ Images are padded (edge replication) to a multiple of 64 pixels, the model's tot
 downsampling, and cropped back on decode. Grayscale images are replicated to three
 channels for the model and converted back to one channel (ITU-R 601-2 luma) on decode.
 The bitstream is lossyds's neural container (`.lsyn`, see _container.py): header plus the
-model's entropy-coded strings. Decoding runs on CPU; learned entropy coding may not
-decode across devices (CompressAI #279, #309), which the manifest records.
+model's entropy-coded strings. Entropy decoding (with the hyper-synthesis that gives its
+scales and means) runs on CPU: learned entropy coding may not decode across devices
+(CompressAI #279, #309), which the manifest records. The synthesis network `g_s` may run
+anywhere, batched (`synthesize`), since nothing is entropy-decoded from its output.
 """
 from __future__ import annotations
 
+import copy
+import threading
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,9 +26,30 @@ from ..weights import WeightsError
 from . import _container
 from ._neural import NeuralModelMixin
 from ._pillow import rgb_to_gray
-from .base import ImageCodec
+from .base import ImageCodec, Latent
 
 PAD_MULTIPLE = 64
+
+
+class _SynthesisInputCapture(torch.nn.Module):
+    """Stands in for a model's synthesis network inside the library's own `decompress`: it
+    keeps the latent it is given (per thread) and returns a [N, 3, 1, 1] placeholder. So the
+    entropy decoding runs exactly as the library wrote it, and the synthesis is left to
+    `synthesize`, which batches it on any device. (The libraries offer no entropy-only
+    decode; re-implementing each model's would duplicate five decompress methods.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        self._local.latent = latent
+        return latent.new_zeros(latent.shape[0], 3, 1, 1)
+
+    def take(self) -> torch.Tensor:
+        latent = self._local.latent
+        del self._local.latent
+        return latent
 
 
 class LearnedImageCodec(NeuralModelMixin, ImageCodec):
@@ -32,13 +57,16 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     strings (`compress_tensor`) and back (`decompress_tensor`); the bitstream is `.lsyn`."""
 
     extension: ClassVar[str] = "lsyn"
+    batched_synthesis: ClassVar[bool] = True
+    synthesis_attribute: ClassVar[str] = "g_s"  # the model's synthesis network
 
     def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
         """[N, 3, Hp, Wp] in [0, 1] -> (string groups, each a list of N strings; latent shape)."""
         raise NotImplementedError
 
-    def decompress_tensor(self, strings: list[list[bytes]], shape: list[int]) -> torch.Tensor:
-        """One sample's strings -> x_hat [1, 3, Hp, Wp] in [0, 1]."""
+    def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
+        """Run `model`'s own decompress on one sample's strings (its synthesis network is
+        captured, see _SynthesisInputCapture)."""
         raise NotImplementedError
 
     def __init__(self, *, quality: int | None = None, weights: str | None = None, **rate: Any):
@@ -56,7 +84,10 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     def manifest_entry(self) -> dict[str, Any]:
         entry = super().manifest_entry()
         entry["weights"] = self.weights_info().to_manifest()
-        entry["decode_portability"] = "CPU float32; decoding on another device type may fail (CompressAI #279, #309): decode on CPU"
+        entry["decode_portability"] = (
+            "entropy decoding (with the hyper-synthesis) on CPU float32 only: on another device type it may fail (CompressAI #279, #309); "
+            "the synthesis network may run on any device (decode_device), within float rounding of the CPU result"
+        )
         return entry
 
     # -- encode / decode -------------------------------------------------------------------
@@ -89,18 +120,48 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
             raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
         return self.encode_batch([sample.image])[0]
 
-    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
+    def _entropy_view(self) -> tuple[torch.nn.Module, _SynthesisInputCapture]:
+        """A view of `self.model` that shares every part but the synthesis network, which is a capture."""
+        view = self.__dict__.get("_entropy_view_cache")
+        if view is None:
+            capture = _SynthesisInputCapture()
+            model = copy.copy(self.model)
+            model._modules = type(model._modules)(model._modules)  # its own module table, the same modules
+            model._modules[self.synthesis_attribute] = capture
+            view = self.__dict__["_entropy_view_cache"] = (model, capture)
+        return view
+
+    def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
+        """Bitstream -> Latent: parts [y_hat [1, M, Hp/16, Wp/16]], finish {height, width, channels}."""
         stream = _container.unpack(bytes(data))
         if stream.codec != self.name or stream.quality != self.params["quality"]:
             raise CodecError(f"bitstream is {stream.codec} quality {stream.quality}, not {self.name} quality {self.params['quality']}")
         have = self.weights_info().sha256[:16]
         if stream.weights_prefix.hex() != have:
             raise WeightsError(f"{self.name}: this bitstream was made with weights {stream.weights_prefix.hex()}..., but the weights given are {have}...; decoding would be wrong.")
+        model, capture = self._entropy_view()
         with torch.no_grad():
-            x_hat = self.decompress_tensor(stream.strings, stream.latent_shape)
-        x = x_hat[0, :, : stream.height, : stream.width].clamp(0, 1).mul_(255).round_().to(torch.uint8)
-        return rgb_to_gray(x) if stream.channels == 1 else x.contiguous()
+            self.decompress_tensor(model, stream.strings, stream.latent_shape)
+        return Latent(self.name, [capture.take()], {"height": stream.height, "width": stream.width, "channels": stream.channels})
 
+    def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        """Latents -> uint8 [C, H, W] images on `device`; latents of one shape run as one batch."""
+        synthesis = self.module_on(device, self.synthesis_attribute)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, latent in enumerate(latents):
+            groups.setdefault(tuple(latent.parts[0].shape[1:]), []).append(index)
+        images: list[torch.Tensor] = [torch.empty(0)] * len(latents)
+        with torch.no_grad():
+            for indices in groups.values():
+                x_hat = synthesis(torch.cat([latents[i].parts[0] for i in indices]).to(device))
+                for row, index in zip(x_hat, indices):
+                    finish = latents[index].finish
+                    x = row[:, : finish["height"], : finish["width"]].clamp(0, 1).mul_(255).round_().to(torch.uint8)
+                    images[index] = rgb_to_gray(x) if finish["channels"] == 1 else x.contiguous()
+        return images
+
+    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
+        return self.synthesize([self.decode_latent(data, meta)])[0]
 
 class CompressAICodec(LearnedImageCodec):
     library: ClassVar[str] = "CompressAI"
@@ -131,8 +192,8 @@ class CompressAICodec(LearnedImageCodec):
         out = self.model.compress(x)
         return out["strings"], list(out["shape"])
 
-    def decompress_tensor(self, strings: list[list[bytes]], shape: list[int]) -> torch.Tensor:
-        return self.model.decompress(strings, shape)["x_hat"]
+    def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
+        model.decompress(strings, shape)
 
 
 class Bmshj2018FactorizedCodec(CompressAICodec):

@@ -7,6 +7,12 @@ Audio is resampled to the model rate with libsoxr; channels are mixed down (24 k
 or duplicated (48 kHz model on mono); decoded audio comes back at the source rate,
 channel count and exact length. lossyds decodes the packed codes itself with encodec's
 `binary` readers and the model's decoder, so it never asks encodec to fetch weights.
+
+Two-stage decode (`decode_latent` on CPU, `synthesize` batched on any device): reading
+the codes is the whole entropy stage (without the LM they are plain bit-packed), so the
+decoder network is the cost. The 24 kHz model is causal, so shorter code sequences are
+right-padded to batch with longer ones without changing their output; the 48 kHz model's
+1 s segments batch with segments of the same length.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from ..errors import CodecError, UsageError
 from ..types import SourceSample
 from ._audio import fit_length, resample
 from ._neural import NeuralModelMixin
-from .base import AudioCodec
+from .base import AudioCodec, Latent
 
 
 class EncodecCodec(NeuralModelMixin, AudioCodec):
@@ -32,6 +38,8 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     bandwidths: ClassVar[tuple[float, ...]]
     checkpoint: ClassVar[str]
     options: ClassVar[tuple[str, ...]] = ("entropy_lm",)
+    causal: ClassVar[bool]  # the model's output at step t depends on codes up to t only
+    batched_synthesis: ClassVar[bool] = True
 
     package = "encodec"
 
@@ -94,8 +102,8 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         except RuntimeError as exc:  # the entropy LM's weights are a download
             raise CodecError(f"{self.name}: {exc}") from exc
 
-    def decode_codes(self, data: bytes) -> torch.Tensor:
-        """.ecdc bytes -> waveform [channels, frames] at the model rate (no entropy LM)."""
+    def read_frames(self, data: bytes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], int]:
+        """.ecdc bytes -> (frames as (codes [1, codebooks, steps] int64, scale [1] or None), length in model-rate frames)."""
         from encodec import binary
 
         handle = io.BytesIO(data)
@@ -125,21 +133,71 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             if any(c is None for c in codes):
                 raise CodecError(".ecdc bitstream ended sooner than expected")
             frames.append((torch.tensor(codes, dtype=torch.long).view(steps, codebooks).T[None], scale))
+        return frames, length
+
+    def decode_codes(self, data: bytes) -> torch.Tensor:
+        """.ecdc bytes -> waveform [channels, frames] at the model rate (no entropy LM); the
+        model's own `decode`, so equal to what encodec's `decompress` returns."""
+        frames, length = self.read_frames(data)
         with torch.no_grad():
-            return model.decode(frames)[0, :, :length]
+            return self.model.decode(frames)[0, :, :length]
+
+    def _to_source(self, audio: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        """Model-rate float32 [C', T'] -> the source's channels, rate and exact length (CPU)."""
+        audio_np = audio.cpu().numpy()
+        channels = int(meta.get("channels", audio_np.shape[0]))
+        if audio_np.shape[0] != channels:
+            audio_np = np.repeat(audio_np, channels, axis=0) if audio_np.shape[0] == 1 else audio_np.mean(axis=0, keepdims=True)
+        audio_np = resample(np.ascontiguousarray(audio_np, dtype=np.float32), self.model.sample_rate, int(meta["sample_rate"]))
+        return torch.from_numpy(np.ascontiguousarray(fit_length(audio_np, int(meta["num_frames"]))))
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
-        audio = self.decode_codes(bytes(data)).numpy()
-        channels = int(meta.get("channels", audio.shape[0]))
-        if audio.shape[0] != channels:
-            audio = np.repeat(audio, channels, axis=0) if audio.shape[0] == 1 else audio.mean(axis=0, keepdims=True)
-        audio = resample(np.ascontiguousarray(audio, dtype=np.float32), self.model.sample_rate, int(meta["sample_rate"]))
-        return torch.from_numpy(np.ascontiguousarray(fit_length(audio, int(meta["num_frames"]))))
+        return self._to_source(self.decode_codes(bytes(data)), meta)
 
+    def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
+        """Bitstream -> Latent: parts are read_frames' frames; finish holds length and the source's grid."""
+        frames, length = self.read_frames(bytes(data))
+        finish = {"length": length, "sample_rate": int(meta["sample_rate"]), "num_frames": int(meta["num_frames"])}
+        if "channels" in meta:
+            finish["channels"] = int(meta["channels"])
+        return Latent(self.name, frames, finish)
+
+    def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        """Latents -> float32 [channels, frames] at the source rate and length, on `device`.
+
+        Every frame of every latent goes through the decoder in batches on `device`; the
+        overlap-add of segments and resampling to the source rate (libsoxr) run on CPU, as
+        in `decode`, and the result moves to `device`."""
+        from encodec.utils import _linear_overlap_add  # encodec's own overlap-add of segments, as its decode uses
+
+        model = self.module_on(device)
+        jobs = [(index, position, codes, scale) for index, latent in enumerate(latents) for position, (codes, scale) in enumerate(latent.parts)]
+        groups: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor | None]]] = {}
+        for job in jobs:
+            groups.setdefault(0 if self.causal else job[2].shape[-1], []).append(job)
+        decoded: dict[tuple[int, int], torch.Tensor] = {}
+        with torch.no_grad():
+            for group in groups.values():
+                longest = max(codes.shape[-1] for _, _, codes, _ in group)
+                codes = torch.cat([torch.nn.functional.pad(c, (0, longest - c.shape[-1])) for _, _, c, _ in group]).to(device)
+                out = model.decoder(model.quantizer.decode(codes.transpose(0, 1)))
+                if group[0][3] is not None:
+                    out = out * torch.cat([s for _, _, _, s in group]).to(device).view(-1, 1, 1)
+                hop = out.shape[-1] // longest
+                out = out.cpu()  # one transfer per group: overlap-add and resampling run on CPU
+                for row, (index, position, c, _) in enumerate(group):
+                    decoded[(index, position)] = out[row : row + 1, :, : c.shape[-1] * hop]
+        results = []
+        for index, latent in enumerate(latents):
+            frames = [decoded[(index, position)] for position in range(len(latent.parts))]
+            wave = frames[0] if len(frames) == 1 else _linear_overlap_add(frames, model.segment_stride or 1)
+            results.append(self._to_source(wave[0, :, : latent.finish["length"]], latent.finish).to(device))
+        return results
 
 class Encodec24Codec(EncodecCodec):
     name = "encodec"
     model_name = "encodec_24khz"
+    causal = True
     bandwidths = (1.5, 3.0, 6.0, 12.0, 24.0)
     kbps_range = (1.5, 24.0)
     checkpoint = "encodec_24khz-d7cc33bc.th"
@@ -148,6 +206,7 @@ class Encodec24Codec(EncodecCodec):
 class Encodec48Codec(EncodecCodec):
     name = "encodec-48khz"
     model_name = "encodec_48khz"
+    causal = False
     bandwidths = (3.0, 6.0, 12.0, 24.0)
     kbps_range = (3.0, 24.0)
     checkpoint = "encodec_48khz-7e698e3e.th"

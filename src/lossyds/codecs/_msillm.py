@@ -22,6 +22,7 @@ class MsIllmCodec(LearnedImageCodec):
     library: ClassVar[str] = "neuralcompression"
     package = "neuralcompression"
     quality_range = (1, 6)
+    synthesis_attribute: ClassVar[str] = "decoder"
 
     def new_model(self) -> torch.nn.Module:
         from neuralcompression.models import HiFiCAutoencoder
@@ -44,8 +45,8 @@ class MsIllmCodec(LearnedImageCodec):
         out = self.model.compress(x)
         return [list(out.latent_strings), list(out.hyper_latent_strings)], list(out.padded_size)
 
-    def decompress_tensor(self, strings: list[list[bytes]], shape: list[int]) -> torch.Tensor:
+    def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
         from neuralcompression import HyperpriorCompressedOutput
 
         packed = HyperpriorCompressedOutput(latent_strings=strings[0], hyper_latent_strings=strings[1], image_size=tuple(shape), padded_size=tuple(shape))
-        return self.model.decompress(packed)
+        model.decompress(packed)

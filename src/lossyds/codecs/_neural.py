@@ -1,6 +1,7 @@
 """Shared machinery of neural codecs: lazy model construction from checked weights."""
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +75,37 @@ class NeuralModelMixin:
             self.prepare(model)
         self._model = model
         self._weights = WeightsInfo(name=name, sha256=state_dict_sha256(model.state_dict()), source=kind)
+
+    def module_on(self, device: str | torch.device, part: str | None = None) -> torch.nn.Module:
+        """`self.model` (or its submodule `part`) on `device`: the model itself on CPU, else a
+        copy made once per device. Entropy decoding always uses the CPU model."""
+        module = self.model if part is None else getattr(self.model, part)
+        device = torch.device(device)
+        if device.type == "cpu":
+            return module
+        copies: dict[tuple[str, str | None], torch.nn.Module] = self.__dict__.setdefault("_device_copies", {})
+        if (str(device), part) not in copies:
+            copies[(str(device), part)] = self.copy_module(part).to(device).eval()
+        return copies[(str(device), part)]
+
+    def copy_module(self, part: str | None = None) -> torch.nn.Module:
+        """An independent copy of `self.model` (or its submodule `part`) with the same weights."""
+        try:
+            whole = None if part is not None else copy.deepcopy(self.model)
+            return whole if whole is not None else copy.deepcopy(getattr(self.model, part))
+        except RuntimeError:  # weight_norm's derived tensors refuse deepcopy (EnCodec): rebuild from the state dict
+            rebuilt = self.model_from_state(self.model.state_dict())
+            rebuilt.eval()
+            with torch.no_grad():
+                self.prepare(rebuilt)
+            return rebuilt if part is None else getattr(rebuilt, part)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without derived caches (device copies, the entropy-decoding view)."""
+        state = dict(self.__dict__)
+        for derived in ("_device_copies", "_entropy_view_cache"):
+            state.pop(derived, None)
+        return state
 
     def check_weights(self, expected_sha256: str) -> None:
         """Refuse to decode a dataset built with other weights (one sentence naming both)."""

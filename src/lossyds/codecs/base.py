@@ -3,10 +3,15 @@
 A codec turns one SourceSample into one bitstream (`encode`) and one bitstream
 back into a tensor (`decode`): images as uint8 [C, H, W], audio as float32
 [channels, frames] at the source rate and length.
+
+Neural codecs can also decode in two stages (`batched_synthesis = True`): `decode_latent`
+does the entropy decoding (on CPU, where the bitstream was made, in a loader worker) and
+`synthesize` runs the synthesis network on a batch of latents on any device.
 """
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +45,19 @@ def bracket_candidates(encode_at, low: int, high: int, target_bits: float, resol
     return [({setting: low}, at(low)), ({setting: high}, at(high))]
 
 
+@dataclass
+class Latent:
+    """One entropy-decoded sample waiting for its codec's synthesis network.
+
+    `parts`: the synthesis inputs, as CPU tensors (their layout is the codec's own);
+    `finish`: what synthesis needs to give the sample its final size, rate and length.
+    Pickles cheaply (DataLoader workers hand it to the main process)."""
+
+    codec: str
+    parts: list[Any]
+    finish: dict[str, Any] = field(default_factory=dict)
+
+
 class Codec(abc.ABC):
     name: ClassVar[str]
     modality: ClassVar[Modality]
@@ -57,6 +75,17 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         """Decode a bitstream. `meta` is the sample's stored metadata (source size, rate, length)."""
+
+    batched_synthesis: ClassVar[bool] = False  # decode_latent + synthesize are implemented
+
+    def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
+        """Stage 1 of a two-stage decode: entropy decoding only, on CPU (see module docstring)."""
+        raise NotImplementedError(f"{self.name} decodes in one stage")
+
+    def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        """Stage 2: the synthesis network on `latents` in batches (equal shapes stack), on
+        `device`; returns what `decode` returns, one tensor per latent, on `device`."""
+        raise NotImplementedError(f"{self.name} decodes in one stage")
 
     def rate_target(self) -> tuple[str, float] | None:
         """(unit, payload bits per unit) when the codec targets an achieved rate: ("pixels", bpp)
