@@ -327,3 +327,48 @@ def test_decode_device_refuses_what_it_cannot_do(two_stage_builds, tmp_path):
     build(BuildOptions(codec="jpeg", out=tmp_path / "jpeg", rate={"quality": 50}, dataset="sample", split="photos", workers=1))
     with pytest.raises(UsageError, match="decodes in one"):
         lossyds.open_dataset(tmp_path / "jpeg", decode_device="cpu")
+
+
+def test_entropy_lm_bitstreams_decode_to_the_same_codes_and_are_read_by_encodec(tmp_path):
+    """--entropy-lm with a random LM (seed of --weights): encoded with 2 threads, decoded with 1,
+    the codes equal the bit-packed build's; encodec's own decompress reads the files; the LM's
+    fingerprint is recorded and checked."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        manifest = build(BuildOptions(codec="encodec", out=tmp_path / "lm", rate={"kbps": 6, "weights": "random:0", "entropy_lm": True}, workers=1, limit=2))
+        build(BuildOptions(codec="encodec", out=tmp_path / "plain", rate={"kbps": 6, "weights": "random:0"}, workers=1, limit=2))
+        torch.set_num_threads(1)
+        with_lm = {s["key"]: s["audio"] for s in lossyds.open_dataset(tmp_path / "lm")}
+        plain = {s["key"]: s["audio"] for s in lossyds.open_dataset(tmp_path / "plain")}
+    finally:
+        torch.set_num_threads(threads)
+    assert with_lm.keys() == plain.keys() and all(torch.equal(with_lm[k], plain[k]) for k in plain)
+    recorded = manifest["codec"]["weights"]["lm"]
+    assert recorded["source"] == "random" and len(recorded["sha256"]) == 64
+    assert manifest["codec"]["params"]["entropy_lm"] is True
+    assert manifest["bits"]["payload"] == member_sizes(tmp_path / "lm", "ecdc") * 8
+    assert verify(tmp_path / "lm", decode=True).decoded == 2
+
+    codec = codecs.get("encodec", kbps=6, weights="random:0", entropy_lm=True)
+    with tarfile.open(next((tmp_path / "lm").glob("shard-000000.tar*"))) as tar:
+        data = tar.extractfile(next(m for m in tar if m.name.endswith(".ecdc"))).read()
+    encodec_compress = sys.modules["encodec.compress"]
+    saved = dict(encodec_compress.MODELS)
+    model = codec.model
+    model.get_lm_model = lambda: codec.lm  # "given the same weights": model and LM
+    encodec_compress.MODELS["encodec_24khz"] = lambda: model
+    try:
+        reference, _rate = encodec_compress.decompress(data)
+    finally:
+        encodec_compress.MODELS.clear()
+        encodec_compress.MODELS.update(saved)
+    assert torch.equal(reference, codec.decode_codes(data))
+    with pytest.raises(CodecError, match="entropy LM"):
+        codecs.get("encodec", kbps=6, weights="random:0").decode_codes(data)
+
+    edited = json.loads((tmp_path / "lm" / "manifest.json").read_text())
+    edited["codec"]["weights"]["lm"]["sha256"] = "0" * 64
+    (tmp_path / "lm" / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(WeightsError, match="entropy LM"):
+        lossyds.open_dataset(tmp_path / "lm")

@@ -129,7 +129,7 @@ def run_with_progress(label: str, function, *args):
 @click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
 @click.option("--metrics", "metric_list", help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).")
 @click.option("--weights", help="Neural codecs: checkpoint path, or random:SEED for test weights (default: the pretrained weights).")
-@click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code with its language model (needs its pretrained LM).")
+@click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code the codes with its LM (random:SEED weights give a random LM; otherwise its pretrained LM checkpoint is needed).")
 @click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
 @click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
 def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, target_kbps: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, metric_list: str | None, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:

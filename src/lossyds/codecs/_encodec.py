@@ -8,9 +8,15 @@ or duplicated (48 kHz model on mono); decoded audio comes back at the source rat
 channel count and exact length. lossyds decodes the packed codes itself with encodec's
 `binary` readers and the model's decoder, so it never asks encodec to fetch weights.
 
+`--entropy-lm` codes the codes with EnCodec's small transformer LM and its arithmetic
+coder (encodec's own `compress`, so its `decompress` reads the files). The LM's weights
+follow the codec's: `random:SEED` gives a random LM with that seed (test weights, labelled);
+otherwise the pretrained LM checkpoint is looked up like any pretrained weights. Its
+fingerprint is recorded and checked beside the model's.
+
 Two-stage decode (`decode_latent` on CPU, `synthesize` batched on any device): reading
-the codes is the whole entropy stage (without the LM they are plain bit-packed), so the
-decoder network is the cost. The 24 kHz model is causal, so shorter code sequences are
+the codes is the whole entropy stage (bit-unpacking, or the LM's arithmetic decoding,
+which runs step by step on CPU), so without the LM the decoder network is the cost. The 24 kHz model is causal, so shorter code sequences are
 right-padded to batch with longer ones without changing their output; the 48 kHz model's
 1 s segments batch with segments of the same length.
 """
@@ -27,6 +33,7 @@ import torch
 from ..errors import CodecError, UsageError
 from ..types import SourceSample
 from ._audio import fit_length, resample
+from ..weights import WeightsError, WeightsInfo, find_pretrained, load_checkpoint, parse_spec, state_dict_sha256
 from ._neural import NeuralModelMixin
 from .base import AudioCodec, Latent
 
@@ -39,6 +46,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     checkpoint: ClassVar[str]
     options: ClassVar[tuple[str, ...]] = ("entropy_lm",)
     causal: ClassVar[bool]  # the model's output at step t depends on codes up to t only
+    lm_checkpoint: ClassVar[str]  # encodec's pretrained entropy-LM file
+    _lm: torch.nn.Module | None = None
+    _lm_info: WeightsInfo | None = None
     batched_synthesis: ClassVar[bool] = True
 
     package = "encodec"
@@ -81,8 +91,56 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     def manifest_entry(self) -> dict[str, Any]:
         entry = super().manifest_entry()
         entry["weights"] = self.weights_info().to_manifest()
+        if self.params["entropy_lm"]:
+            entry["weights"]["lm"] = self.lm_info().to_manifest()
         entry["model_sample_rate"] = self.model.sample_rate
         return entry
+
+    # -- entropy LM ------------------------------------------------------------------------
+
+    def _load_lm(self) -> None:
+        from encodec.model import LMModel
+
+        model = self.model
+
+        def new_lm() -> torch.nn.Module:  # encodec's get_lm_model architecture
+            return LMModel(model.quantizer.n_q, model.quantizer.bins, num_layers=5, dim=200, past_context=int(3.5 * model.frame_rate))
+
+        kind, value = parse_spec(self.params.get("weights"))
+        if kind == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(value)
+                lm = new_lm()
+            name, source = f"random:{value}", "random"
+        else:
+            path = find_pretrained(self.lm_checkpoint, f"https://dl.fbaipublicfiles.com/encodec/v0/{self.lm_checkpoint}")
+            lm = new_lm()
+            try:
+                lm.load_state_dict(load_checkpoint(path))
+            except (RuntimeError, KeyError) as exc:
+                raise WeightsError(f"{path} does not fit {self.name}'s entropy LM: {str(exc).splitlines()[0][:300]}") from exc
+            name, source = path.name, "pretrained"
+        lm.eval()
+        self._lm, self._lm_info = lm, WeightsInfo(name=name, sha256=state_dict_sha256(lm.state_dict()), source=source)
+
+    @property
+    def lm(self) -> torch.nn.Module:
+        """EnCodec's entropy LM (built on first use, see module docstring)."""
+        if self._lm is None:
+            self._load_lm()
+        assert self._lm is not None
+        return self._lm
+
+    def lm_info(self) -> WeightsInfo:
+        if self._lm_info is None:
+            self._load_lm()
+        assert self._lm_info is not None
+        return self._lm_info
+
+    def check_weights(self, expected_sha256: str, expected_lm_sha256: str | None = None) -> None:
+        super().check_weights(expected_sha256)
+        if expected_lm_sha256 is not None and self.lm_info().sha256 != expected_lm_sha256:
+            raise WeightsError(f"{self.name}: the dataset's entropy LM has weights sha256 {expected_lm_sha256[:16]}..., but the LM given ({self.lm_info().name}) is {self.lm_info().sha256[:16]}...; pass the weights it was built with.")
 
     def _to_model(self, audio: np.ndarray, rate: int) -> torch.Tensor:
         channels = self.model.channels
@@ -97,10 +155,11 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             raise CodecError(f"{self.name} encodes audio; sample {sample.key!r} has none")
         from encodec.compress import compress
 
-        try:
-            return compress(self.model, self._to_model(sample.audio, sample.sample_rate), use_lm=self.params["entropy_lm"])
-        except RuntimeError as exc:  # the entropy LM's weights are a download
-            raise CodecError(f"{self.name}: {exc}") from exc
+        if self.params["entropy_lm"]:
+            # encodec's compress asks the model for its LM (a download); give it ours, whose
+            # weights follow lossyds's rules. A picklable callable, not a lambda.
+            self.model.get_lm_model = _GivenLM(self.lm)
+        return compress(self.model, self._to_model(sample.audio, sample.sample_rate), use_lm=self.params["entropy_lm"])
 
     def read_frames(self, data: bytes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], int]:
         """.ecdc bytes -> (frames as (codes [1, codebooks, steps] int64, scale [1] or None), length in model-rate frames)."""
@@ -113,8 +172,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             raise CodecError(f"not a readable .ecdc bitstream: {exc}") from exc
         if header.get("m") != self.model_name:
             raise CodecError(f".ecdc bitstream is for model {header.get('m')!r}, not {self.model_name!r}")
-        if header.get("lm"):
-            raise CodecError(f"{self.name}: this bitstream uses encodec's entropy LM; decode it with encodec.compress.decompress (its LM weights are a download)")
+        use_lm = bool(header.get("lm"))
+        if use_lm and not self.params["entropy_lm"]:
+            raise CodecError(f"{self.name}: this bitstream is coded with the entropy LM but the codec was set up without it")
         length, codebooks = int(header["al"]), int(header["nc"])
         model = self.model
         segment = model.segment_length or length
@@ -128,12 +188,39 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
                 if len(raw) != 4:
                     raise CodecError(".ecdc bitstream is truncated")
                 scale = torch.tensor(struct.unpack("!f", raw)[0]).view(1)
-            unpacker = binary.BitUnpacker(model.bits_per_codebook, handle)
-            codes = [unpacker.pull() for _ in range(steps * codebooks)]
-            if any(c is None for c in codes):
-                raise CodecError(".ecdc bitstream ended sooner than expected")
-            frames.append((torch.tensor(codes, dtype=torch.long).view(steps, codebooks).T[None], scale))
+            codes = self._pull_lm_codes(handle, steps, codebooks) if use_lm else self._pull_packed_codes(handle, steps, codebooks)
+            frames.append((codes, scale))
         return frames, length
+
+    def _pull_packed_codes(self, handle: io.BytesIO, steps: int, codebooks: int) -> torch.Tensor:
+        """Bit-packed codes -> [1, codebooks, steps] int64."""
+        from encodec import binary
+
+        unpacker = binary.BitUnpacker(self.model.bits_per_codebook, handle)
+        codes = [unpacker.pull() for _ in range(steps * codebooks)]
+        if any(c is None for c in codes):
+            raise CodecError(".ecdc bitstream ended sooner than expected")
+        return torch.tensor(codes, dtype=torch.long).view(steps, codebooks).T[None]
+
+    def _pull_lm_codes(self, handle: io.BytesIO, steps: int, codebooks: int) -> torch.Tensor:
+        """Arithmetic-coded codes -> [1, codebooks, steps] int64, step by step as encodec's
+        decompress does (it would load its own pretrained LM, so lossyds drives the loop)."""
+        from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
+
+        decoder = ArithmeticDecoder(handle)
+        states, offset = None, 0
+        codes = torch.zeros(1, codebooks, steps, dtype=torch.long)
+        previous = torch.zeros(1, codebooks, 1, dtype=torch.long)
+        with torch.no_grad():
+            for step in range(steps):
+                probabilities, states, offset = self.lm(previous, states, offset)
+                for book in range(codebooks):
+                    code = decoder.pull(build_stable_quantized_cdf(probabilities[0, :, book, 0], decoder.total_range_bits, check=False))
+                    if code is None:
+                        raise CodecError(".ecdc bitstream ended sooner than expected")
+                    codes[0, book, step] = code
+                previous = 1 + codes[:, :, step : step + 1]
+        return codes
 
     def decode_codes(self, data: bytes) -> torch.Tensor:
         """.ecdc bytes -> waveform [channels, frames] at the model rate (no entropy LM); the
@@ -194,6 +281,16 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             results.append(self._to_source(wave[0, :, : latent.finish["length"]], latent.finish).to(device))
         return results
 
+class _GivenLM:
+    """Stands in for EncodecModel.get_lm_model: returns the LM lossyds resolved."""
+
+    def __init__(self, lm: torch.nn.Module):
+        self.lm = lm
+
+    def __call__(self) -> torch.nn.Module:
+        return self.lm
+
+
 class Encodec24Codec(EncodecCodec):
     name = "encodec"
     model_name = "encodec_24khz"
@@ -201,6 +298,7 @@ class Encodec24Codec(EncodecCodec):
     bandwidths = (1.5, 3.0, 6.0, 12.0, 24.0)
     kbps_range = (1.5, 24.0)
     checkpoint = "encodec_24khz-d7cc33bc.th"
+    lm_checkpoint = "encodec_lm_24khz-1608e3c0.th"
 
 
 class Encodec48Codec(EncodecCodec):
@@ -210,3 +308,4 @@ class Encodec48Codec(EncodecCodec):
     bandwidths = (3.0, 6.0, 12.0, 24.0)
     kbps_range = (3.0, 24.0)
     checkpoint = "encodec_48khz-7e698e3e.th"
+    lm_checkpoint = "encodec_lm_48khz-7add9fc3.th"
