@@ -164,3 +164,25 @@ def test_corrupt_shard_is_named_by_the_loader(tmp_path):
     with pytest.warns(UserWarning, match=shard.name):
         samples = list(dataset)
     assert len(samples) < 6 and dataset.errors and shard.name in dataset.errors[0]
+
+
+def test_shard_indexes_are_reused_across_epochs_until_a_file_changes(many_shards, tmp_path, monkeypatch):
+    import shutil
+
+    import lossyds.shards as shards
+
+    copy = tmp_path / "copy"
+    shutil.copytree(many_shards, copy)
+    dataset = lossyds.open_dataset(copy, decode_threads=2)
+    first = [s["key"] for s in dataset]
+    scans = []
+    original = shards.index_tar
+    monkeypatch.setattr(shards, "index_tar", lambda *a, **k: scans.append(a[1]) or original(*a, **k))
+    second = [s["key"] for s in dataset]
+    assert second == first and scans == []  # every index came from the first epoch
+    victim = copy / dataset.shards[0]["path"]
+    data = victim.read_bytes()
+    victim.unlink()
+    victim.write_bytes(data)  # same bytes, another file: its index is read again
+    third = [s["key"] for s in dataset]
+    assert third == first and scans == [dataset.shards[0]["path"]]

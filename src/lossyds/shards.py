@@ -412,9 +412,10 @@ class MappedShard:
     (streaming); a `.tar.gz` shard is decompressed into memory when opened.
     """
 
-    def __init__(self, location: str | Path, shard_name: str | None = None, tolerate_damage: bool = False):
+    def __init__(self, location: str | Path, shard_name: str | None = None, tolerate_damage: bool = False, index: list[SampleEntry] | None = None):
         """With `tolerate_damage`, a damaged shard keeps the samples before the damage and
-        records the error in `self.damage` instead of raising."""
+        records the error in `self.damage` instead of raising. `index`: this shard's entries
+        from an earlier opening of the same, unchanged file (skips the header scan)."""
         self.name = shard_name or str(location).rsplit("/", 1)[-1]
         self.damage: list[ShardError] = []
         self._file = None
@@ -439,7 +440,7 @@ class MappedShard:
             raise
         if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
-        self.entries = index_tar(self._map, self.name, self.damage if tolerate_damage else None)
+        self.entries = index if index is not None else index_tar(self._map, self.name, self.damage if tolerate_damage else None)
 
     def read(self, entry: SampleEntry, extension: str, crc32: int | None = None) -> bytes:
         """A member's bytes; with `crc32`, checked against it (ShardError naming shard and key)."""
