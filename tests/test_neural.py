@@ -346,7 +346,7 @@ def test_entropy_lm_bitstreams_decode_to_the_same_codes_and_are_read_by_encodec(
     assert with_lm.keys() == plain.keys() and all(torch.equal(with_lm[k], plain[k]) for k in plain)
     recorded = manifest["codec"]["weights"]["lm"]
     assert recorded["source"] == "random" and len(recorded["sha256"]) == 64
-    assert manifest["codec"]["params"]["entropy_lm"] is True
+    assert manifest["codec"]["params"]["entropy_lm"] is True and "CPU" in manifest["codec"]["decode_portability"]
     assert manifest["bits"]["payload"] == member_sizes(tmp_path / "lm", "ecdc") * 8
     assert verify(tmp_path / "lm", decode=True).decoded == 2
 

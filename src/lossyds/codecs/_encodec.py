@@ -93,6 +93,12 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         entry["weights"] = self.weights_info().to_manifest()
         if self.params["entropy_lm"]:
             entry["weights"]["lm"] = self.lm_info().to_manifest()
+            entry["decode_portability"] = (
+                "entropy-LM arithmetic decoding on CPU float32 only (the LM's probabilities must match the encoder's bit for bit); "
+                "the decoder network may run on any device (decode_device)"
+            )
+        else:
+            entry["decode_portability"] = "codes are bit-packed: decodable anywhere; the decoder network may run on any device (decode_device)"
         entry["model_sample_rate"] = self.model.sample_rate
         return entry
 
