@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("container_overhead.py", ["--copies", "1", "--no-check"], "payload/tar.gz"),
         ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),
         ("neural_decode.py", ["--batch", "2"], "batched/one-by-one"),
+        ("loader_memory.py", ["--images", "16", "--no-check"], "late/early"),
         ("device_decode.py", ["--device", "cpu", "--images", "4", "--utterances", "2", "--sample", "2", "--workers", "1", "--build-workers", "1", "--no-check"], "of best"),
     ],
 )
