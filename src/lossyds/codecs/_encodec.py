@@ -33,8 +33,8 @@ import torch
 from ..errors import CodecError, UsageError
 from ..types import SourceSample
 from ._audio import fit_length, resample
-from ..weights import WeightsError, WeightsInfo, find_pretrained, load_checkpoint, parse_spec, state_dict_sha256
-from ._neural import NeuralModelMixin
+from ..weights import WeightsError, WeightsInfo, parse_spec
+from ._neural import NeuralModelMixin, resolve_weights
 from .base import AudioCodec, Latent
 
 
@@ -112,22 +112,15 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         def new_lm() -> torch.nn.Module:  # encodec's get_lm_model architecture
             return LMModel(model.quantizer.n_q, model.quantizer.bins, num_layers=5, dim=200, past_context=int(3.5 * model.frame_rate))
 
-        kind, value = parse_spec(self.params.get("weights"))
-        if kind == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(value)
-                lm = new_lm()
-            name, source = f"random:{value}", "random"
-        else:
-            path = find_pretrained(self.lm_checkpoint, f"https://dl.fbaipublicfiles.com/encodec/v0/{self.lm_checkpoint}")
+        def lm_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
             lm = new_lm()
-            try:
-                lm.load_state_dict(load_checkpoint(path))
-            except (RuntimeError, KeyError) as exc:
-                raise WeightsError(f"{path} does not fit {self.name}'s entropy LM: {str(exc).splitlines()[0][:300]}") from exc
-            name, source = path.name, "pretrained"
-        lm.eval()
-        self._lm, self._lm_info = lm, WeightsInfo(name=name, sha256=state_dict_sha256(lm.state_dict()), source=source)
+            lm.load_state_dict(state)
+            return lm
+
+        kind, value = parse_spec(self.params.get("weights"))
+        kind = "random" if kind == "random" else "pretrained"  # with a model checkpoint file, the LM is still encodec's pretrained one
+        url = f"https://dl.fbaipublicfiles.com/encodec/v0/{self.lm_checkpoint}"
+        self._lm, self._lm_info = resolve_weights(kind, value, new_lm, lm_from_state, lambda: (self.lm_checkpoint, url), f"{self.name}'s entropy LM")
 
     @property
     def lm(self) -> torch.nn.Module:

@@ -2,11 +2,43 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from ..weights import WeightsError, WeightsInfo, find_pretrained, load_checkpoint, parse_spec, state_dict_sha256
+
+
+def resolve_weights(
+    kind: str,
+    value: Any,
+    new: Callable[[], torch.nn.Module],
+    from_state: Callable[[dict[str, torch.Tensor]], torch.nn.Module],
+    pretrained: Callable[[], tuple[str, str | None]],
+    what: str,
+    prepare: Callable[[torch.nn.Module], None] | None = None,
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    """A module in eval mode and its WeightsInfo, from parse_spec's (kind, value): `new()` under
+    seed `value` for "random", `from_state` of the checkpoint file for "file", of the
+    pretrained checkpoint `pretrained()` names (looked up, or downloaded) for "pretrained".
+    `prepare` runs before the fingerprint is taken (it may fill buffers, e.g. entropy tables)."""
+    if kind == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(value)
+            module = new()
+        name = f"random:{value}"
+    else:
+        path = value if kind == "file" else find_pretrained(*pretrained())
+        try:
+            module = from_state(load_checkpoint(path))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise WeightsError(f"{path} does not fit {what}: {str(exc).splitlines()[0][:300]}") from exc
+        name = path.name
+    module.eval()
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(module)
+    return module, WeightsInfo(name=name, sha256=state_dict_sha256(module.state_dict()), source=kind)
 
 
 class NeuralModelMixin:
@@ -58,23 +90,7 @@ class NeuralModelMixin:
 
     def _load(self) -> None:
         kind, value = parse_spec(self.params.get("weights"))
-        if kind == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(value)
-                model = self.new_model()
-            name = f"random:{value}"
-        else:
-            path = value if kind == "file" else find_pretrained(*self.pretrained_source())
-            try:
-                model = self.model_from_state(load_checkpoint(path))
-            except (RuntimeError, KeyError, ValueError) as exc:
-                raise WeightsError(f"{path} does not fit {self.name}: {str(exc).splitlines()[0][:300]}") from exc
-            name = path.name
-        model.eval()
-        with torch.no_grad():
-            self.prepare(model)
-        self._model = model
-        self._weights = WeightsInfo(name=name, sha256=state_dict_sha256(model.state_dict()), source=kind)
+        self._model, self._weights = resolve_weights(kind, value, self.new_model, self.model_from_state, self.pretrained_source, self.name, self.prepare)
 
     def module_on(self, device: str | torch.device, part: str | None = None) -> torch.nn.Module:
         """`self.model` (or its submodule `part`) on `device`: the model itself on CPU, else a
