@@ -163,6 +163,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         return self.synthesize([self.decode_latent(data, meta)])[0]
 
+
 class CompressAICodec(LearnedImageCodec):
     library: ClassVar[str] = "CompressAI"
     architecture: ClassVar[str]  # CompressAI zoo name

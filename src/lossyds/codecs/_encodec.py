@@ -16,9 +16,10 @@ fingerprint is recorded and checked beside the model's.
 
 Two-stage decode (`decode_latent` on CPU, `synthesize` batched on any device): reading
 the codes is the whole entropy stage (bit-unpacking, or the LM's arithmetic decoding,
-which runs step by step on CPU), so without the LM the decoder network is the cost. The 24 kHz model is causal, so shorter code sequences are
-right-padded to batch with longer ones without changing their output; the 48 kHz model's
-1 s segments batch with segments of the same length.
+which runs step by step on CPU), so without the LM the decoder network is the cost. The
+24 kHz model is causal, so shorter code sequences are right-padded to batch with longer
+ones without changing their output; the 48 kHz model's 1 s segments batch with segments
+of the same length.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import torch
 
 from ..errors import CodecError, UsageError
 from ..types import SourceSample
-from ._audio import fit_length, resample
 from ..weights import WeightsError, WeightsInfo, parse_spec
+from ._audio import fit_length, resample
 from ._neural import NeuralModelMixin, resolve_weights
 from .base import AudioCodec, Latent
 
@@ -222,8 +223,8 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         return codes
 
     def decode_codes(self, data: bytes) -> torch.Tensor:
-        """.ecdc bytes -> waveform [channels, frames] at the model rate (no entropy LM); the
-        model's own `decode`, so equal to what encodec's `decompress` returns."""
+        """.ecdc bytes (bit-packed or LM-coded) -> waveform [channels, frames] at the model
+        rate, through the model's own `decode`: equal to what encodec's `decompress` returns."""
         frames, length = self.read_frames(data)
         with torch.no_grad():
             return self.model.decode(frames)[0, :, :length]
