@@ -52,7 +52,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def per_second(function, items: int, device: torch.device, min_seconds: float = 1.0) -> float:
+MIN_SECONDS = 1.0  # how long each per-stage figure is measured (--seconds)
+
+
+def per_second(function, items: int, device: torch.device) -> float:
     """Items per second of `function` (which processes `items` items), after one warm-up call."""
     function()
     synchronize(device)
@@ -62,7 +65,7 @@ def per_second(function, items: int, device: torch.device, min_seconds: float = 
         synchronize(device)
         done += items
         elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
+        if elapsed >= MIN_SECONDS:
             return done / elapsed
 
 
@@ -207,6 +210,7 @@ def audio_section(args, device: torch.device, workers: list[int]) -> dict:
 
 
 def main() -> int:
+    global MIN_SECONDS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--images", type=int, default=256)
@@ -219,7 +223,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--no-check", action="store_true", help="exit 0 whether or not the target is met")
     parser.add_argument("--sections", default="image,audio", help="which of image,audio to run")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time of each per-stage figure")
     args = parser.parse_args()
+    MIN_SECONDS = args.seconds
     device = torch.device(args.device)
     workers = [int(w) for w in args.workers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)

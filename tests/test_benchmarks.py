@@ -19,7 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),
         ("neural_decode.py", ["--batch", "2"], "batched/one-by-one"),
         ("loader_memory.py", ["--images", "16", "--no-check"], "late/early"),
-        ("device_decode.py", ["--device", "cpu", "--images", "4", "--utterances", "2", "--sample", "2", "--workers", "1", "--build-workers", "1", "--no-check"], "of best"),
+        ("device_decode.py", ["--device", "cpu", "--images", "4", "--utterances", "2", "--sample", "2", "--workers", "1", "--build-workers", "1", "--seconds", "0.2", "--no-check"], "of best"),
     ],
 )
 def test_benchmark_script_runs(tmp_path, script, args, expect):
