@@ -121,6 +121,12 @@ def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch)
     assert "Traceback" not in result.stderr
     bad = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "5", "--weights", "random:0", "--out", str(tmp_path / "j")], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a learned codec" in bad.stderr
+    # EnCodec's entropy LM with model weights from a file: the LM is still the pretrained one, and missing
+    checkpoint = tmp_path / "encodec.pth"
+    torch.save(codecs.get("encodec", kbps=6, weights="random:0").model.state_dict(), checkpoint)
+    lm = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "encodec", "--kbps", "6", "--entropy-lm", "--weights", str(checkpoint), "--out", str(tmp_path / "e")], capture_output=True, text=True)
+    assert lm.returncode == 1 and "encodec_lm_24khz-1608e3c0.th" in lm.stderr and str(tmp_path / "w") in lm.stderr
+    assert "Traceback" not in lm.stderr
 
 
 def test_weights_file_is_loaded_without_unpickling_objects(tmp_path):
