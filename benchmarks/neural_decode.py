@@ -3,7 +3,8 @@
 Test weights (random init, seed 0): entropy decoding speed depends on the bitstream, so
 treat absolute figures as indicative; the ratios (batched / one-by-one, loader /
 one-by-one) are what this script is for. Prints:
-  EnCodec 24 kHz 6 kbps: real-time factor one by one, batch B, and through the loader
+  EnCodec 24 kHz 6 kbps: real-time factor one by one, batch B, and through the loader;
+  with --entropy-lm: bytes against bit-packed, and the LM decoding's real-time factor
   bmshj2018-hyperprior q2 (256x256): images/s one by one, batch B, and through the loader
 
     python benchmarks/neural_decode.py --batch 8
@@ -57,6 +58,18 @@ def encodec_figures(batch: int, workdir: Path) -> None:
     print(f"EnCodec 24 kHz 6 kbps (CPU, {torch.get_num_threads()} threads): one by one {seconds / one:6.1f}x real time, batch {batch} {seconds / batched:6.1f}x, loader {total / loader:6.1f}x; batched/one-by-one {one / batched:.2f}")
 
 
+def encodec_lm_figures() -> None:
+    """EnCodec 6 kbps with --entropy-lm (a random LM here: it costs bits instead of saving them)."""
+    speech = get_builder("sample", root=None, split="speech", modality="audio")
+    clip = speech.load(speech.records()[0])
+    seconds = clip.audio.shape[1] / clip.sample_rate
+    plain = codecs.get("encodec", kbps=6, weights="random:0")
+    with_lm = codecs.get("encodec", kbps=6, weights="random:0", entropy_lm=True)
+    packed, coded = plain.encode(clip), with_lm.encode(clip)
+    decode = timed(lambda: with_lm.decode_codes(coded), repeat=1)
+    print(f"EnCodec 24 kHz 6 kbps with the entropy LM (random LM, CPU): {seconds:.1f} s utterance {len(coded)} bytes vs {len(packed)} bit-packed; LM decoding {seconds / decode:5.1f}x real time")
+
+
 def hyperprior_figures(batch: int, workdir: Path) -> None:
     codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
     photo = get_builder("sample", root=None, split="photos", modality="image")
@@ -92,6 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     encodec_figures(args.batch, args.workdir)
+    encodec_lm_figures()
     hyperprior_figures(args.batch, args.workdir)
     if args.autoregressive:
         autoregressive_figures()
