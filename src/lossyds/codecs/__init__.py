@@ -79,10 +79,7 @@ def from_manifest(codec_entry: dict[str, Any], weights: str | None = None) -> Co
     codec = get(codec_entry["name"], **params)
     recorded = codec_entry.get("weights")
     if recorded:
-        if recorded.get("lm"):
-            codec.check_weights(recorded["sha256"], recorded["lm"]["sha256"])  # type: ignore[attr-defined]
-        else:
-            codec.check_weights(recorded["sha256"])  # type: ignore[attr-defined]
+        codec.check_weights(recorded)  # type: ignore[attr-defined]
     return codec
 
 

@@ -137,8 +137,10 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         assert self._lm_info is not None
         return self._lm_info
 
-    def check_weights(self, expected_sha256: str, expected_lm_sha256: str | None = None) -> None:
-        super().check_weights(expected_sha256)
+    def check_weights(self, recorded: dict[str, Any]) -> None:
+        """The model's weights, and the entropy LM's when the dataset recorded one."""
+        super().check_weights(recorded)
+        expected_lm_sha256 = (recorded.get("lm") or {}).get("sha256")
         if expected_lm_sha256 is not None and self.lm_info().sha256 != expected_lm_sha256:
             raise WeightsError(f"{self.name}: the dataset's entropy LM has weights sha256 {expected_lm_sha256[:16]}..., but the LM given ({self.lm_info().name}) is {self.lm_info().sha256[:16]}...; pass the weights it was built with.")
 

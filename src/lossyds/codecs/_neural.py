@@ -123,8 +123,10 @@ class NeuralModelMixin:
             state.pop(derived, None)
         return state
 
-    def check_weights(self, expected_sha256: str) -> None:
-        """Refuse to decode a dataset built with other weights (one sentence naming both)."""
+    def check_weights(self, recorded: dict[str, Any]) -> None:
+        """Refuse to decode a dataset built with other weights (one sentence naming both).
+        `recorded`: the manifest's codec "weights" entry (at least its "sha256")."""
+        expected_sha256 = recorded["sha256"]
         have = self.weights_info().sha256
         if have != expected_sha256:
             raise WeightsError(f"{self.name}: the dataset was built with weights sha256 {expected_sha256[:16]}..., but the weights given ({self.weights_info().name}) are {have[:16]}...; pass the weights it was built with.")
