@@ -18,7 +18,7 @@ from lossyds.codecs.mp3 import Mp3Codec
 from lossyds.codecs.opus import OpusCodec
 from lossyds.codecs.png import PngCodec
 from lossyds.codecs.webp import WebpCodec
-from lossyds.errors import UsageError
+from lossyds.errors import CodecError, UsageError
 
 from .conftest import STANDARD_CODECS
 
@@ -85,6 +85,22 @@ def test_image_codecs_keep_size_and_mode(name):
         else:
             assert 0 < error < 40  # lossy, but still the same picture
     assert modes_seen == {1, 3}, "the sample must hold grayscale and RGB photos"
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "png"])
+def test_decode_many_gives_decode_pixels_and_keeps_a_bad_bitstream_to_itself(name):
+    codec = codecs.get(name, **STANDARD_CODECS[name])
+    items = []
+    for sample in photos():
+        height, width, channels = sample.image.shape
+        items.append((codec.encode(sample), {"height": height, "width": width, "channels": channels}))
+    assert {meta["channels"] for _, meta in items} == {1, 3}
+    one_by_one = [codec.decode(data, meta) for data, meta in items]
+    assert all(torch.equal(a, b) for a, b in zip(codec.decode_many(items), one_by_one, strict=True))
+    spoiled = items[:2] + [(b"\x00" * 64, items[0][1])] + items[2:]
+    results = codec.decode_many(spoiled)
+    assert isinstance(results[2], CodecError) and len(results) == len(spoiled)
+    assert all(torch.equal(a, b) for a, b in zip(results[:2] + results[3:], one_by_one, strict=True))
 
 
 def xcorr_lag(decoded: np.ndarray, source: np.ndarray) -> int:

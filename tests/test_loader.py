@@ -96,6 +96,21 @@ def test_dataloader_workers_yield_every_key_exactly_once(many_shards, num_worker
     assert meter["bpp"] == pytest.approx(manifest["bits"]["bpp"])
 
 
+@pytest.mark.parametrize("codec, rate_key", [("jpeg", "bpp"), ("opus", "kbps")])
+def test_bit_meter_counts_sample_lists_as_it_counts_collated_batches(built, codec, rate_key):
+    directory = built(codec)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    as_lists = lossyds.DataLoader(lossyds.open_dataset(directory), batch_size=4, collate_fn=list)
+    collated = lossyds.DataLoader(lossyds.open_dataset(directory), batch_size=1)  # sizes differ: batches of one
+    for loader in (as_lists, collated):
+        for _ in loader:
+            pass
+    lists, tensors = as_lists.bits.summary(), collated.bits.summary()
+    assert lists["samples"] == tensors["samples"] == manifest["num_samples"]
+    assert lists["payload_bits"] == tensors["payload_bits"] == manifest["bits"]["payload"]
+    assert lists[rate_key] == pytest.approx(tensors[rate_key]) and lists[rate_key] > 0
+
+
 def test_shuffle_changes_order_between_epochs(many_shards):
     dataset = lossyds.open_dataset(many_shards, shuffle=True, seed=1, shuffle_buffer=10)
     first = [s["key"] for s in dataset]
@@ -186,3 +201,61 @@ def test_shard_indexes_are_reused_across_epochs_until_a_file_changes(many_shards
     victim.write_bytes(data)  # same bytes, another file: its index is read again
     third = [s["key"] for s in dataset]
     assert third == first and scans == [dataset.shards[0]["path"]]
+
+
+def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> None:
+    """Rewrite one sample's bitstream in a shard (same length, CRC-32 in its metadata updated):
+    a sample whose members all check out but whose bitstream cannot be decoded."""
+    import io
+    import tarfile
+    import zlib
+
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in members:
+            if info.name == f"{key}.{extension}":
+                assert len(payload) == len(data)
+                data = payload
+            elif info.name == f"{key}.json":
+                meta = json.loads(data)
+                meta["crc32"][extension] = zlib.crc32(payload)
+                data = json.dumps(meta).encode()
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shard.write_bytes(out.getvalue())
+
+
+@pytest.mark.parametrize("decode_threads", [0, 2])
+def test_an_undecodable_bitstream_fails_alone_in_its_decode_chunk(tmp_path, decode_threads):
+    from lossyds.codecs.jpeg import JpegCodec
+
+    out = tmp_path / "b"
+    build_sample(out, "jpeg", shard_samples=6)
+    clean = {s["key"]: s["image"] for s in lossyds.open_dataset(out)}
+    order = list(clean)
+    victim = order[3]  # mid-chunk: decode chunks hold 8 samples
+    shard = next(out.glob("*.tar"))
+    replace_bitstream(shard, victim, "jpg", b"\x00" * member_size(shard, f"{victim}.jpg"))
+
+    dataset = lossyds.open_dataset(out, on_error="skip", decode_threads=decode_threads)
+    with pytest.warns(UserWarning, match=victim):
+        samples = list(dataset)
+    assert [s["key"] for s in samples] == [k for k in order if k != victim]
+    assert all(torch.equal(s["image"], clean[s["key"]]) for s in samples)  # the chunk's other images decoded as before
+    assert len(dataset.errors) == 1 and victim in dataset.errors[0] and "cannot be decoded" in dataset.errors[0]
+
+    yielded = []
+    with pytest.raises(ShardError, match=victim):
+        for sample in lossyds.open_dataset(out, decode_threads=decode_threads):
+            yielded.append(sample["key"])
+    assert yielded == order[:3]  # the samples before the bad one still arrive, in order
+    assert JpegCodec._fast_decode is not None  # a corrupt bitstream does not switch torchvision off
+
+
+def member_size(shard: Path, name: str) -> int:
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        return tar.getmember(name).size

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from . import codecs
+from . import allocator, codecs
 from .codecs.base import Latent
 from .errors import LossydsError, ShardError, UsageError
 from .manifest import load_manifest
@@ -85,6 +85,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         decode_cache: str | Path | None = None,
         decode_device: str | torch.device | None = None,
         synthesis_batch: int = 32,
+        tune_malloc: bool = True,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -116,6 +117,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         if synthesis_batch < 1:
             raise UsageError(f"synthesis_batch must be >= 1 (got {synthesis_batch}).")
         self.synthesis_batch = synthesis_batch
+        self.tune_malloc = tune_malloc
 
     def _check_decode_device(self, device: str | torch.device | None, decode_cache: Any) -> torch.device | None:
         if device is None:
@@ -221,30 +223,78 @@ class LossyDataset(torch.utils.data.IterableDataset):
             meta, payload_members = read_meta(shard, entry, codec.extension)
             crcs = meta.get("crc32") or {}
             decoded = self._decode_bitstream(shard, entry, meta, crcs.get(codec.extension))
-            sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
-            if self.modality == "image":
-                sample["image"] = decoded
-                sample["pixels"] = meta["height"] * meta["width"]
-            else:
-                sample["audio"] = decoded
-                sample["sample_rate"] = meta["sample_rate"]
-                sample["num_frames"] = meta["num_frames"]
-            sample.update(meta.get("targets", {}))
-            encoded_extras = set(payload_members) - {codec.extension}
-            for extension in entry.members:
-                if extension in (codec.extension, "json", "cls", "txt"):
-                    continue
-                data = shard.read(entry, extension, crcs.get(extension))
-                if extension not in encoded_extras:
-                    value = decode_attachment(extension, data)
-                else:
-                    value = codec.decode_latent(data, meta) if self.decode_device is not None else codec.decode(data, meta)
-                place_attachment(sample, extension, value)
-            return sample
+            return self._assemble(shard, entry, meta, payload_members, decoded)
         except ShardError:
             raise
-        except (LossydsError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError) as exc:
-            raise ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key) from exc
+        except DECODE_ERRORS as exc:
+            raise _undecodable(shard, entry, exc) from exc
+
+    def decode_entries(self, references: list[tuple[MappedShard, SampleEntry]]) -> list[dict[str, Any] | ShardError]:
+        """Several samples at once (a decode thread's chunk): one sample dict or ShardError per
+        reference, in order. The bitstreams go to the codec's `decode_many` together (one GIL
+        release for the whole chunk where the codec has a native batch path); with a
+        decode_cache or decode_device, each sample is decoded on its own."""
+        if self.decode_cache is not None or self.decode_device is not None:
+            results: list[dict[str, Any] | ShardError] = []
+            for shard, entry in references:
+                try:
+                    results.append(self.decode_entry(shard, entry))
+                except ShardError as exc:
+                    results.append(exc)
+            return results
+        codec = self.codec
+        prepared: list[tuple[MappedShard, SampleEntry, dict[str, Any], list[str]] | ShardError] = []
+        bitstreams: list[tuple[bytes, dict[str, Any]]] = []
+        for shard, entry in references:
+            try:
+                meta, payload_members = read_meta(shard, entry, codec.extension)
+                crcs = meta.get("crc32") or {}
+                bitstreams.append((shard.read(entry, codec.extension, crcs.get(codec.extension)), meta))
+                prepared.append((shard, entry, meta, payload_members))
+            except ShardError as exc:
+                prepared.append(exc)
+            except DECODE_ERRORS as exc:
+                prepared.append(_undecodable(shard, entry, exc))
+        decoded = iter(codec.decode_many(bitstreams))
+        results = []
+        for item in prepared:
+            if isinstance(item, ShardError):
+                results.append(item)
+                continue
+            shard, entry, meta, payload_members = item
+            value = next(decoded)
+            try:
+                if isinstance(value, BaseException):
+                    raise value
+                results.append(self._assemble(shard, entry, meta, payload_members, value))
+            except ShardError as exc:
+                results.append(exc)
+            except DECODE_ERRORS as exc:
+                results.append(_undecodable(shard, entry, exc))
+        return results
+
+    def _assemble(self, shard: MappedShard, entry: SampleEntry, meta: dict[str, Any], payload_members: list[str], decoded: Any) -> dict[str, Any]:
+        """The sample dict around a decoded payload: targets, attachments, encoded extras."""
+        codec = self.codec
+        sample: dict[str, Any] = {"key": entry.key, "payload_bits": meta["payload_bits"]}
+        if self.modality == "image":
+            sample["image"] = decoded
+            sample["pixels"] = meta["height"] * meta["width"]
+        else:
+            sample["audio"] = decoded
+            sample["sample_rate"] = meta["sample_rate"]
+            sample["num_frames"] = meta["num_frames"]
+        sample.update(meta.get("targets", {}))
+        attachments = [extension for extension in entry.members if extension not in (codec.extension, "json", "cls", "txt")]
+        crcs = meta.get("crc32") or {}
+        for extension in attachments:
+            data = shard.read(entry, extension, crcs.get(extension))
+            if extension not in payload_members:
+                value = decode_attachment(extension, data)
+            else:  # a codec-encoded extra (e.g. a separation stem)
+                value = codec.decode_latent(data, meta) if self.decode_device is not None else codec.decode(data, meta)
+            place_attachment(sample, extension, value)
+        return sample
 
     def _open_shard(self, name: str) -> MappedShard:
         """Open a shard, reusing its index from an earlier epoch when the file is unchanged.
@@ -290,19 +340,24 @@ class LossyDataset(torch.utils.data.IterableDataset):
             yield shard, entry
         # the map closes when the last reference (possibly in the shuffle buffer) goes
 
-    def _process(self, reference: tuple[MappedShard, SampleEntry]) -> Any:
-        """Decode + transform one sample (runs in a decode thread when decode_threads > 1).
-        With decode_device the sample still holds Latents: `synthesize` finishes it."""
-        try:
-            sample = self.decode_entry(*reference)
-        except ShardError as exc:
-            if self.on_error == "raise":
-                raise
-            self._note_error(str(exc))
-            return _SKIPPED
-        if self.decode_device is not None:
-            return sample
-        return self.transform(sample) if self.transform is not None else sample
+    def _process(self, references: list[tuple[MappedShard, SampleEntry]]) -> list[Any]:
+        """Decode + transform a chunk of samples (in a decode thread when decode_threads > 1).
+        A sample that cannot be decoded becomes _SKIPPED (on_error="skip", noted) or a
+        _Raise that the iterating thread raises once the samples before it are out.
+        With decode_device the samples still hold Latents: `synthesize` finishes them."""
+        out: list[Any] = []
+        for result in self.decode_entries(references):
+            if isinstance(result, ShardError):
+                if self.on_error == "raise":
+                    out.append(_Raise(result))
+                    break
+                self._note_error(str(result))
+                out.append(_SKIPPED)
+            elif self.decode_device is None and self.transform is not None:
+                out.append(self.transform(result))
+            else:
+                out.append(result)
+        return out
 
     def synthesize(self, samples: list[Any]) -> list[Any]:
         """Finish two-stage samples: every Latent in them (payload and encoded targets) goes
@@ -335,6 +390,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         warnings.warn(f"lossyds skipped: {message}", stacklevel=3)
 
     def __iter__(self) -> Iterator[Any]:
+        if self.tune_malloc:
+            allocator.keep_freed_buffers()
         worker = torch.utils.data.get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         rank, world = self.rank_and_world()
@@ -342,8 +399,12 @@ class LossyDataset(torch.utils.data.IterableDataset):
         references: Iterator[tuple[MappedShard, SampleEntry]] = (ref for r in self._ranges(part, parts) for ref in self._entries(*r))
         if self.shuffle_buffer > 1:  # shuffles references, not decoded tensors: memory stays small
             references = _shuffled(references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
-        results = _threaded_map(self._process, references, self.decode_threads) if self.decode_threads > 1 else map(self._process, references)
-        samples = (sample for sample in results if sample is not _SKIPPED)
+        chunks = _chunked(references, DECODE_CHUNK)
+        if self.decode_threads > 1:
+            results = _threaded_map(self._process, chunks, self.decode_threads)
+        else:
+            results = map(self._process, chunks)
+        samples = _unchunked(results)
         if self.decode_device is None:
             yield from samples
         elif worker is not None:
@@ -357,6 +418,40 @@ class LossyDataset(torch.utils.data.IterableDataset):
 
 _SKIPPED = object()
 _IN_LOSSYDS_LOADER = False  # set in DataLoader workers started by lossyds.DataLoader
+DECODE_CHUNK = 8  # samples a decode thread takes at once (one decode_many call)
+DECODE_ERRORS = (LossydsError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError)
+
+
+class _Raise:
+    """A decode error travelling, in order, from a decode thread to the iterating thread."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ShardError):
+        self.error = error
+
+
+def _undecodable(shard: MappedShard, entry: SampleEntry, exc: BaseException) -> ShardError:
+    """The ShardError naming shard and sample for a decode failure (`exc` kept as its cause)."""
+    error = ShardError(f"shard {shard.name}: sample {entry.key!r} cannot be decoded: {exc}", shard=shard.name, key=entry.key)
+    error.__cause__ = exc
+    return error
+
+
+def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _unchunked(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+    """Samples of processed chunks, in order: skipped ones left out, a _Raise raised."""
+    for chunk in chunks:
+        for sample in chunk:
+            if sample is _SKIPPED:
+                continue
+            if type(sample) is _Raise:
+                raise sample.error
+            yield sample
 
 
 def _find_latents(node: Any, found: list[tuple[dict[str, Any], str, Latent]]) -> None:
@@ -369,30 +464,25 @@ def _find_latents(node: Any, found: list[tuple[dict[str, Any], str, Latent]]) ->
                 _find_latents(value, found)
 
 
-def _threaded_map(function: Callable[[Any], Any], items: Iterator[Any], threads: int, chunk: int = 8) -> Iterator[Any]:
-    """Ordered map over a thread pool, `chunk` items per task (amortising the pool's own
-    per-task cost) with at most 2 x threads tasks in flight.
+def _threaded_map(function: Callable[[Any], Any], items: Iterator[Any], threads: int) -> Iterator[Any]:
+    """Ordered map over a thread pool, with at most 2 x threads items in flight.
 
-    Image decoders (torchvision's libjpeg-turbo / libwebp / libpng) and torch ops release
-    the GIL, so threads decode in parallel into memory this process owns: no pixels cross a
-    process boundary (the cost that caps multi-process loaders here, ENVIRONMENT.md)."""
+    The loader's items are chunks of DECODE_CHUNK samples (amortising the pool's per-task
+    cost). Image decoders (torchvision's libjpeg-turbo / libwebp / libpng) release the GIL,
+    for a whole chunk at once through the codecs' `decode_many`, so threads decode in
+    parallel into memory this process owns: no pixels cross a process boundary (the cost
+    that caps multi-process loaders here, ENVIRONMENT.md)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
-    from itertools import islice
-
-    def run(batch: list[Any]) -> list[Any]:
-        return [function(item) for item in batch]
 
     with ThreadPoolExecutor(threads, thread_name_prefix="lossyds-decode") as pool:
         window: deque = deque()
-        while True:
-            batch = list(islice(items, chunk))
-            if batch:
-                window.append(pool.submit(run, batch))
-            if window and (len(window) >= 2 * threads or not batch):
-                yield from window.popleft().result()
-            if not batch and not window:
-                return
+        for item in items:
+            window.append(pool.submit(function, item))
+            if len(window) >= 2 * threads:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def _shuffled(stream: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
@@ -426,7 +516,10 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     "cuda", ...: entropy decoding stays on CPU in the workers, the synthesis network runs
     batched on this device and samples arrive there; use lossyds.DataLoader with workers),
     synthesis_batch (latents per synthesis call when the dataset is iterated without
-    lossyds.DataLoader workers; with them, each DataLoader batch is one call).
+    lossyds.DataLoader workers; with them, each DataLoader batch is one call), tune_malloc
+    (default True: on glibc, once per iterating process, keep freed decode buffers for reuse
+    instead of returning them to the OS after every batch; see lossyds.allocator; False, or
+    LOSSYDS_TUNE_MALLOC=0, leaves malloc alone).
     """
     return LossyDataset(root, **options)
 
@@ -449,6 +542,13 @@ class BitMeter:
                 self.update(item)
             return
         if not isinstance(batch, dict) or "payload_bits" not in batch:
+            return
+        if isinstance(batch["payload_bits"], int):  # one uncollated sample: plain ints, no tensors to build
+            self.samples += 1
+            self.payload_bits += batch["payload_bits"]
+            self.pixels += int(batch.get("pixels", 0))
+            if "num_frames" in batch and "sample_rate" in batch:
+                self.seconds += float(batch["num_frames"]) / float(batch["sample_rate"])
             return
         bits = torch.as_tensor(batch["payload_bits"]).reshape(-1)
         self.samples += int(bits.numel())
@@ -524,7 +624,7 @@ class DataLoader(torch.utils.data.DataLoader):
             # Two finishing threads (up to four batches queued), results in order: one batch's
             # CPU work (resampling, collate) overlaps another's device work. EnCodec on the H200:
             # 1005x -> 1300x real time with 4 workers (benchmarks/device_decode.py).
-            batches = _threaded_map(self._finish_batch, batches, threads=2, chunk=1)
+            batches = _threaded_map(self._finish_batch, batches, threads=2)
         for batch in batches:
             self.bits.update(batch)
             yield batch

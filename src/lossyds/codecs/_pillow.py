@@ -16,7 +16,10 @@ from PIL import Image
 
 from ..errors import CodecError
 from ..types import SourceSample
+from ._torchvision_batch import batch_decoder
 from .base import ImageCodec, bracket_candidates
+
+FAST_DECODE_STRIKES = 8
 
 
 def pil_image_from_array(image: np.ndarray) -> Image.Image:
@@ -36,25 +39,35 @@ def decode_with_pillow(data: bytes, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def torchvision_mode(function_name: str, channels: int) -> Any:
+    """The torchvision ImageReadMode to decode `channels` (1 or 3) with `function_name`
+    (libwebp has no gray output: WebP is decoded as RGB and converted)."""
+    from torchvision.io import ImageReadMode
+
+    return ImageReadMode.RGB if channels != 1 or function_name == "decode_webp" else ImageReadMode.GRAY
+
+
 def torchvision_decoder(function_name: str) -> Callable[[bytes, int], torch.Tensor] | None:
     """A torchvision.io decoder `(bytes, channels) -> uint8 [C, H, W]`, or None when this torchvision lacks it."""
     try:
         import torchvision.io as tvio
 
         decode = getattr(tvio, function_name)
-        read_mode = tvio.ImageReadMode
+        modes = {channels: torchvision_mode(function_name, channels) for channels in (1, 3)}
     except (ImportError, AttributeError):
         return None
 
-    gray_mode = read_mode.RGB if function_name == "decode_webp" else read_mode.GRAY  # libwebp has no gray output
-
     def run(data: bytes, channels: int) -> torch.Tensor:
-        # bytearray: torch.frombuffer needs a writable buffer; the copy is small next to decoding.
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        image = decode(encoded, mode=gray_mode if channels == 1 else read_mode.RGB)
+        image = decode(encoded_tensor(data), mode=modes[1 if channels == 1 else 3])
         return rgb_to_gray(image) if channels == 1 and image.shape[0] == 3 else image
 
     return run
+
+
+def encoded_tensor(data: bytes) -> torch.Tensor:
+    """Bitstream bytes -> uint8 [N] tensor (a bytearray copy: torch.frombuffer needs a
+    writable buffer; the copy is small next to decoding)."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
@@ -69,6 +82,7 @@ class PillowImageCodec(ImageCodec):
     torchvision_function: ClassVar[str | None] = None  # e.g. "decode_jpeg"
     _fast_decode: Callable[[bytes, int], torch.Tensor] | None = None
     _fast_decode_checked: bool = False
+    _fast_decode_strikes: int = 0  # torchvision failures in a row on bitstreams Pillow could decode
 
     def save_options(self, quality: int | None) -> dict[str, Any]:
         """Keyword arguments for PIL.Image.save: self.params with the quality to use."""
@@ -103,19 +117,46 @@ class PillowImageCodec(ImageCodec):
         low, high = self.quality_range
         return bracket_candidates(lambda quality: self.encode_at(sample, quality), low, high, target_bits)
 
-    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
-        channels = int(meta.get("channels", 3))
+    def _torchvision_ready(self) -> bool:
         cls = type(self)
         if not cls._fast_decode_checked:
             cls._fast_decode = torchvision_decoder(cls.torchvision_function) if cls.torchvision_function else None
             cls._fast_decode_checked = True
-        if cls._fast_decode is not None:
+        return cls._fast_decode is not None
+
+    def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
+        channels = int(meta.get("channels", 3))
+        cls = type(self)
+        fast_failed = False
+        if self._torchvision_ready():
             try:
-                return cls._fast_decode(data, channels)
+                return cls._fast_decode(data, channels)  # type: ignore[misc]
             except RuntimeError:
-                # torchvision built without this format's library: fall back for good.
-                cls._fast_decode = None
+                fast_failed = True  # a corrupt bitstream, or a format this torchvision build lacks
         try:
-            return decode_with_pillow(data, channels)
+            image = decode_with_pillow(data, channels)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise CodecError(f"{self.name}: cannot decode bitstream: {exc}") from exc
+        if fast_failed:
+            # Pillow decoded what torchvision refused: after FAST_DECODE_STRIKES of those in a row,
+            # this torchvision build lacks the format, and Pillow decodes from then on.
+            cls._fast_decode_strikes += 1
+            if cls._fast_decode_strikes >= FAST_DECODE_STRIKES:
+                cls._fast_decode = None
+        return image
+
+    def decode_many(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[torch.Tensor | Exception]:
+        """torchvision's decoder on the whole list in one TorchScript call (see
+        _torchvision_batch); one by one through `decode` when that is unavailable or
+        any bitstream of the list fails (each then fails alone, with its own error)."""
+        function_name = type(self).torchvision_function
+        batch = batch_decoder(function_name) if function_name and len(items) > 1 and self._torchvision_ready() else None
+        if batch is None:
+            return super().decode_many(items)
+        channels = [int(meta.get("channels", 3)) for _, meta in items]
+        try:
+            images = batch([encoded_tensor(data) for data, _ in items], [torchvision_mode(function_name, c).value for c in channels])
+        except RuntimeError:
+            return super().decode_many(items)
+        type(self)._fast_decode_strikes = 0
+        return [rgb_to_gray(image) if c == 1 and image.shape[0] == 3 else image for image, c in zip(images, channels)]

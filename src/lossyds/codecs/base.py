@@ -76,6 +76,19 @@ class Codec(abc.ABC):
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         """Decode a bitstream. `meta` is the sample's stored metadata (source size, rate, length)."""
 
+    def decode_many(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[torch.Tensor | Exception]:
+        """Decode several (bitstream, meta) pairs: one result per item, in order, each the
+        tensor `decode` returns or the exception it raised (a bad bitstream spoils no other).
+        The loader's decode threads call this once per chunk of samples. Here: `decode` one
+        by one; codecs with a native batch path override it."""
+        results: list[torch.Tensor | Exception] = []
+        for data, meta in items:
+            try:
+                results.append(self.decode(data, meta))
+            except Exception as exc:  # handed back to the caller, which names the sample
+                results.append(exc)
+        return results
+
     batched_synthesis: ClassVar[bool] = False  # decode_latent + synthesize are implemented
 
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
