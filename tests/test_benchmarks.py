@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.parametrize(
     "script, args, expect",
     [
-        ("loader_throughput.py", ["--images", "16", "--epochs", "1", "--codecs", "jpeg:50,webp:10", "--no-check"], "threads/limit"),
+        ("loader_throughput.py", ["--images", "16", "--epochs", "1", "--rounds", "2", "--seconds", "0.05", "--malloc-ab", "--codecs", "jpeg:50,webp:10", "--no-check"], "threads/limit"),
         ("audio_loader.py", ["--copies", "1", "--no-check"], "loader/codec"),
         ("container_overhead.py", ["--copies", "1", "--no-check"], "payload/tar.gz"),
         ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),
