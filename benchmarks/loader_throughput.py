@@ -5,7 +5,8 @@ Prints, measured side by side in one run on the same shards:
   threads = lossyds.open_dataset(decode_threads=W) + lossyds.DataLoader(num_workers=0): the
             recommended path for images (decoders release the GIL; no pixels cross processes)
   bare    = W plain threads decoding the in-memory bitstreams (no loader at all): what W
-            threads can reach on this machine at this moment (context, not a target)
+            threads can reach on this machine at this moment (context, not a target);
+            threads/bare is the loader's own efficiency, whatever the machine's scaling
   workers = lossyds.open_dataset + torch DataLoader(num_workers=W)
   naive   = webdataset .decode("pil") + ToTensor with DataLoader(num_workers=W)
   stacked = the threads path with torch's default_collate stacking the images (for the
@@ -140,6 +141,7 @@ def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_roun
         out["bare"].append(bare_threads_rate(codec, blobs, workers, seconds))
     out["ratio"] = [t / limit for t, limit in zip(out["threads"], out["limit"])]
     out["bare_ratio"] = [b / limit for b, limit in zip(out["bare"], out["limit"])]
+    out["of_bare"] = [t / b for t, b in zip(out["threads"], out["bare"])]
     return out
 
 
@@ -174,7 +176,7 @@ def main() -> int:
     source = make_photo_folder(args.workdir / "photos", args.images)
     if not args.rounds_only:
         print(f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s")
-        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9}")
+        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9}")
     missed: list[str] = []
     for spec in args.codecs.split(","):
         name, quality = spec.split(":")
@@ -194,7 +196,7 @@ def main() -> int:
         stacked = loader_rate(stacking, args.epochs)
         limit, threads = statistics.median(measured["limit"]), statistics.median(measured["threads"])
         ratio = statistics.median(measured["ratio"])
-        print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {untuned:>13} "
+        print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} {untuned:>13} "
               f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f}")
         if ratio < 0.75:
             missed.append(f"{name} q{quality} threads/limit {ratio:.3f}")
