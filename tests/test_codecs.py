@@ -103,6 +103,32 @@ def test_decode_many_gives_decode_pixels_and_keeps_a_bad_bitstream_to_itself(nam
     assert all(torch.equal(a, b) for a, b in zip(results[:2] + results[3:], one_by_one, strict=True))
 
 
+def test_torchvision_is_dropped_only_when_it_keeps_refusing_what_pillow_decodes(monkeypatch):
+    from lossyds.codecs import _pillow
+
+    codec = codecs.get("jpeg", quality=50)
+    sample = photos()[0]
+    height, width, channels = sample.image.shape
+    data, meta = codec.encode(sample), {"height": height, "width": width, "channels": channels}
+    expected = codec.decode(data, meta)
+
+    def refuses(data: bytes, channels: int):
+        raise RuntimeError("this torchvision has no libjpeg")
+
+    monkeypatch.setattr(JpegCodec, "_fast_decode_checked", True)
+    monkeypatch.setattr(JpegCodec, "_fast_decode", staticmethod(refuses))
+    monkeypatch.setattr(JpegCodec, "_fast_decode_strikes", 0)
+    for _ in range(_pillow.FAST_DECODE_STRIKES * 2):  # corrupt bitstreams are no strike: Pillow fails too
+        with pytest.raises(CodecError):
+            codec.decode(b"\x00" * 64, meta)
+    assert JpegCodec._fast_decode is not None
+    for attempt in range(_pillow.FAST_DECODE_STRIKES):
+        assert JpegCodec._fast_decode is not None, attempt
+        decoded = codec.decode(data, meta)  # Pillow decodes it; torchvision's failure counts
+        assert decoded.shape == expected.shape and (decoded.float() - expected.float()).abs().mean() < 2
+    assert JpegCodec._fast_decode is None
+
+
 def xcorr_lag(decoded: np.ndarray, source: np.ndarray) -> int:
     n = len(source)
     spectrum = np.fft.rfft(decoded, 2 * n) * np.conj(np.fft.rfft(source, 2 * n))

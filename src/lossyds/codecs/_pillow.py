@@ -130,7 +130,10 @@ class PillowImageCodec(ImageCodec):
         fast_failed = False
         if self._torchvision_ready():
             try:
-                return cls._fast_decode(data, channels)  # type: ignore[misc]
+                image = cls._fast_decode(data, channels)  # type: ignore[misc]
+                if cls._fast_decode_strikes:
+                    cls._fast_decode_strikes = 0
+                return image
             except RuntimeError:
                 fast_failed = True  # a corrupt bitstream, or a format this torchvision build lacks
         try:
