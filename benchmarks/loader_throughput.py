@@ -15,8 +15,9 @@ limit, threads and bare are measured in --rounds interleaved rounds of --seconds
 machines are shared and noisy: a ratio of two figures taken seconds apart swings by 20%);
 threads/limit is the median of the per-round ratios, with its range. All paths yield
 full-size decoded tensors, batch 32 (lists of them, except `stacked`).
---malloc-ab also runs the rounds in a child process with LOSSYDS_TUNE_MALLOC=0 (glibc malloc
-left alone, see lossyds.allocator) and prints its threads/limit beside.
+The threads path's process CPU and minor page faults per sample are printed too; --malloc-ab
+also runs the rounds in a child process with LOSSYDS_TUNE_MALLOC=0 (glibc malloc left alone,
+see lossyds.allocator) and prints its threads/limit, CPU and faults beside.
 Targets (issue 5): the recommended path >= 0.75 x limit (median) and >= 2 x naive. Exit 1 when missed.
 
     python benchmarks/loader_throughput.py --workers 2 --images 512 --malloc-ab
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -96,14 +98,25 @@ def count(batch) -> int:
     return len(batch) if isinstance(batch, list) else len(batch["key"])
 
 
-def loader_rate(loader, epochs: int = 1, seconds: float = 0.0) -> float:
-    """Images/s over at least `epochs` whole epochs and at least `seconds` (call warm_up first)."""
+def loader_run(loader, epochs: int = 1, seconds: float = 0.0) -> tuple[int, float]:
+    """(samples, seconds) over at least `epochs` whole epochs and at least `seconds` (call warm_up first)."""
     samples, done, start = 0, 0, time.perf_counter()
     while done < epochs or time.perf_counter() - start < seconds:
         for batch in loader:
             samples += count(batch)
         done += 1
-    return samples / (time.perf_counter() - start)
+    return samples, time.perf_counter() - start
+
+
+def loader_rate(loader, epochs: int = 1, seconds: float = 0.0) -> float:
+    samples, elapsed = loader_run(loader, epochs, seconds)
+    return samples / elapsed
+
+
+def process_cpu_and_faults() -> tuple[float, int]:
+    """(user + system CPU seconds, minor page faults) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
 
 
 def warm_up(loader) -> None:
@@ -135,22 +148,29 @@ def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_roun
     warm_up(loader)
     raw_decode_rate(codec, blobs, 0.0)
     out: dict = {"limit": [], "threads": [], "bare": []}
+    samples, cpu, faults = 0, 0.0, 0
     for _ in range(count_rounds):
         out["limit"].append(workers * raw_decode_rate(codec, blobs, seconds))
-        out["threads"].append(loader_rate(loader, 1, seconds))
+        cpu_before, faults_before = process_cpu_and_faults()
+        count_now, elapsed = loader_run(loader, 1, seconds)
+        cpu_after, faults_after = process_cpu_and_faults()
+        out["threads"].append(count_now / elapsed)
+        samples, cpu, faults = samples + count_now, cpu + cpu_after - cpu_before, faults + faults_after - faults_before
         out["bare"].append(bare_threads_rate(codec, blobs, workers, seconds))
+    out["cpu_us"] = 1e6 * cpu / samples  # the threads path's process CPU per sample (all threads)
+    out["faults"] = faults / samples  # and its minor page faults per sample
     out["ratio"] = [t / limit for t, limit in zip(out["threads"], out["limit"])]
     out["bare_ratio"] = [b / limit for b, limit in zip(out["bare"], out["limit"])]
     out["of_bare"] = [t / b for t, b in zip(out["threads"], out["bare"])]
     return out
 
 
-def untuned_ratio(args, spec: str) -> list[float]:
-    """Per-round threads/limit of a child process that leaves glibc malloc alone."""
+def untuned_rounds(args, spec: str) -> dict:
+    """The rounds (ratios, CPU and faults a sample) in a child process that leaves glibc malloc alone."""
     command = [sys.executable, __file__, "--rounds-only", "--codecs", spec, "--workers", str(args.workers), "--images", str(args.images),
                "--batch", str(args.batch), "--rounds", str(args.rounds), "--seconds", str(args.seconds), "--workdir", str(args.workdir)]
     result = subprocess.run(command, env={**os.environ, "LOSSYDS_TUNE_MALLOC": "0"}, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])["ratio"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def spread(values: list[float]) -> str:
@@ -178,15 +198,19 @@ def main() -> int:
         print(f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s")
         print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9}")
     missed: list[str] = []
+    malloc_rows: list[str] = []
     for spec in args.codecs.split(","):
         name, quality = spec.split(":")
         directory = args.workdir / f"{name}-q{quality}-{args.images}"
         manifest = build_photo_shards(source, directory, name, int(quality), shard_samples=max(1, args.images // 8))
         measured = rounds(directory, manifest, args.workers, args.batch, args.rounds, args.seconds)
         if args.rounds_only:
-            print(json.dumps({"ratio": measured["ratio"]}))
+            print(json.dumps({key: measured[key] for key in ("ratio", "cpu_us", "faults")}))
             continue
-        untuned = spread(untuned_ratio(args, spec)) if args.malloc_ab else "-"
+        untuned_run = untuned_rounds(args, spec) if args.malloc_ab else None
+        untuned = spread(untuned_run["ratio"]) if untuned_run else "-"
+        malloc_rows.append(f"{name + ' q' + quality:<9} {measured['faults']:14.1f} {measured['cpu_us']:15.0f} "
+                           + (f"{untuned_run['faults']:16.1f} {untuned_run['cpu_us']:17.0f}" if untuned_run else ""))
         workers = torch.utils.data.DataLoader(lossyds.open_dataset(directory), batch_size=args.batch, num_workers=args.workers, collate_fn=collate_list, persistent_workers=True)
         warm_up(workers)
         multi = loader_rate(workers, args.epochs)
@@ -203,6 +227,9 @@ def main() -> int:
         if threads < 2 * naive:
             missed.append(f"{name} q{quality} threads/naive {threads / naive:.3f}")
     if not args.rounds_only:
+        print(f"threads path, per sample: {'tuned faults':>14} {'tuned cpu (us)':>15}" + (f" {'untuned faults':>16} {'untuned cpu (us)':>17}" if args.malloc_ab else ""))
+        for row in malloc_rows:
+            print(f"  {row}")
         print("targets: threads/limit (median) >= 0.75, threads/naive >= 2.0:", f"MISSED ({'; '.join(missed)})" if missed else "met")
     return 1 if missed and not args.no_check else 0
 

@@ -157,8 +157,9 @@ class PillowImageCodec(ImageCodec):
         if batch is None:
             return super().decode_many(items)
         channels = [int(meta.get("channels", 3)) for _, meta in items]
+        mode_values = {c: torchvision_mode(function_name, c).value for c in set(channels)}
         try:
-            images = batch([encoded_tensor(data) for data, _ in items], [torchvision_mode(function_name, c).value for c in channels])
+            images = batch([encoded_tensor(data) for data, _ in items], [mode_values[c] for c in channels])
         except RuntimeError:
             return super().decode_many(items)
         type(self)._fast_decode_strikes = 0

@@ -11,6 +11,7 @@ list in one call only on CUDA (decode_jpegs_cuda); on CPU its list path is a Pyt
 This module has no `from __future__ import annotations`: TorchScript reads the annotations.
 """
 import threading
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -57,7 +58,9 @@ def batch_decoder(function_name: str) -> Optional[Callable[[List[torch.Tensor], 
                 try:
                     import torchvision.io  # noqa: F401  (registers torch.ops.image)
 
-                    compiled = torch.jit.script(_SOURCES[function_name])
+                    with warnings.catch_warnings():  # a TorchScript deprecation notice is not the user's business
+                        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+                        compiled = torch.jit.script(_SOURCES[function_name])
                 except Exception:  # no torchvision, no such op, or no TorchScript: per-image decoding still works
                     compiled = None
             _compiled[function_name] = compiled
