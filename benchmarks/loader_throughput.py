@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_photo_shards, make_photo_folder  # noqa: E402
 
 import lossyds  # noqa: E402
-from lossyds import codecs  # noqa: E402
+from lossyds import allocator, codecs  # noqa: E402
 
 
 def collate_list(batch):
@@ -227,7 +227,8 @@ def main() -> int:
         if threads < 2 * naive:
             missed.append(f"{name} q{quality} threads/naive {threads / naive:.3f}")
     if not args.rounds_only:
-        print(f"threads path, per sample: {'tuned faults':>14} {'tuned cpu (us)':>15}" + (f" {'untuned faults':>16} {'untuned cpu (us)':>17}" if args.malloc_ab else ""))
+        tuned = "tuned" if allocator.keep_freed_buffers() else "as is"  # this process's malloc (see lossyds.allocator)
+        print(f"threads path, per sample: {tuned + ' faults':>14} {tuned + ' cpu (us)':>15}" + (f" {'untuned faults':>16} {'untuned cpu (us)':>17}" if args.malloc_ab else ""))
         for row in malloc_rows:
             print(f"  {row}")
         print("targets: threads/limit (median) >= 0.75, threads/naive >= 2.0:", f"MISSED ({'; '.join(missed)})" if missed else "met")
