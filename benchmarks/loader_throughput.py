@@ -11,6 +11,7 @@ Prints, measured side by side in one run on the same shards:
   naive   = webdataset .decode("pil") + ToTensor with DataLoader(num_workers=W)
   stacked = the threads path with torch's default_collate stacking the images (for the
             README's advice to crop before collating; not a target)
+  stacked-cl = the same with lossyds.collate_channels_last (a channels-last batch)
 limit, threads and bare are measured in --rounds interleaved rounds of --seconds each (these
 machines are shared and noisy: a ratio of two figures taken seconds apart swings by 20%);
 threads/limit is the median of the per-round ratios, with its range. All paths yield
@@ -196,7 +197,7 @@ def main() -> int:
     source = make_photo_folder(args.workdir / "photos", args.images)
     if not args.rounds_only:
         print(f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s")
-        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9}")
+        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9} {'stacked-cl/s':>12}")
     missed: list[str] = []
     malloc_rows: list[str] = []
     for spec in args.codecs.split(","):
@@ -218,10 +219,14 @@ def main() -> int:
         stacking = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only), batch_size=args.batch, num_workers=0)
         warm_up(stacking)
         stacked = loader_rate(stacking, args.epochs)
+        stacking_cl = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only), batch_size=args.batch, num_workers=0,
+                                         collate_fn=lossyds.collate_channels_last)
+        warm_up(stacking_cl)
+        stacked_cl = loader_rate(stacking_cl, args.epochs)
         limit, threads = statistics.median(measured["limit"]), statistics.median(measured["threads"])
         ratio = statistics.median(measured["ratio"])
         print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} {untuned:>13} "
-              f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f}")
+              f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f} {stacked_cl:12.0f}")
         if ratio < 0.75:
             missed.append(f"{name} q{quality} threads/limit {ratio:.3f}")
         if threads < 2 * naive:

@@ -111,6 +111,35 @@ def test_bit_meter_counts_sample_lists_as_it_counts_collated_batches(built, code
     assert lists[rate_key] == pytest.approx(tensors[rate_key]) and lists[rate_key] > 0
 
 
+def crop_rgb(sample):
+    sample["image"] = sample["image"][:, :32, :40].expand(3, -1, -1)  # a view: gray ones expanded, not copied
+    return sample
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_channels_last_collate_matches_default_collate(many_shards, num_workers):
+    dataset = lossyds.open_dataset(many_shards, transform=crop_rgb)
+    ours = list(lossyds.DataLoader(dataset, batch_size=5, num_workers=num_workers, collate_fn=lossyds.collate_channels_last))
+    theirs = list(lossyds.DataLoader(dataset, batch_size=5, num_workers=num_workers))
+    assert len(ours) == len(theirs) > 1
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert list(mine) == list(reference)  # same keys, same order
+        assert mine["image"].shape == reference["image"].shape == (len(mine["key"]), 3, 32, 40)
+        assert torch.equal(mine["image"], reference["image"])
+        assert mine["image"].is_contiguous(memory_format=torch.channels_last)
+        for key in reference:
+            if key != "image":
+                assert mine[key] == reference[key] if not torch.is_tensor(reference[key]) else torch.equal(mine[key], reference[key])
+
+
+def test_channels_last_collate_copies_full_size_decoded_images_as_they_lie(built):
+    samples = [s for s in lossyds.open_dataset(built("jpeg")) if s["image"].shape[0] == 3][:1]
+    image = samples[0]["image"]
+    assert image.permute(1, 2, 0).is_contiguous()  # torchvision's [C, H, W] view of [H, W, C] memory
+    batch = lossyds.collate_channels_last(samples)
+    assert torch.equal(batch["image"][0], image) and batch["image"].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_shuffle_changes_order_between_epochs(many_shards):
     dataset = lossyds.open_dataset(many_shards, shuffle=True, seed=1, shuffle_buffer=10)
     first = [s["key"] for s in dataset]

@@ -4,12 +4,13 @@ A decoded ImageNet-sized image is one 0.56 MB block (3 x 375 x 500 uint8). By de
 serves blocks that size from the heap only after its dynamic mmap threshold has grown, and
 every time a batch of them is freed it trims the heap top back to the OS once more than twice
 that threshold lies free there. The next batch then page-faults (and the kernel zeroes) every
-page again: 7-17 minor faults a sample on JPEG and WebP shards with two decode threads here.
+page again: 6-17 minor faults a sample on JPEG and WebP shards with two decode threads here.
 Fixing M_MMAP_THRESHOLD at 32 MiB (glibc's ceiling on 64-bit) and M_TRIM_THRESHOLD at 256 MiB
-lets the process keep and reuse those blocks instead: 0.1-0.8 faults a sample, and 3-7% less
-process CPU a sample on JPEG (`benchmarks/loader_throughput.py --malloc-ab`; on WebP one run
-was 10% lower, one 6% higher). Images/s on this noisy 2-core machine moved within noise.
-Peak RSS of the decode-threads path stayed at 701-710 MB (benchmarks/loader_memory.py).
+lets the process keep and reuse those blocks instead: 0.1-0.9 faults a sample, and 7-8% less
+process CPU a sample on JPEG q5, 3-5% on q90 in two runs and none in the third
+(`benchmarks/loader_throughput.py --malloc-ab`; on WebP two runs were 4% and 10% lower, one
+6% higher). Images/s on this noisy 2-core machine moved within noise. Peak RSS of the
+decode-threads path stayed at 701-710 MB (benchmarks/loader_memory.py).
 
 Hand-written because no library does this at run time: jemalloc or tcmalloc via LD_PRELOAD
 (PyTorch's own performance guide) do the same job but must be chosen before the process

@@ -573,6 +573,32 @@ class BitMeter:
         return out
 
 
+def collate_channels_last(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """torch's default_collate, except that the images are stacked as one channels-last batch.
+
+    torchvision's decoders return uint8 [C, H, W] views of [H, W, C] memory. default_collate
+    stacks them into contiguous [N, C, H, W], a strided copy that costs about as much as
+    decoding; here each image's bytes are copied as they lie, into [N, C, H, W] with
+    channels-last strides (torch.channels_last). Values equal default_collate's; only the
+    strides differ, so use .reshape() rather than .view() on it, or .contiguous() for NCHW
+    memory. Convolutions take channels-last input as it is. Images must share one size, as
+    with default_collate. In a DataLoader worker the batch is built in shared memory, as
+    default_collate does."""
+    from torch.utils.data import default_collate
+
+    if not batch or not isinstance(batch[0], dict) or "image" not in batch[0]:
+        return default_collate(batch)
+    pixels = [sample["image"].permute(1, 2, 0) for sample in batch]  # [H, W, C] views: contiguous for torchvision's output
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        first = pixels[0]
+        storage = first._typed_storage()._new_shared(len(pixels) * first.numel(), device=first.device)
+        out = first.new(storage).resize_(len(pixels), *first.shape)
+    images = torch.stack(pixels, out=out).permute(0, 3, 1, 2)
+    rest = default_collate([{key: value for key, value in sample.items() if key != "image"} for sample in batch])
+    return {key: images if key == "image" else rest[key] for key in batch[0]}
+
+
 class _WorkerInit:
     """worker_init_fn of lossyds.DataLoader: marks the worker, then runs the user's own."""
 
