@@ -218,51 +218,45 @@ class LossyDataset(torch.utils.data.IterableDataset):
 
     def decode_entry(self, shard: MappedShard, entry: SampleEntry) -> dict[str, Any]:
         """Shard members of one sample -> the sample dict (raises ShardError naming shard and key)."""
-        codec = self.codec
-        try:
-            meta, payload_members = read_meta(shard, entry, codec.extension)
-            crcs = meta.get("crc32") or {}
-            decoded = self._decode_bitstream(shard, entry, meta, crcs.get(codec.extension))
-            return self._assemble(shard, entry, meta, payload_members, decoded)
-        except ShardError:
-            raise
-        except DECODE_ERRORS as exc:
-            raise _undecodable(shard, entry, exc) from exc
+        result = self.decode_entries([(shard, entry)])[0]
+        if isinstance(result, ShardError):
+            raise result
+        return result
 
     def decode_entries(self, references: list[tuple[MappedShard, SampleEntry]]) -> list[dict[str, Any] | ShardError]:
         """Several samples at once (a decode thread's chunk): one sample dict or ShardError per
         reference, in order. The bitstreams go to the codec's `decode_many` together (one GIL
         release for the whole chunk where the codec has a native batch path); with a
-        decode_cache or decode_device, each sample is decoded on its own."""
-        if self.decode_cache is not None or self.decode_device is not None:
-            results: list[dict[str, Any] | ShardError] = []
-            for shard, entry in references:
-                try:
-                    results.append(self.decode_entry(shard, entry))
-                except ShardError as exc:
-                    results.append(exc)
-            return results
+        decode_cache or decode_device, each goes through `_decode_bitstream` on its own."""
         codec = self.codec
+        one_by_one = self.decode_cache is not None or self.decode_device is not None
         prepared: list[tuple[MappedShard, SampleEntry, dict[str, Any], list[str]] | ShardError] = []
         bitstreams: list[tuple[bytes, dict[str, Any]]] = []
+        decoded: list[Any] = []
         for shard, entry in references:
             try:
                 meta, payload_members = read_meta(shard, entry, codec.extension)
-                crcs = meta.get("crc32") or {}
-                bitstreams.append((shard.read(entry, codec.extension, crcs.get(codec.extension)), meta))
+                crc = (meta.get("crc32") or {}).get(codec.extension)
+                if one_by_one:
+                    try:
+                        decoded.append(self._decode_bitstream(shard, entry, meta, crc))
+                    except Exception as exc:  # named below, with the sample, like decode_many's
+                        decoded.append(exc)
+                else:
+                    bitstreams.append((shard.read(entry, codec.extension, crc), meta))
                 prepared.append((shard, entry, meta, payload_members))
             except ShardError as exc:
                 prepared.append(exc)
             except DECODE_ERRORS as exc:
                 prepared.append(_undecodable(shard, entry, exc))
-        decoded = iter(codec.decode_many(bitstreams))
-        results = []
+        values = iter(decoded if one_by_one else codec.decode_many(bitstreams))
+        results: list[dict[str, Any] | ShardError] = []
         for item in prepared:
             if isinstance(item, ShardError):
                 results.append(item)
                 continue
             shard, entry, meta, payload_members = item
-            value = next(decoded)
+            value = next(values)
             try:
                 if isinstance(value, BaseException):
                     raise value

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 
+# One function per op: TorchScript resolves torch.ops.image.<name> when it compiles, so the op cannot be a parameter.
 def _decode_jpegs(datas: List[torch.Tensor], modes: List[int]) -> List[torch.Tensor]:
     images: List[torch.Tensor] = []
     for index in range(len(datas)):
