@@ -7,12 +7,16 @@ Prints, measured side by side in one run on the same shards:
   bare    = W plain threads decoding the in-memory bitstreams (no loader at all): what W
             threads can reach on this machine at this moment (context, not a target);
             threads/bare is the loader's own efficiency, whatever the machine's scaling
+  kept    = W x one thread decoding the same bytes while holding its last 2 x batch images,
+            as anything that hands out batches must (context, not a target): the limit's
+            outputs are dropped at once, so it rewrites one buffer that stays in the core's
+            cache; kept/limit is what holding decoded images costs on this CPU
   workers = lossyds.open_dataset + torch DataLoader(num_workers=W)
   naive   = webdataset .decode("pil") + ToTensor with DataLoader(num_workers=W)
   stacked = the threads path with torch's default_collate stacking the images (for the
             README's advice to crop before collating; not a target)
   stacked-cl = the same with lossyds.collate_channels_last (a channels-last batch)
-limit, threads and bare are measured in --rounds interleaved rounds of --seconds each (these
+limit, threads, bare and kept are measured in --rounds interleaved rounds of --seconds each (these
 machines are shared and noisy: a ratio of two figures taken seconds apart swings by 20%);
 threads/limit is the median of the per-round ratios, with its range. All paths yield
 full-size decoded tensors, batch 32 (lists of them, except `stacked`).
@@ -26,6 +30,7 @@ Targets (issue 5): the recommended path >= 0.75 x limit (median) and >= 2 x naiv
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -63,13 +68,17 @@ def load_bitstreams(directory: Path, manifest: dict) -> list[bytes]:
     return blobs
 
 
-def raw_decode_rate(codec, blobs: list[bytes], seconds: float) -> float:
-    """Images/s of one thread decoding the in-memory bitstreams in a tight loop (outputs dropped)."""
+def raw_decode_rate(codec, blobs: list[bytes], seconds: float, keep: int = 0) -> float:
+    """Images/s of one thread decoding the in-memory bitstreams in a tight loop: outputs
+    dropped at once (keep=0, the limit), or the last `keep` of them held (`kept`)."""
     meta = {"channels": 3}
+    held: collections.deque = collections.deque(maxlen=keep or None)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for blob in blobs:
-            codec.decode(blob, meta)
+            image = codec.decode(blob, meta)
+            if keep:
+                held.append(image)
         count += len(blobs)
     return count / (time.perf_counter() - start)
 
@@ -142,13 +151,13 @@ def naive_rate(directory: Path, manifest: dict, workers: int, batch: int, epochs
 
 
 def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_rounds: int, seconds: float) -> dict:
-    """limit, threads and bare measured in interleaved rounds: per-round figures and ratios."""
+    """limit, threads, bare and kept measured in interleaved rounds: per-round figures and ratios."""
     codec = codecs.from_manifest(manifest["codec"])
     blobs = load_bitstreams(directory, manifest)
     loader = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=workers), batch_size=batch, num_workers=0, collate_fn=collate_list)
     warm_up(loader)
     raw_decode_rate(codec, blobs, 0.0)
-    out: dict = {"limit": [], "threads": [], "bare": []}
+    out: dict = {"limit": [], "threads": [], "bare": [], "kept": []}
     samples, cpu, faults = 0, 0.0, 0
     for _ in range(count_rounds):
         out["limit"].append(workers * raw_decode_rate(codec, blobs, seconds))
@@ -158,11 +167,14 @@ def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_roun
         out["threads"].append(count_now / elapsed)
         samples, cpu, faults = samples + count_now, cpu + cpu_after - cpu_before, faults + faults_after - faults_before
         out["bare"].append(bare_threads_rate(codec, blobs, workers, seconds))
+        out["kept"].append(workers * raw_decode_rate(codec, blobs, seconds, keep=2 * batch))
     out["cpu_us"] = 1e6 * cpu / samples  # the threads path's process CPU per sample (all threads)
     out["faults"] = faults / samples  # and its minor page faults per sample
     out["ratio"] = [t / limit for t, limit in zip(out["threads"], out["limit"])]
     out["bare_ratio"] = [b / limit for b, limit in zip(out["bare"], out["limit"])]
     out["of_bare"] = [t / b for t, b in zip(out["threads"], out["bare"])]
+    out["kept_ratio"] = [k / limit for k, limit in zip(out["kept"], out["limit"])]
+    out["of_kept"] = [t / k for t, k in zip(out["threads"], out["kept"])]
     return out
 
 
@@ -184,7 +196,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2, help="epochs measured for the workers, naive and stacked paths")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved limit / threads / bare rounds")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved limit / threads / bare / kept rounds")
     parser.add_argument("--seconds", type=float, default=0.5, help="least time of each measurement in a round")
     parser.add_argument("--codecs", default="jpeg:5,jpeg:90,webp:0")
     parser.add_argument("--malloc-ab", action="store_true", help="also measure the threads path with LOSSYDS_TUNE_MALLOC=0 (child process)")
@@ -197,7 +209,7 @@ def main() -> int:
     source = make_photo_folder(args.workdir / "photos", args.images)
     if not args.rounds_only:
         print(f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s")
-        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9} {'stacked-cl/s':>12}")
+        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'kept/limit':>10} {'threads/kept':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9} {'stacked-cl/s':>12}")
     missed: list[str] = []
     malloc_rows: list[str] = []
     for spec in args.codecs.split(","):
@@ -225,7 +237,8 @@ def main() -> int:
         stacked_cl = loader_rate(stacking_cl, args.epochs)
         limit, threads = statistics.median(measured["limit"]), statistics.median(measured["threads"])
         ratio = statistics.median(measured["ratio"])
-        print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} {untuned:>13} "
+        print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} "
+              f"{statistics.median(measured['kept_ratio']):10.2f} {statistics.median(measured['of_kept']):12.2f} {untuned:>13} "
               f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f} {stacked_cl:12.0f}")
         if ratio < 0.75:
             missed.append(f"{name} q{quality} threads/limit {ratio:.3f}")
