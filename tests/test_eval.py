@@ -12,6 +12,7 @@ from PIL import Image
 
 import lossyds
 from lossyds.build import BuildOptions, build
+from lossyds.errors import UsageError
 from lossyds.evaluate import evaluate, oracle_irm, sdr
 from lossyds.report import make_report
 
@@ -120,3 +121,55 @@ def test_lossy_pretraining_example_runs_and_names_its_bits(tmp_path):
     table = lines[lines.index("accuracy      test clean   test lossy") + 1:]
     assert [line.split()[1] for line in table[:2]] == ["lossy", "clean"]
     assert all(0 <= float(v) <= 1 for line in table[:2] for v in line.split()[2:])
+
+
+def _by_key(result):
+    return sorted(result["samples"], key=lambda s: s["key"])
+
+
+def test_parallel_evaluation_scores_the_same_samples_as_serial(tmp_path, speech_builds):
+    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", rate={"quality": 5}, workers=1))
+    serial = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", workers=0)
+    threads = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", workers=2)
+    assert serial["run"]["decode_threads"] == 0 and threads["run"]["decode_threads"] == 2  # images decode in threads
+    assert _by_key(serial) == _by_key(threads) and serial["count"] == threads["count"] == 6
+    assert serial["top1"] == pytest.approx(sum(s["correct"] for s in serial["samples"]) / 6)
+    assert serial["top5"] == pytest.approx(sum(s["label"] in s["top5"] for s in serial["samples"]) / 6)
+
+    speech = speech_builds["opus6"]
+    serial = evaluate(speech, "asr", workers=0)
+    processes = evaluate(speech, "asr", workers=2)
+    assert processes["run"]["decode_threads"] == 0 and processes["run"]["decode_workers"] == 2  # audio decodes in worker processes
+    assert _by_key(serial) == _by_key(processes) and serial["wer"] == processes["wer"]
+
+
+def test_evaluation_with_synthesis_on_a_decode_device(speech_builds):
+    plain = evaluate(speech_builds["encodec6"], "asr", "tests.task_models:duration_words", workers=0)
+    device = evaluate(speech_builds["encodec6"], "asr", "tests.task_models:duration_words", workers=1, decode_device="cpu")
+    assert device["run"]["decode_device"] == "cpu" and plain["run"]["decode_device"] is None
+    assert [s["hypothesis"] for s in _by_key(device)] == [s["hypothesis"] for s in _by_key(plain)]  # exact lengths, every sample
+    assert device["num_evaluated"] == plain["num_evaluated"] == 5
+
+
+def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds):
+    result = evaluate(speech_builds["opus6"], "asr", "tests.task_models:duration_words", workers=0, limit=2)
+    assert result["limit"] == 2 and result["num_evaluated"] == 2 and result["num_samples"] == 5
+    assert result["evaluated_bits_per_sample"] == pytest.approx(sum(s["payload_bits"] for s in result["samples"]) / 2)
+    with pytest.raises(UsageError, match="limit must be >= 1"):
+        evaluate(speech_builds["opus6"], "asr", limit=0)
+
+
+def test_eval_command_runs_in_parallel_and_refuses_a_missing_device(tmp_path):
+    import subprocess
+    import sys
+
+    build(BuildOptions(codec="webp", out=tmp_path / "w", rate={"quality": 10}, workers=1))
+    command = [sys.executable, "-m", "lossyds.cli", "eval", str(tmp_path / "w"), "--task", "classification", "--model", "tests.task_models:brightness_classifier"]
+    result = subprocess.run([*command, "--workers", "2", "--limit", "4"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 of 6 samples" in result.stdout and "top1=" in result.stdout
+    written = json.loads((tmp_path / "w" / "eval-classification.json").read_text())
+    assert written["run"]["decode_threads"] == 2 and written["limit"] == 4 and len(written["samples"]) == 4
+    if not torch.cuda.is_available():
+        refused = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "no CUDA device" in refused.stderr and "Traceback" not in refused.stderr

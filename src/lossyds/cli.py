@@ -241,17 +241,25 @@ def push(directory: Path, repo: str, private: bool, revision: str | None, licens
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
 @click.option("--model", help="asr: pocketsphinx (default) or module:function; classification: torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.")
-def eval_command(directory: Path, task: str, model: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.")
+@click.option("--device", default="cpu", show_default=True, help="Where the task model runs: cpu, cuda, cuda:1, ... or auto (CUDA when present).")
+@click.option("--decode-device", default=None, help="Run a neural codec's synthesis batched on this device (e.g. cuda); entropy decoding stays in the CPU workers.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N samples (a quick check; recorded in the result).")
+@click.option("--weights", default=None, help="Neural codecs: the weights the build used (PATH or random:SEED), as for build.")
+def eval_command(directory: Path, task: str, model: str | None, workers: int | None, device: str, decode_device: str | None, limit: int | None, weights: str | None) -> None:
     """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
     from .evaluate import evaluate
 
     try:
-        result = evaluate(directory, task, model)
+        result = evaluate(directory, task, model, workers=workers, device=device, decode_device=decode_device, limit=limit, weights=weights)
     except LossydsError as exc:
         fail(exc)
     score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}
     rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
-    out.print(f"{task} ({result['model']}) on {directory}: " + ", ".join(f"{k}={v:.4f}" for k, v in score.items()) + f"  [{rate}]")
+    scope = f"{result['num_evaluated']} of {result['num_samples']} samples" if result["limit"] else f"{result['num_evaluated']} samples"
+    run = result["run"]
+    out.print(f"{task} ({result['model']}) on {directory}: " + ", ".join(f"{k}={v:.4f}" for k, v in score.items())
+              + f"  [{rate}; {scope}, {run['samples_per_second']} samples/s]")
 
 
 @main.command()

@@ -12,20 +12,30 @@ Tasks and models:
   applied to the decoded mixture: what the codec left recoverable, no model needed) or
   `module:function` (mixture [C, T], rate -> {stem: [C, T]}).
 Results go to DIR/eval-TASK.json with the dataset's bits per sample beside every score.
+
+Decoding runs in parallel, the way the README recommends loading: image codecs whose
+decoders release the GIL (JPEG, WebP, AVIF, PNG) in `workers` decode threads, the others
+(audio, neural) in `workers` DataLoader worker processes; a neural codec's synthesis may
+run batched on `decode_device`. The task model runs in this process on `device`.
 """
+
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
+import os
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
+from . import codecs
 from .errors import UsageError
-from .loader import LossyDataset
-from .manifest import write_json_atomic
+from .loader import DataLoader, LossyDataset
+from .manifest import load_manifest, write_json_atomic
 
 TASKS = ("asr", "classification", "segmentation", "separation")
 
@@ -36,6 +46,28 @@ def load_callable(spec: str) -> Callable:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"--model {spec!r} is not an importable module:function ({exc}).") from exc
+
+
+def default_workers() -> int:
+    """Decode threads or worker processes when none are asked for: one per core, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+def decoded_samples(dataset: LossyDataset, workers: int, batch: int = 32) -> Iterator[dict[str, Any]]:
+    """The dataset's samples, decoded in parallel: in its own decode threads when it has them
+    (or in this thread when workers == 0), else in `workers` DataLoader worker processes
+    (with a decode_device, the main process then synthesizes each batch). Every sample comes
+    once; the order is the loader's (results carry `key`)."""
+    processes = 0 if dataset.decode_threads > 1 else workers
+    if processes == 0:
+        yield from dataset
+        return
+    for samples in DataLoader(dataset, batch_size=batch, num_workers=processes, collate_fn=_as_list):
+        yield from samples
 
 
 def bits_of(dataset: LossyDataset) -> dict[str, Any]:
@@ -72,26 +104,28 @@ def normalize_text(text: str) -> str:
     return " ".join("".join(c if c.isalnum() or c in " '" else " " for c in text.lower()).split())
 
 
-def eval_asr(dataset: LossyDataset, model: str) -> dict[str, Any]:
+def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
     import jiwer
 
     recognize = pocketsphinx_recognizer() if model == "pocketsphinx" else load_callable(model)
     references, hypotheses, per_sample = [], [], []
-    for sample in dataset:
+    for sample in samples:
         if not isinstance(sample.get("text"), str):
             raise UsageError(f"sample {sample['key']!r} has no transcript; asr needs a dataset with text targets.")
         reference = normalize_text(sample["text"])
-        hypothesis = normalize_text(recognize(sample["audio"].numpy(), sample["sample_rate"]))
+        hypothesis = normalize_text(recognize(sample["audio"].cpu().numpy(), sample["sample_rate"]))
         references.append(reference)
         hypotheses.append(hypothesis)
         per_sample.append({"key": sample["key"], "reference": reference, "hypothesis": hypothesis, "payload_bits": sample["payload_bits"]})
+    if not references:
+        raise UsageError("no samples to evaluate.")
     return {"wer": float(jiwer.wer(references, hypotheses)), "samples": per_sample}
 
 
 # -- classification ------------------------------------------------------------------------
 
 
-def torchvision_classifier(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def torchvision_classifier(name: str, device: torch.device = torch.device("cpu")) -> Callable[[torch.Tensor], torch.Tensor]:
     import torchvision
 
     try:
@@ -103,13 +137,13 @@ def torchvision_classifier(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         network.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
     except ValueError as exc:
         raise UsageError(f"torchvision has no model {name!r}.") from exc
-    network.eval()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    network.eval().to(device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
 
     def classify(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return network((images.float() / 255 - mean) / std)
+            return network((images.to(device).float() / 255 - mean) / std)
 
     return classify
 
@@ -122,55 +156,70 @@ def center_crop_224(image: torch.Tensor) -> torch.Tensor:
     return F.center_crop(F.resize(image, 256, antialias=True), [224, 224])
 
 
-def eval_classification(dataset: LossyDataset, model: str, batch: int = 32) -> dict[str, Any]:
-    classify = torchvision_classifier(model.split(":", 1)[1]) if model.startswith("torchvision:") else load_callable(model)
-    top1 = top5 = total = 0
-    images, labels = [], []
+def classification_input(sample: dict[str, Any]) -> dict[str, Any]:
+    """The dataset transform for classification (runs in the decode threads or workers):
+    the image centre-cropped to 224x224 (`center_crop_224`), the label checked."""
+    if not isinstance(sample.get("label"), int):
+        raise UsageError(f"sample {sample['key']!r} has no integer label.")
+    return {"key": sample["key"], "label": sample["label"], "payload_bits": sample["payload_bits"], "image": center_crop_224(sample["image"])}
+
+
+def eval_classification(samples: Iterator[dict[str, Any]], model: str, device: torch.device, batch: int = 32) -> dict[str, Any]:
+    """Top-1 / top-5 over samples already passed through `classification_input`; the model
+    gets uint8 [N, 3, 224, 224] on `device`. Per sample: key, label, the top-5 predictions."""
+    classify = torchvision_classifier(model.split(":", 1)[1], device) if model.startswith("torchvision:") else load_callable(model)
+    per_sample: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
 
     def flush() -> None:
-        nonlocal top1, top5, total
-        logits = classify(torch.stack(images))
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        target = torch.tensor(labels)
-        top1 += int((best[:, 0] == target).sum())
-        top5 += int((best == target[:, None]).any(dim=1).sum())
-        total += len(labels)
-        images.clear()
-        labels.clear()
+        logits = classify(torch.stack([s["image"] for s in pending]).to(device))
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+        for sample, top in zip(pending, best.tolist()):
+            per_sample.append({"key": sample["key"], "label": sample["label"], "top5": top, "correct": top[0] == sample["label"], "payload_bits": sample["payload_bits"]})
+        pending.clear()
 
-    for sample in dataset:
-        if not isinstance(sample.get("label"), int):
-            raise UsageError(f"sample {sample['key']!r} has no integer label.")
-        images.append(center_crop_224(sample["image"]))
-        labels.append(sample["label"])
-        if len(images) == batch:
+    for sample in samples:
+        pending.append(sample)
+        if len(pending) == batch:
             flush()
-    if images:
+    if pending:
         flush()
-    return {"top1": top1 / total, "top5": top5 / total, "count": total}
+    if not per_sample:
+        raise UsageError("no samples to evaluate.")
+    total = len(per_sample)
+    top1 = sum(s["correct"] for s in per_sample)
+    top5 = sum(s["label"] in s["top5"] for s in per_sample)
+    return {"top1": top1 / total, "top5": top5 / total, "count": total, "samples": per_sample}
 
 
 # -- segmentation ---------------------------------------------------------------------------
 
 
-def eval_segmentation(dataset: LossyDataset, model: str, classes: int = 19) -> dict[str, Any]:
+def eval_segmentation(samples: Iterator[dict[str, Any]], model: str, device: torch.device, classes: int = 19) -> dict[str, Any]:
+    """Cityscapes mIoU; the model gets uint8 [1, 3, H, W] on `device`. Per sample: key and pixel accuracy."""
     from .builders.cityscapes import train_ids
 
     segment = load_callable(model)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
-    for sample in dataset:
+    per_sample: list[dict[str, Any]] = []
+    for sample in samples:
         if "mask" not in sample:
             raise UsageError(f"sample {sample['key']!r} has no mask; segmentation needs Cityscapes-style label maps.")
-        target = train_ids(sample["mask"][0]).long()
+        target = train_ids(sample["mask"][0].cpu()).long()
+        image = sample["image"][None].to(device)
         with torch.no_grad():
-            prediction = segment(sample["image"][None].expand(-1, 3, -1, -1) if sample["image"].shape[0] == 1 else sample["image"][None])[0].argmax(0)
+            prediction = segment(image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image)[0].argmax(0).cpu()
         valid = target != 255
         confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(classes, classes)
+        accuracy = float((prediction[valid] == target[valid]).float().mean()) if valid.any() else float("nan")
+        per_sample.append({"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]})
+    if not per_sample:
+        raise UsageError("no samples to evaluate.")
     intersection = confusion.diag().float()
     union = confusion.sum(0).float() + confusion.sum(1).float() - intersection
     present = union > 0
     iou = (intersection[present] / union[present])
-    return {"miou": float(iou.mean()) if present.any() else float("nan"), "iou_per_class": {int(c): float(v) for c, v in zip(present.nonzero().flatten(), iou)}}
+    return {"miou": float(iou.mean()) if present.any() else float("nan"), "iou_per_class": {int(c): float(v) for c, v in zip(present.nonzero().flatten(), iou)}, "samples": per_sample}
 
 
 # -- separation -----------------------------------------------------------------------------
@@ -192,31 +241,82 @@ def oracle_irm(mixture: np.ndarray, stems: dict[str, np.ndarray], n_fft: int = 2
     return {name: torch.istft(mix * (magnitude / total), n_fft, n_fft // 4, window=window, length=mixture.shape[-1]).numpy() for name, magnitude in magnitudes.items()}
 
 
-def eval_separation(dataset: LossyDataset, model: str) -> dict[str, Any]:
+def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
+    """Plain SDR per stem; the model gets the mixture as float32 numpy [C, T] and its rate.
+    Per sample: key and SDR per stem."""
     separate = None if model == "oracle-irm" else load_callable(model)
     scores: dict[str, list[float]] = {}
-    for sample in dataset:
-        stems = {name: tensor.numpy() for name, tensor in (sample.get("stems") or {}).items()}
+    per_sample: list[dict[str, Any]] = []
+    for sample in samples:
+        stems = {name: tensor.cpu().numpy() for name, tensor in (sample.get("stems") or {}).items()}
         if not stems:
             raise UsageError(f"sample {sample['key']!r} has no reference stems.")
-        mixture = sample["audio"].numpy()
+        mixture = sample["audio"].cpu().numpy()
         estimates = oracle_irm(mixture, stems) if separate is None else {k: np.asarray(v) for k, v in separate(mixture, sample["sample_rate"]).items()}
-        for name, reference in stems.items():
-            scores.setdefault(name, []).append(sdr(reference, estimates[name]))
+        sample_scores = {name: sdr(reference, estimates[name]) for name, reference in stems.items()}
+        for name, value in sample_scores.items():
+            scores.setdefault(name, []).append(value)
+        per_sample.append({"key": sample["key"], "sdr_per_stem": sample_scores, "payload_bits": sample["payload_bits"]})
+    if not per_sample:
+        raise UsageError("no samples to evaluate.")
     per_stem = {name: float(np.mean(values)) for name, values in scores.items()}
-    return {"sdr": float(np.mean(list(per_stem.values()))), "sdr_per_stem": per_stem, "sdr_kind": "plain SDR (not BSSEval)"}
+    return {"sdr": float(np.mean(list(per_stem.values()))), "sdr_per_stem": per_stem, "sdr_kind": "plain SDR (not BSSEval)", "samples": per_sample}
 
 
-def evaluate(directory: str | Path, task: str, model: str | None = None) -> dict[str, Any]:
+def _device(name: str | torch.device | None, what: str) -> torch.device:
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"{what} {name!r} is not a torch device: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{what} {name!r}: this torch sees no CUDA device.")
+    return device
+
+
+def evaluate(
+    directory: str | Path,
+    task: str,
+    model: str | None = None,
+    *,
+    workers: int | None = None,
+    device: str | torch.device | None = "cpu",
+    decode_device: str | torch.device | None = None,
+    limit: int | None = None,
+    weights: str | None = None,
+) -> dict[str, Any]:
+    """Score `task` on the decoded samples of the build in `directory`.
+
+    workers: decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest);
+    None = one per core up to 8, 0 = decode in this thread. device: where the task model
+    runs ("auto": CUDA when present). decode_device: a neural codec's synthesis, batched
+    there (see open_dataset). limit: score only the first N samples the loader yields
+    (recorded in the result as `limit`). weights: the neural codec's --weights, as at build.
+    Writes DIR/eval-TASK.json (local folders) and returns the same dict."""
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
     defaults = {"asr": "pocketsphinx", "separation": "oracle-irm"}
     model = model or defaults.get(task)
     if model is None:
         raise UsageError(f"--task {task} needs --model (torchvision:NAME or module:function).")
-    dataset = LossyDataset(directory)
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be >= 1 (got {limit}).")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise UsageError(f"workers must be >= 0 (got {workers}).")
+    model_device = _device(device, "device")
+    in_threads = codecs.codec_class(load_manifest(directory)["codec"]["name"]).decodes_in_threads
+    dataset = LossyDataset(directory, weights=weights, decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
+                           transform=classification_input if task == "classification" else None, decode_threads=workers if in_threads and workers > 1 else 0)
     runner = {"asr": eval_asr, "classification": eval_classification, "segmentation": eval_segmentation, "separation": eval_separation}[task]
-    scores = runner(dataset, model)
+    samples = decoded_samples(dataset, workers)
+    if limit is not None:
+        samples = itertools.islice(samples, limit)
+    start = time.perf_counter()
+    scores = runner(samples, model, model_device)
+    elapsed = time.perf_counter() - start
+    evaluated = len(scores["samples"])
     result = {
         "task": task,
         "model": model,
@@ -225,8 +325,14 @@ def evaluate(directory: str | Path, task: str, model: str | None = None) -> dict
         "codec": dataset.manifest["codec"]["name"],
         "codec_params": dataset.manifest["codec"]["params"],
         "num_samples": dataset.manifest["num_samples"],
+        "num_evaluated": evaluated,
+        "limit": limit,
         "bits": bits_of(dataset),
+        "evaluated_bits_per_sample": sum(s["payload_bits"] for s in scores["samples"]) / evaluated,
         **scores,
+        "run": {"device": str(model_device), "decode_device": None if dataset.decode_device is None else str(dataset.decode_device),
+                "decode_threads": dataset.decode_threads, "decode_workers": 0 if dataset.decode_threads > 1 else workers,
+                "seconds": round(elapsed, 3), "samples_per_second": round(evaluated / elapsed, 2) if elapsed > 0 else None},
     }
     if Path(str(directory)).is_dir():
         write_json_atomic(Path(directory) / f"eval-{task}.json", result)

@@ -78,6 +78,7 @@ def rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
 
 class PillowImageCodec(ImageCodec):
     library: ClassVar[str] = "Pillow"
+    decodes_in_threads: ClassVar[bool] = True  # torchvision's and Pillow's decoders release the GIL
     pil_format: ClassVar[str]
     torchvision_function: ClassVar[str | None] = None  # e.g. "decode_jpeg"
     _fast_decode: Callable[[bytes, int], torch.Tensor] | None = None

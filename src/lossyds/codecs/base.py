@@ -90,6 +90,9 @@ class Codec(abc.ABC):
         return results
 
     batched_synthesis: ClassVar[bool] = False  # decode_latent + synthesize are implemented
+    # decode releases the GIL for nearly all its time, so decode threads in the training
+    # process scale (the loader's recommended path); otherwise use DataLoader worker processes
+    decodes_in_threads: ClassVar[bool] = False
 
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
         """Stage 1 of a two-stage decode: entropy decoding only, on CPU (see module docstring)."""
