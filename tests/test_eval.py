@@ -173,3 +173,29 @@ def test_eval_command_runs_in_parallel_and_refuses_a_missing_device(tmp_path):
     if not torch.cuda.is_available():
         refused = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, timeout=300)
         assert refused.returncode == 2 and "no CUDA device" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_report_correlates_each_samples_metric_with_its_own_outcome(speech_builds, tmp_path):
+    import tarfile
+
+    from scipy import stats
+
+    for path in speech_builds.values():
+        evaluate(path, "asr", workers=0)
+    make_report(list(speech_builds.values()), tmp_path / "report")
+    found = json.loads((tmp_path / "report" / "report.json").read_text())["per_sample_correlations"]
+    pooled = {(c["quality_metric"], c["outcome"]): c for c in found if c["build"] == "all"}
+    assert ("si-sdr", "wer") in pooled and pooled[("si-sdr", "wer")]["samples"] == 15  # 5 utterances x 3 builds
+    # the same figure from the files directly: tarfile for each KEY.json, jiwer for each utterance
+    xs, ys = [], []
+    for path in speech_builds.values():
+        outcomes = {s["key"]: jiwer.wer(s["reference"], s["hypothesis"]) for s in json.loads((path / "eval-asr.json").read_text())["samples"]}
+        for shard in json.loads((path / "manifest.json").read_text())["shards"]:
+            with tarfile.open(path / shard["path"]) as tar:
+                for member in tar:
+                    if member.name.endswith(".json"):
+                        meta = json.loads(tar.extractfile(member).read())
+                        xs.append(meta["metrics"]["si-sdr"])
+                        ys.append(outcomes[member.name[: -len(".json")]])
+    assert pooled[("si-sdr", "wer")]["spearman"] == pytest.approx(float(stats.spearmanr(xs, ys)[0]))
+    assert "Per sample" in (tmp_path / "report" / "report.md").read_text()

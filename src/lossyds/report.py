@@ -4,6 +4,12 @@ Each build contributes one point per metric: x is its achieved rate (bpp for ima
 for audio: payload bits, as in the manifest), y a task score from its eval-*.json or a mean
 quality metric from its manifest. One curve per codec. Correlations (Pearson, Spearman)
 between each quality metric and each task score are computed across builds.
+
+Per sample too, where builds have both: each sample's quality metrics (its KEY.json, from
+`build --metrics`) against its own task outcome (the `samples` of eval-TASK.json: top-1
+correct 0/1, the utterance's WER, pixel accuracy, mean SDR over stems), joined on the
+key; Spearman within each build and over all builds' samples pooled (does the metric
+predict which samples the machine fails on, across codecs and rates?).
 """
 from __future__ import annotations
 
@@ -16,6 +22,78 @@ from .errors import UsageError
 from .manifest import load_manifest
 
 TASK_SCORES = ("wer", "top1", "top5", "miou", "sdr")
+
+
+def sample_outcomes(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """key -> {outcome name: value} from one eval-TASK.json's per-sample entries."""
+    out: dict[str, dict[str, float]] = {}
+    for sample in result.get("samples") or []:
+        if "correct" in sample:
+            out[sample["key"]] = {"top1": float(sample["correct"])}
+        elif "hypothesis" in sample and sample.get("reference"):
+            import jiwer
+
+            out[sample["key"]] = {"wer": float(jiwer.wer(sample["reference"], sample["hypothesis"]))}
+        elif "pixel_accuracy" in sample:
+            out[sample["key"]] = {"pixel_accuracy": float(sample["pixel_accuracy"])}
+        elif sample.get("sdr_per_stem"):
+            out[sample["key"]] = {"sdr": sum(sample["sdr_per_stem"].values()) / len(sample["sdr_per_stem"])}
+    return out
+
+
+def sample_metrics(directory: Path) -> dict[str, dict[str, float]]:
+    """key -> the quality metrics stored in its KEY.json (empty when built without --metrics).
+    Reads only the JSON members, through the same shard reader and checks as the loader."""
+    from .shards import MappedShard, read_meta
+
+    manifest = load_manifest(directory)
+    if not manifest.get("metrics"):
+        return {}
+    extension = manifest["codec"]["extension"]
+    found: dict[str, dict[str, float]] = {}
+    for shard_info in manifest["shards"]:
+        with MappedShard(Path(directory) / shard_info["path"], shard_info["path"]) as shard:
+            for entry in shard.entries:
+                meta, _ = read_meta(shard, entry, extension)
+                values = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
+                if values:
+                    found[entry.key] = values
+    return found
+
+
+def per_sample_pairs(directory: Path) -> list[tuple[str, str, float, float]]:
+    """(quality metric, outcome, metric value, outcome value) for every sample of one build
+    that has both."""
+    metrics = sample_metrics(directory)
+    if not metrics:
+        return []
+    pairs = []
+    for path in sorted(Path(directory).glob("eval-*.json")):
+        for key, outcomes in sample_outcomes(json.loads(path.read_text())).items():
+            for metric, value in metrics.get(key, {}).items():
+                for outcome, result in outcomes.items():
+                    if math.isfinite(result):
+                        pairs.append((metric, outcome, value, result))
+    return pairs
+
+
+def per_sample_correlations(directories: list[Path]) -> list[dict[str, Any]]:
+    """Spearman between each per-sample quality metric and each per-sample task outcome:
+    within each build, and over all builds' samples pooled ("all")."""
+    from scipy import stats
+
+    by_build = {str(d): per_sample_pairs(d) for d in directories}
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for build, pairs in by_build.items():
+        for metric, outcome, x, y in pairs:
+            groups.setdefault((build, metric, outcome), []).append((x, y))
+            groups.setdefault(("all", metric, outcome), []).append((x, y))
+    out = []
+    for (build, metric, outcome), pairs in sorted(groups.items()):
+        if len(pairs) >= 3 and len({x for x, _ in pairs}) > 1 and len({y for _, y in pairs}) > 1:
+            xs, ys = zip(*pairs)
+            out.append({"build": build, "quality_metric": metric, "outcome": outcome, "samples": len(pairs), "spearman": float(stats.spearmanr(xs, ys)[0])})
+    return out
 
 
 def collect(directory: Path) -> dict[str, Any]:
@@ -99,7 +177,11 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
     found = correlations(rows)
     if found:
         table += "\n\n| quality metric | task metric | builds | Pearson | Spearman |\n|---|---|---|---|---|\n" + "\n".join(f"| {c['quality_metric']} | {c['task_metric']} | {c['builds']} | {c['pearson']:.3f} | {c['spearman']:.3f} |" for c in found)
+    per_sample = per_sample_correlations([Path(d) for d in directories])
+    if per_sample:
+        table += ("\n\nPer sample (each sample's quality metric against its own task outcome):\n\n| builds | quality metric | outcome | samples | Spearman |\n|---|---|---|---|---|\n"
+                  + "\n".join(f"| {c['build'] if c['build'] == 'all' else Path(c['build']).name} | {c['quality_metric']} | {c['outcome']} | {c['samples']} | {c['spearman']:.3f} |" for c in per_sample))
     markdown = out / "report.md"
     markdown.write_text(f"# lossyds report\n\n![rate vs metrics](report.png)\n\n{table}\n")
-    (out / "report.json").write_text(json.dumps({"rows": rows, "correlations": found}, indent=2))
+    (out / "report.json").write_text(json.dumps({"rows": rows, "correlations": found, "per_sample_correlations": per_sample}, indent=2))
     return [png, markdown, out / "report.json"]
