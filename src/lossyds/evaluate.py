@@ -105,6 +105,9 @@ def normalize_text(text: str) -> str:
 
 
 def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
+    """Word error rate over all utterances; the recogniser gets float32 numpy [C, T] and the
+    rate (on the CPU, whatever `device`: a module:function recogniser places its own model).
+    Per sample: key, normalised reference and hypothesis."""
     import jiwer
 
     recognize = pocketsphinx_recognizer() if model == "pocketsphinx" else load_callable(model)
@@ -242,8 +245,8 @@ def oracle_irm(mixture: np.ndarray, stems: dict[str, np.ndarray], n_fft: int = 2
 
 
 def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
-    """Plain SDR per stem; the model gets the mixture as float32 numpy [C, T] and its rate.
-    Per sample: key and SDR per stem."""
+    """Plain SDR per stem; the model gets the mixture as float32 numpy [C, T] and its rate
+    (on the CPU, whatever `device`, as for asr). Per sample: key and SDR per stem."""
     separate = None if model == "oracle-irm" else load_callable(model)
     scores: dict[str, list[float]] = {}
     per_sample: list[dict[str, Any]] = []
