@@ -83,3 +83,54 @@ def test_codecs_lists_every_registered_codec():
     assert result.returncode == 0
     for name in codecs.available():
         assert name in result.stdout
+
+
+def _undecodable_but_consistent(out, key_index: int = 1) -> str:
+    """Replace one sample's bitstream by random bytes of the same length, with its CRC-32,
+    the shard's size and sha256 in the manifest all updated: only decoding can tell. Returns the key."""
+    import hashlib
+    import io
+    import random
+    import tarfile
+    import zlib
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    extension = manifest["codec"]["extension"]
+    info = manifest["shards"][0]
+    path = out / info["path"]
+    with tarfile.open(path) as tar:
+        members = [(member, tar.extractfile(member).read()) for member in tar]
+    keys = sorted({m.name.split(".", 1)[0] for m, _ in members})
+    key = keys[key_index]
+    garbage = random.Random(0).randbytes(next(len(d) for m, d in members if m.name == f"{key}.{extension}"))
+    rewritten = []
+    for member, data in members:
+        if member.name == f"{key}.{extension}":
+            data = garbage
+        elif member.name == f"{key}.json":
+            meta = json.loads(data)
+            meta["crc32"][extension] = zlib.crc32(garbage)
+            data = json.dumps(meta).encode()
+        member.size = len(data)
+        rewritten.append((member, data))
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
+        for member, data in rewritten:
+            tar.addfile(member, io.BytesIO(data))
+    info["bytes"], info["sha256"] = path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return key
+
+
+@pytest.mark.parametrize("codec, rate", [("opus", ["--kbps", "12"]), ("jpeg", ["--quality", "20"])])
+def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, codec, rate):
+    out = tmp_path / codec
+    assert run("build", "--codec", codec, *rate, "--out", str(out)).returncode == 0
+    serial, parallel = run("verify", "--decode", "--workers", "0", str(out)), run("verify", "--decode", "--workers", "2", str(out))
+    assert serial.returncode == parallel.returncode == 0 and serial.stdout == parallel.stdout and " decoded" in parallel.stdout
+    key = _undecodable_but_consistent(out)
+    assert run("verify", str(out)).returncode == 0  # hashes, sizes and CRCs all agree
+    for workers in ("0", "2"):  # opus: a DataLoader worker process; jpeg: decode threads
+        bad = run("verify", "--decode", "--workers", workers, str(out))
+        assert bad.returncode == 1, bad
+        assert f"sample {key!r} cannot be decoded" in bad.stderr
+        assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr and "Caught" not in bad.stderr

@@ -191,14 +191,15 @@ def info(directory: Path, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
-def verify(directory: Path, decode: bool, weights: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="With --decode: decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.")
+def verify(directory: Path, decode: bool, weights: str | None, workers: int | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
     from .verify import verify as run_verify
 
     try:
         with progress_bar("verifying") as bar:
             task = bar.add_task("verify", total=None)
-            report = run_verify(directory, decode=decode, weights=weights, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = run_verify(directory, decode=decode, weights=weights, workers=workers, progress=lambda done, total: bar.update(task, completed=done, total=total))
     except LossydsError as exc:
         fail(exc)
     decoded = f", {report.decoded} decoded" if decode else ""

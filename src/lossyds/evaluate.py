@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,9 +31,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from . import codecs
 from .errors import UsageError
-from .loader import DataLoader, LossyDataset
+from .loader import LossyDataset, decode_threads_for, decoded_samples, default_decode_workers
 from .manifest import load_manifest, write_json_atomic
 
 TASKS = ("asr", "classification", "segmentation", "separation")
@@ -46,28 +44,6 @@ def load_callable(spec: str) -> Callable:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"--model {spec!r} is not an importable module:function ({exc}).") from exc
-
-
-def default_workers() -> int:
-    """Decode threads or worker processes when none are asked for: one per core, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
-def _as_list(batch: list[Any]) -> list[Any]:
-    return batch
-
-
-def decoded_samples(dataset: LossyDataset, workers: int, batch: int = 32) -> Iterator[dict[str, Any]]:
-    """The dataset's samples, decoded in parallel: in its own decode threads when it has them
-    (or in this thread when workers == 0), else in `workers` DataLoader worker processes
-    (with a decode_device, the main process then synthesizes each batch). Every sample comes
-    once; the order is the loader's (results carry `key`)."""
-    processes = 0 if dataset.decode_threads > 1 else workers
-    if processes == 0:
-        yield from dataset
-        return
-    for samples in DataLoader(dataset, batch_size=batch, num_workers=processes, collate_fn=_as_list):
-        yield from samples
 
 
 def bits_of(dataset: LossyDataset) -> dict[str, Any]:
@@ -305,13 +281,13 @@ def evaluate(
         raise UsageError(f"--task {task} needs --model (torchvision:NAME or module:function).")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be >= 1 (got {limit}).")
-    workers = default_workers() if workers is None else workers
+    workers = default_decode_workers() if workers is None else workers
     if workers < 0:
         raise UsageError(f"workers must be >= 0 (got {workers}).")
     model_device = _device(device, "device")
-    in_threads = codecs.codec_class(load_manifest(directory)["codec"]["name"]).decodes_in_threads
     dataset = LossyDataset(directory, weights=weights, decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
-                           transform=classification_input if task == "classification" else None, decode_threads=workers if in_threads and workers > 1 else 0)
+                           transform=classification_input if task == "classification" else None,
+                           decode_threads=0 if decode_device is not None else decode_threads_for(load_manifest(directory)["codec"]["name"], workers))
     runner = {"asr": eval_asr, "classification": eval_classification, "segmentation": eval_segmentation, "separation": eval_separation}[task]
     samples = decoded_samples(dataset, workers)
     if limit is not None:

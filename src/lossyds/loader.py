@@ -518,6 +518,53 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     return LossyDataset(root, **options)
 
 
+def default_decode_workers() -> int:
+    """Decode threads or worker processes for `lossyds eval` / `verify --decode` when none are
+    asked for: one per core this process may use, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def decode_threads_for(codec_name: str, workers: int) -> int:
+    """decode_threads for reading a build of `codec_name` with `workers` cores, as the README
+    recommends: all of them for codecs whose decoders release the GIL (JPEG, WebP, AVIF,
+    PNG), else 0 (decode in `workers` DataLoader worker processes; see decoded_samples)."""
+    return workers if workers > 1 and codecs.codec_class(codec_name).decodes_in_threads else 0
+
+
+def decoded_samples(dataset: LossyDataset, workers: int, batch: int = 32) -> Iterator[dict[str, Any]]:
+    """Every sample of `dataset` for this rank, decoded in parallel: in its own decode threads
+    when it has them (or in this thread when workers == 0), else in `workers` DataLoader
+    worker processes (with a decode_device, this process synthesizes each batch). Each sample
+    comes once; the order is the loader's (samples carry `key`). Used by `lossyds eval` and
+    `lossyds verify --decode`."""
+    processes = 0 if dataset.decode_threads > 1 else workers
+    if processes == 0:
+        yield from dataset
+        return
+    try:
+        for samples in DataLoader(dataset, batch_size=batch, num_workers=processes, collate_fn=_uncollated):
+            yield from samples
+    except LossydsError as exc:
+        raise _unwrapped(exc) from exc
+
+
+def _unwrapped(exc: LossydsError) -> LossydsError:
+    """torch re-raises a worker process's exception as the same type whose message is the
+    worker's whole traceback ("Caught ShardError in DataLoader worker process 0. Original
+    Traceback ..."); this gives back the original one-sentence error (its last line, less
+    the type name) for the CLI. Other errors pass through unchanged."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return exc
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    try:
+        return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
+    except Exception:  # a LossydsError subclass with another signature: keep torch's
+        return exc
+
+
 class BitMeter:
     """Running account of the bits delivered: samples, payload bits, and bpp or kbps.
 
