@@ -121,15 +121,15 @@ def _undecodable_but_consistent(out, key_index: int = 1) -> str:
     return key
 
 
-@pytest.mark.parametrize("codec, rate", [("opus", ["--kbps", "12"]), ("jpeg", ["--quality", "20"])])
-def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, codec, rate):
+@pytest.mark.parametrize("codec, rate, samples", [("opus", ["--kbps", "12"], 5), ("jpeg", ["--quality", "20"], 6)])
+def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, codec, rate, samples):
     out = tmp_path / codec
     assert run("build", "--codec", codec, *rate, "--out", str(out)).returncode == 0
-    serial, parallel = run("verify", "--decode", "--workers", "0", str(out)), run("verify", "--decode", "--workers", "2", str(out))
-    assert serial.returncode == parallel.returncode == 0 and serial.stdout == parallel.stdout and " decoded" in parallel.stdout
+    parallel = run("verify", "--decode", "--workers", "2", str(out))
+    assert parallel.returncode == 0 and f"{samples} samples, {samples} decoded" in parallel.stdout
     key = _undecodable_but_consistent(out)
     assert run("verify", str(out)).returncode == 0  # hashes, sizes and CRCs all agree
-    for workers in ("0", "2"):  # opus: a DataLoader worker process; jpeg: decode threads
+    for workers in ("2", "0") if codec == "opus" else ("2",):  # opus: DataLoader worker processes, then this process; jpeg: decode threads
         bad = run("verify", "--decode", "--workers", workers, str(out))
         assert bad.returncode == 1, bad
         assert f"sample {key!r} cannot be decoded" in bad.stderr
