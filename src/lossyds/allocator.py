@@ -6,9 +6,9 @@ every time a batch of them is freed it trims the heap top back to the OS once mo
 that threshold lies free there. The next batch then page-faults (and the kernel zeroes) every
 page again: 6-17 minor faults a sample on JPEG and WebP shards with two decode threads here.
 Fixing M_MMAP_THRESHOLD at 32 MiB (glibc's ceiling on 64-bit) and M_TRIM_THRESHOLD at 256 MiB
-lets the process keep and reuse those blocks instead: 0.1-0.9 faults a sample, and 7-8% less
-process CPU a sample on JPEG q5, 3-5% on q90 in two runs and none in the third
-(`benchmarks/loader_throughput.py --malloc-ab`; on WebP two runs were 4% and 10% lower, one
+lets the process keep and reuse those blocks instead: 0.1-0.9 faults a sample, and 7-10% less
+process CPU a sample on JPEG q5 (four runs), 3-5% on q90 in two runs and none in two
+(`benchmarks/loader_throughput.py --malloc-ab`; on WebP three runs were 4-10% lower, one
 6% higher). Images/s on this noisy 2-core machine moved within noise. Peak RSS of the
 decode-threads path stayed at 701-710 MB (benchmarks/loader_memory.py).
 
