@@ -155,7 +155,9 @@ def test_evaluation_with_synthesis_on_a_decode_device(speech_builds, tmp_path):
 
 def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds, tmp_path):
     build_copy = shutil.copytree(speech_builds["opus6"], tmp_path / "opus6")
-    result = evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0, limit=2)
+    calls = []
+    result = evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0, limit=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]
     assert result["limit"] == 2 and result["num_evaluated"] == 2 and result["num_samples"] == 5
     assert result["evaluated_bits_per_sample"] == pytest.approx(sum(s["payload_bits"] for s in result["samples"]) / 2)
     with pytest.raises(UsageError, match="limit must be >= 1"):

@@ -252,7 +252,10 @@ def eval_command(directory: Path, task: str, model: str | None, workers: int | N
     from .evaluate import evaluate
 
     try:
-        result = evaluate(directory, task, model, workers=workers, device=device, decode_device=decode_device, limit=limit, weights=weights)
+        with progress_bar(f"eval {task}") as bar:
+            job = bar.add_task("eval", total=None)
+            result = evaluate(directory, task, model, workers=workers, device=device, decode_device=decode_device, limit=limit, weights=weights,
+                              progress=lambda done, total: bar.update(job, completed=done, total=total))
     except LossydsError as exc:
         fail(exc)
     score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}

@@ -242,6 +242,12 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
     return {"sdr": float(np.mean(list(per_stem.values()))), "sdr_per_stem": per_stem, "sdr_kind": "plain SDR (not BSSEval)", "samples": per_sample}
 
 
+def _counted(samples: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None]) -> Iterator[dict[str, Any]]:
+    for done, sample in enumerate(samples, 1):
+        progress(done, total)
+        yield sample
+
+
 def _device(name: str | torch.device | None, what: str) -> torch.device:
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -264,6 +270,7 @@ def evaluate(
     decode_device: str | torch.device | None = None,
     limit: int | None = None,
     weights: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score `task` on the decoded samples of the build in `directory`.
 
@@ -272,6 +279,7 @@ def evaluate(
     runs ("auto": CUDA when present). decode_device: a neural codec's synthesis, batched
     there (see open_dataset). limit: score only the first N samples the loader yields
     (recorded in the result as `limit`). weights: the neural codec's --weights, as at build.
+    progress(done, total): called as samples reach the task model.
     Writes DIR/eval-TASK.json (local folders) and returns the same dict."""
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
@@ -292,6 +300,8 @@ def evaluate(
     samples = decoded_samples(dataset, workers)
     if limit is not None:
         samples = itertools.islice(samples, limit)
+    if progress is not None:
+        samples = _counted(samples, min(len(dataset), limit or len(dataset)), progress)
     start = time.perf_counter()
     scores = runner(samples, model, model_device)
     elapsed = time.perf_counter() - start
