@@ -56,13 +56,21 @@ def keep_rss(batch: list[dict]) -> list[tuple[int, float]]:
     return [s["rss"] for s in batch if "rss" in s]
 
 
+def keep_images(batch: list[dict]) -> list[dict]:
+    """collate_fn of the decode-threads path: the batch as a list, images and all (held until
+    the next batch, as a training step holds its batch)."""
+    return batch
+
+
 def measure(directory: Path, workers: int, threads: int, epochs: int = 2) -> dict[int, list[float]]:
-    """RSS readings per process (worker id, or -1 for the training process), in order."""
+    """RSS readings per process (worker id, or -1 for the training process), in order.
+    Through lossyds.DataLoader, the recommended path."""
     dataset = lossyds.open_dataset(directory, transform=TagRss(every=16), decode_threads=threads)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=keep_rss, persistent_workers=workers > 0)
+    loader = lossyds.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=keep_rss if workers else keep_images, persistent_workers=workers > 0)
     readings: dict[int, list[float]] = {}
     for _ in range(epochs):
-        for tags in loader:
+        for batch in loader:
+            tags = batch if workers else [s["rss"] for s in batch if "rss" in s]
             for process, value in tags:
                 readings.setdefault(process, []).append(value)
             if workers == 0:
