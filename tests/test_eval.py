@@ -160,6 +160,8 @@ def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds, tmp_p
     assert calls == [(1, 2), (2, 2)]
     assert result["limit"] == 2 and result["num_evaluated"] == 2 and result["num_samples"] == 5
     assert result["evaluated_bits_per_sample"] == pytest.approx(sum(s["payload_bits"] for s in result["samples"]) / 2)
+    make_report([build_copy], tmp_path / "report")
+    assert "Partial evaluations: opus6: asr scored 2 of 5 samples (--limit)." in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(UsageError, match="limit must be >= 1"):
         evaluate(build_copy, "asr", limit=0)
 
@@ -168,15 +170,20 @@ def test_eval_command_runs_in_parallel_and_refuses_a_missing_device(tmp_path):
     import subprocess
     import sys
 
+    from pathlib import Path
+
     build(BuildOptions(codec="webp", out=tmp_path / "w", rate={"quality": 10}, workers=1))
-    command = [sys.executable, "-m", "lossyds.cli", "eval", str(tmp_path / "w"), "--task", "classification", "--model", "tests.task_models:brightness_classifier"]
-    result = subprocess.run([*command, "--workers", "2", "--limit", "4"], capture_output=True, text=True, timeout=300)
+    script = Path(sys.executable).with_name("lossyds")  # the console script, which does not put the current directory on sys.path
+    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "lossyds.cli"]),
+               "eval", str(tmp_path / "w"), "--task", "classification", "--model", "tests.task_models:brightness_classifier"]
+    repository = Path(__file__).resolve().parents[1]  # `tests.task_models` is found from here, as `python -m` would find it
+    result = subprocess.run([*command, "--workers", "2", "--limit", "4"], capture_output=True, text=True, timeout=300, cwd=repository)
     assert result.returncode == 0, result.stderr
     assert "4 of 6 samples" in result.stdout and "top1=" in result.stdout
     written = json.loads((tmp_path / "w" / "eval-classification.json").read_text())
     assert written["run"]["decode_threads"] == 2 and written["limit"] == 4 and len(written["samples"]) == 4
     if not torch.cuda.is_available():
-        refused = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, timeout=300)
+        refused = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, timeout=300, cwd=repository)
         assert refused.returncode == 2 and "no CUDA device" in refused.stderr and "Traceback" not in refused.stderr
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -39,7 +41,11 @@ TASKS = ("asr", "classification", "segmentation", "separation")
 
 
 def load_callable(spec: str) -> Callable:
+    """`module:function` -> the function. The current directory is searched too, as
+    `python -m` would (the `lossyds` console script does not put it on sys.path)."""
     module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
@@ -242,6 +248,13 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
     return {"sdr": float(np.mean(list(per_stem.values()))), "sdr_per_stem": per_stem, "sdr_kind": "plain SDR (not BSSEval)", "samples": per_sample}
 
 
+def _timed(samples: Iterator[dict[str, Any]], clock: dict[str, float]) -> Iterator[dict[str, Any]]:
+    """Pass samples through, noting in clock["first"] when the first one arrived."""
+    for sample in samples:
+        clock.setdefault("first", time.perf_counter())
+        yield sample
+
+
 def _counted(samples: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None]) -> Iterator[dict[str, Any]]:
     for done, sample in enumerate(samples, 1):
         progress(done, total)
@@ -302,10 +315,11 @@ def evaluate(
         samples = itertools.islice(samples, limit)
     if progress is not None:
         samples = _counted(samples, min(len(dataset), limit or len(dataset)), progress)
-    start = time.perf_counter()
-    scores = runner(samples, model, model_device)
-    elapsed = time.perf_counter() - start
+    clock: dict[str, float] = {"start": time.perf_counter()}
+    scores = runner(_timed(samples, clock), model, model_device)
+    end = time.perf_counter()
     evaluated = len(scores["samples"])
+    steady = end - clock.get("first", clock["start"])  # from the first sample on: model loading and warm-up left out
     result = {
         "task": task,
         "model": model,
@@ -321,7 +335,7 @@ def evaluate(
         **scores,
         "run": {"device": str(model_device), "decode_device": None if dataset.decode_device is None else str(dataset.decode_device),
                 "decode_threads": dataset.decode_threads, "decode_workers": 0 if dataset.decode_threads > 1 else workers,
-                "seconds": round(elapsed, 3), "samples_per_second": round(evaluated / elapsed, 2) if elapsed > 0 else None},
+                "seconds": round(end - clock["start"], 3), "samples_per_second": round(evaluated / steady, 2) if steady > 0 else None},
     }
     if Path(str(directory)).is_dir():
         write_json_atomic(Path(directory) / f"eval-{task}.json", result)

@@ -109,11 +109,14 @@ def collect(directory: Path) -> dict[str, Any]:
         "scores": {},
         "quality": {name: summary["mean"] for name, summary in (manifest.get("metrics") or {}).items() if summary.get("mean") is not None},
     }
+    row["partial"] = []
     for path in sorted(Path(directory).glob("eval-*.json")):
         result = json.loads(path.read_text())
         for name in TASK_SCORES:
             if isinstance(result.get(name), (int, float)):
                 row["scores"][name] = result[name]
+        if result.get("limit"):  # scored with --limit: said beside the table
+            row["partial"].append(f"{result['task']} scored {result.get('num_evaluated')} of {result.get('num_samples')} samples (--limit)")
     return row
 
 
@@ -174,6 +177,9 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
         values = [(r["scores"] | r["quality"]).get(c) for c in columns]
         lines.append(f"| {Path(r['build']).name} | {r['codec']} | {r['setting']} | {r['rate']:.4f} | {r['bits_per_sample']:.0f} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |")
     table = "\n".join(lines)
+    partial = [f"{Path(r['build']).name}: {note}" for r in rows for note in r["partial"]]
+    if partial:
+        table += "\n\nPartial evaluations: " + "; ".join(partial) + "."
     found = correlations(rows)
     if found:
         table += "\n\n| quality metric | task metric | builds | Pearson | Spearman |\n|---|---|---|---|---|\n" + "\n".join(f"| {c['quality_metric']} | {c['task_metric']} | {c['builds']} | {c['pearson']:.3f} | {c['spearman']:.3f} |" for c in found)
