@@ -179,3 +179,29 @@ def make_musdb_stem_mp4(root: Path, split: str = "train") -> Path:
             for packet in stream.encode(None):
                 container.mux(packet)
     return path
+
+
+def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> None:
+    """Rewrite one sample's bitstream in a shard (.tar or .tar.gz; same length, CRC-32 in its
+    metadata updated): a sample whose members all check out but whose bitstream cannot be
+    decoded. The manifest's size and sha256 of the shard are not touched."""
+    import io
+    import json
+    import tarfile
+    import zlib
+
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz" if shard.name.endswith(".gz") else "w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in members:
+            if info.name == f"{key}.{extension}":
+                assert len(payload) == len(data)
+                data = payload
+            elif info.name == f"{key}.json":
+                meta = json.loads(data)
+                meta["crc32"][extension] = zlib.crc32(payload)
+                data = json.dumps(meta).encode()
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shard.write_bytes(out.getvalue())

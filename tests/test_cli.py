@@ -85,37 +85,24 @@ def test_codecs_lists_every_registered_codec():
         assert name in result.stdout
 
 
-def _undecodable_but_consistent(out, key_index: int = 1) -> str:
-    """Replace one sample's bitstream by random bytes of the same length, with its CRC-32,
-    the shard's size and sha256 in the manifest all updated: only decoding can tell. Returns the key."""
+def _undecodable_but_consistent(out) -> str:
+    """Replace the second sample's bitstream by random bytes of the same length, with its
+    CRC-32, and the shard's size and sha256 in the manifest, updated: only decoding can tell.
+    Returns the key."""
     import hashlib
-    import io
     import random
     import tarfile
-    import zlib
+
+    from .fixtures import replace_bitstream
 
     manifest = json.loads((out / "manifest.json").read_text())
     extension = manifest["codec"]["extension"]
     info = manifest["shards"][0]
     path = out / info["path"]
     with tarfile.open(path) as tar:
-        members = [(member, tar.extractfile(member).read()) for member in tar]
-    keys = sorted({m.name.split(".", 1)[0] for m, _ in members})
-    key = keys[key_index]
-    garbage = random.Random(0).randbytes(next(len(d) for m, d in members if m.name == f"{key}.{extension}"))
-    rewritten = []
-    for member, data in members:
-        if member.name == f"{key}.{extension}":
-            data = garbage
-        elif member.name == f"{key}.json":
-            meta = json.loads(data)
-            meta["crc32"][extension] = zlib.crc32(garbage)
-            data = json.dumps(meta).encode()
-        member.size = len(data)
-        rewritten.append((member, data))
-    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
-        for member, data in rewritten:
-            tar.addfile(member, io.BytesIO(data))
+        sizes = {member.name: member.size for member in tar}
+    key = sorted({name.split(".", 1)[0] for name in sizes})[1]
+    replace_bitstream(path, key, extension, random.Random(0).randbytes(sizes[f"{key}.{extension}"]))
     info["bytes"], info["sha256"] = path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest))
     return key

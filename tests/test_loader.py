@@ -16,7 +16,7 @@ import lossyds
 from lossyds.errors import ShardError
 
 from .conftest import build_sample
-from .fixtures import make_image_folder
+from .fixtures import make_image_folder, replace_bitstream
 
 
 def keys_of(loader) -> list[str]:
@@ -230,30 +230,6 @@ def test_shard_indexes_are_reused_across_epochs_until_a_file_changes(many_shards
     victim.write_bytes(data)  # same bytes, another file: its index is read again
     third = [s["key"] for s in dataset]
     assert third == first and scans == [dataset.shards[0]["path"]]
-
-
-def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> None:
-    """Rewrite one sample's bitstream in a shard (same length, CRC-32 in its metadata updated):
-    a sample whose members all check out but whose bitstream cannot be decoded."""
-    import io
-    import tarfile
-    import zlib
-
-    with tarfile.open(shard) as tar:
-        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for info, data in members:
-            if info.name == f"{key}.{extension}":
-                assert len(payload) == len(data)
-                data = payload
-            elif info.name == f"{key}.json":
-                meta = json.loads(data)
-                meta["crc32"][extension] = zlib.crc32(payload)
-                data = json.dumps(meta).encode()
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    shard.write_bytes(out.getvalue())
 
 
 @pytest.mark.parametrize("decode_threads", [0, 2])
