@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import lossyds
-from lossyds.errors import ShardError
+from lossyds.errors import ShardError, UsageError
 
 from .conftest import build_sample
 from .fixtures import make_image_folder, replace_bitstream
@@ -264,3 +264,19 @@ def member_size(shard: Path, name: str) -> int:
 
     with tarfile.open(shard) as tar:
         return tar.getmember(name).size
+
+
+def test_make_loader_sets_each_codec_up_the_recommended_way(built, many_shards):
+    images = lossyds.make_loader(many_shards, batch_size=5, cores=2, transform=resize, shuffle=True, seed=1)
+    assert images.dataset.decode_threads == 2 and images.num_workers == 0  # JPEG: decode threads, no worker processes
+    assert sorted(keys_of(images)) == sorted(keys_of(lossyds.DataLoader(lossyds.open_dataset(many_shards, transform=resize), batch_size=5)))
+    assert images.bits.summary()["samples"] == 24
+    speech = lossyds.make_loader(built("opus"), batch_size=2, cores=2, collate_fn=list)
+    assert speech.dataset.decode_threads == 0 and speech.num_workers == 2 and speech.persistent_workers  # audio: worker processes
+    samples = [sample for batch in speech for sample in batch]
+    assert sorted(s["key"] for s in samples) == sorted(s["key"] for s in lossyds.open_dataset(built("opus")))
+    assert all(s["audio"].dtype == torch.float32 and s["sample_rate"] == 16000 for s in samples)
+    serial = lossyds.make_loader(many_shards, cores=0, transform=resize)
+    assert serial.dataset.decode_threads == 0 and serial.num_workers == 0
+    with pytest.raises(UsageError, match="decode_threads"):
+        lossyds.make_loader(many_shards, decode_threads=4)

@@ -12,7 +12,7 @@ def open_dataset(*args, **kwargs):
 
 
 def __getattr__(name: str):
-    if name in ("LossyDataset", "DataLoader", "BitMeter", "collate_channels_last"):
+    if name in ("LossyDataset", "DataLoader", "BitMeter", "collate_channels_last", "make_loader"):
         from . import loader
 
         return getattr(loader, name)
@@ -23,4 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["__version__", "open_dataset", "LossyDataset", "DataLoader", "BitMeter", "collate_channels_last"]
+__all__ = ["__version__", "open_dataset", "make_loader", "LossyDataset", "DataLoader", "BitMeter", "collate_channels_last"]
