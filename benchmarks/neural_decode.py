@@ -5,13 +5,15 @@ treat absolute figures as indicative; the ratios (batched / one-by-one, loader /
 one-by-one) are what this script is for. Prints:
   EnCodec 24 kHz 6 kbps: real-time factor one by one, batch B, and through the loader;
   with --entropy-lm: bytes against bit-packed, and the LM decoding's real-time factor
-  bmshj2018-hyperprior q2 (256x256): images/s one by one, batch B, and through the loader
+  bmshj2018-hyperprior q2 (256x256): images/s one by one, batch B, and through the loader;
+    its synthesis network channels-last (what lossyds runs on CPU) against NCHW (as loaded), 512x512
 
     python benchmarks/neural_decode.py --batch 8
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -84,6 +86,25 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     with torch.no_grad():
         batched = timed(lambda: codec.model.decompress(strings, parsed[0].latent_shape))
     print(f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}")
+    # The CPU synthesis runs channels-last (LearnedImageCodec.synthesis_on): against the network as loaded (NCHW),
+    # on the same latents of two full-size 512x512 photos.
+    full = photo.load(photo.records()[0]).image
+    full_streams = codec.encode_batch([full, np.ascontiguousarray(np.roll(full, 101, axis=1))])
+    nchw = codec.copy_module("g_s").to(memory_format=torch.contiguous_format)
+    latents = [codec.decode_latent(s, {}) for s in full_streams]
+    synthesis, layout = codec.synthesis_on("cpu")
+    rounds: list[tuple[float, float, float]] = []  # (channels-last, NCHW, entropy stage) seconds, measured in turn: this machine is noisy
+    with torch.no_grad():
+        for _ in range(5):
+            rounds.append((timed(lambda: [synthesis(latent.parts[0].contiguous(memory_format=layout)) for latent in latents], repeat=1),
+                           timed(lambda: [nchw(latent.parts[0]) for latent in latents], repeat=1),
+                           timed(lambda: [codec.decode_latent(s, {}) for s in full_streams], repeat=1)))
+    count = len(full_streams)
+    synthesis_ratio = statistics.median(n / c for c, n, _ in rounds)
+    decode_ratio = statistics.median((e + n) / (e + c) for c, n, e in rounds)
+    channels_last, as_loaded, entropy = (statistics.median(r[i] for r in rounds) for i in range(3))
+    print(f"  512x512, synthesis alone: channels-last {count / channels_last:5.1f} images/s, NCHW {count / as_loaded:5.1f}: {synthesis_ratio:.2f}x; "
+          f"whole decode (entropy stage {count / entropy:.1f} images/s + synthesis): {decode_ratio:.2f}x (medians of 5 interleaved rounds)")
 
 
 def autoregressive_figures() -> None:

@@ -101,7 +101,7 @@ class NeuralModelMixin:
             return module
         copies: dict[tuple[str, str | None], torch.nn.Module] = self.__dict__.setdefault("_device_copies", {})
         if (str(device), part) not in copies:
-            copies[(str(device), part)] = self.copy_module(part).to(device).eval()
+            copies[(str(device), part)] = self.copy_module(part).to(device).to(memory_format=torch.contiguous_format).eval()  # NCHW, as measured on GPUs
         return copies[(str(device), part)]
 
     def copy_module(self, part: str | None = None) -> torch.nn.Module:
