@@ -212,3 +212,14 @@ def test_report_correlates_each_samples_metric_with_its_own_outcome(speech_build
                         ys.append(outcomes[member.name[: -len(".json")]])
     assert pooled[("si-sdr", "wer")]["spearman"] == pytest.approx(float(stats.spearmanr(xs, ys)[0]))
     assert "Per sample" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_eval_and_verify_cover_the_whole_dataset_under_torchrun(speech_builds, tmp_path, monkeypatch):
+    from lossyds.verify import verify
+
+    build_copy = shutil.copytree(speech_builds["opus6"], tmp_path / "opus6")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert len(lossyds.open_dataset(build_copy)) < 5  # a training loader reads its rank's part
+    assert evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0)["num_evaluated"] == 5
+    assert verify(build_copy, decode=True, workers=0).decoded == 5

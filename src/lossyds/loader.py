@@ -216,13 +216,6 @@ class LossyDataset(torch.utils.data.IterableDataset):
     def codec(self) -> codecs.Codec:
         return self._codec
 
-    def decode_entry(self, shard: MappedShard, entry: SampleEntry) -> dict[str, Any]:
-        """Shard members of one sample -> the sample dict (raises ShardError naming shard and key)."""
-        result = self.decode_entries([(shard, entry)])[0]
-        if isinstance(result, ShardError):
-            raise result
-        return result
-
     def decode_entries(self, references: list[tuple[MappedShard, SampleEntry]]) -> list[dict[str, Any] | ShardError]:
         """Several samples at once (a decode thread's chunk): one sample dict or ShardError per
         reference, in order. The bitstreams go to the codec's `decode_many` together (one GIL

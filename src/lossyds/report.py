@@ -108,8 +108,8 @@ def collect(directory: Path) -> dict[str, Any]:
         "bits_per_sample": bits["per_sample_mean"],
         "scores": {},
         "quality": {name: summary["mean"] for name, summary in (manifest.get("metrics") or {}).items() if summary.get("mean") is not None},
+        "partial": [],  # notes on evaluations scored with --limit
     }
-    row["partial"] = []
     for path in sorted(Path(directory).glob("eval-*.json")):
         result = json.loads(path.read_text())
         for name in TASK_SCORES:

@@ -38,7 +38,7 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
         from .loader import LossyDataset, decode_threads_for, default_decode_workers
 
         workers = default_decode_workers() if workers is None else workers
-        dataset = LossyDataset(root, weights=weights, decode_threads=decode_threads_for(manifest["codec"]["name"], workers))
+        dataset = LossyDataset(root, weights=weights, decode_threads=decode_threads_for(manifest["codec"]["name"], workers), rank=0, world_size=1)  # every sample, under torchrun too
     for shard_info in manifest["shards"]:
         name = shard_info["path"]
         path = root / name
