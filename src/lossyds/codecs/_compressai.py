@@ -168,8 +168,8 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     def synthesis_on(self, device: str | torch.device) -> tuple[torch.nn.Module, torch.memory_format]:
         """The synthesis network for `device` and the memory layout to feed it. On CPU, the
         model's own network, converted once to channels-last (values unchanged; it is not part of
-        entropy coding): oneDNN ran it 1.4-2.1x faster here than in NCHW
-        (benchmarks/neural_decode.py); on a 512x512 photo the pixels were identical for bmshj2018
+        entropy coding): benchmarks/neural_decode.py measured hyperprior's 1.54-1.62x faster
+        than NCHW at 512x512 (1.36-2.07x across the models, ad hoc); on a 512x512 photo the pixels were identical for bmshj2018
         and mbt2018-mean, 1 level apart on 4 values for cheng2020-anchor and on 0.011% for
         MS-ILLM. Other devices keep their NCHW copy."""
         device = torch.device(device)
