@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     "script, args, expect",
     [
         ("loader_throughput.py", ["--images", "16", "--epochs", "1", "--rounds", "2", "--seconds", "0.05", "--malloc-ab", "--codecs", "jpeg:50,webp:10", "--no-check"], "threads/limit"),
+        ("decode_chunk.py", ["--images", "16", "--pairs", "2", "--chunks", "4,16", "--collate", "channels-last"], "median pair"),
         ("audio_loader.py", ["--copies", "1", "--no-check"], "loader/codec"),
         ("container_overhead.py", ["--copies", "1", "--no-check"], "payload/tar.gz"),
         ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),

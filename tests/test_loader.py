@@ -240,7 +240,7 @@ def test_an_undecodable_bitstream_fails_alone_in_its_decode_chunk(tmp_path, deco
     build_sample(out, "jpeg", shard_samples=6)
     clean = {s["key"]: s["image"] for s in lossyds.open_dataset(out)}
     order = list(clean)
-    victim = order[3]  # mid-chunk: decode chunks hold 8 samples
+    victim = order[3]  # mid-chunk: the six photos make one decode chunk
     shard = next(out.glob("*.tar"))
     replace_bitstream(shard, victim, "jpg", b"\x00" * member_size(shard, f"{victim}.jpg"))
 
@@ -257,6 +257,27 @@ def test_an_undecodable_bitstream_fails_alone_in_its_decode_chunk(tmp_path, deco
             yielded.append(sample["key"])
     assert yielded == order[:3]  # the samples before the bad one still arrive, in order
     assert JpegCodec._fast_decode is not None  # a corrupt bitstream does not switch torchvision off
+
+
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_decode_threads_read_at_most_their_window_ahead_and_keep_order(threads):
+    from lossyds.loader import _threaded_map, decode_window
+
+    window = decode_window(threads)
+    assert window > threads  # every thread busy, one chunk at least waiting
+    pulled = 0
+
+    def items():
+        nonlocal pulled
+        for index in range(50):
+            pulled += 1
+            yield index
+
+    out = []
+    for value in _threaded_map(lambda x: x * x, items(), threads, window=window):
+        assert pulled - len(out) <= window  # chunks taken but not yet handed out: bounded memory
+        out.append(value)
+    assert out == [i * i for i in range(50)]
 
 
 def member_size(shard: Path, name: str) -> int:

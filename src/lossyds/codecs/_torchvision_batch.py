@@ -1,7 +1,7 @@
 """Decode a chunk of images with torchvision's image ops in one TorchScript call.
 
 A TorchScript function runs with the GIL released from start to end, so a loader decode
-thread decodes its whole chunk (8 samples) with one release and one re-acquisition
+thread decodes its whole chunk (loader.DECODE_CHUNK samples) with one release and one re-acquisition
 instead of one per image. On 2 cores with two decode threads that removed most of the
 threads' contention overhead on JPEG q5 (the README's Performance section has the A/B).
 The ops and their arguments are the ones torchvision.io's decode_jpeg / decode_png /
