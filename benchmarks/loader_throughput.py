@@ -16,8 +16,11 @@ Prints, measured side by side in one run on the same shards:
   stacked = the threads path with torch's default_collate stacking the images (for the
             README's advice to crop before collating; not a target)
   stacked-cl = the same with lossyds.collate_channels_last (a channels-last batch)
-limit, threads, bare and kept are measured in --rounds interleaved rounds of --seconds each (these
-machines are shared and noisy: a ratio of two figures taken seconds apart swings by 20%);
+limit, threads, bare and kept are measured in --rounds interleaved rounds of at least --seconds
+each, and at least one pass over the photos (one loader epoch, thread pool start and drain
+included). These machines are shared and noisy: a ratio of two figures taken seconds apart
+swings by 20%. The default is many short rounds (40 of about 0.1-0.2 s a figure, so a
+round's figures are taken within a second of each other) rather than a few long ones.
 threads/limit is the median of the per-round ratios, with its range. All paths yield
 full-size decoded tensors, batch 32 (lists of them, except `stacked`).
 The threads path's process CPU and minor page faults per sample are printed too; --malloc-ab
@@ -196,8 +199,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2, help="epochs measured for the workers, naive and stacked paths")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved limit / threads / bare / kept rounds")
-    parser.add_argument("--seconds", type=float, default=0.5, help="least time of each measurement in a round")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved limit / threads / bare / kept rounds")
+    parser.add_argument("--seconds", type=float, default=0.1, help="least time of each measurement in a round (at least one pass / epoch)")
     parser.add_argument("--codecs", default="jpeg:5,jpeg:90,webp:0")
     parser.add_argument("--malloc-ab", action="store_true", help="also measure the threads path with LOSSYDS_TUNE_MALLOC=0 (child process)")
     parser.add_argument("--rounds-only", action="store_true", help=argparse.SUPPRESS)  # the --malloc-ab child
