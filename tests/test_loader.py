@@ -280,6 +280,21 @@ def test_decode_threads_read_at_most_their_window_ahead_and_keep_order(threads):
     assert out == [i * i for i in range(50)]
 
 
+def test_without_decode_threads_the_first_sample_waits_for_one_decode_only(many_shards, monkeypatch):
+    from lossyds.loader import DECODE_CHUNK
+
+    decoded: list[int] = []
+    threaded = lossyds.open_dataset(many_shards, decode_threads=2)
+    serial = lossyds.open_dataset(many_shards)
+    for dataset in (serial, threaded):
+        original = dataset.codec.decode_many
+        monkeypatch.setattr(dataset.codec, "decode_many", lambda items, original=original: decoded.append(len(items)) or original(items))
+    next(iter(serial))
+    assert decoded == [1]  # a slow neural codec's first sample is not held back by a chunk of others
+    decoded.clear()
+    assert len(list(threaded)) == 24 and max(decoded) == DECODE_CHUNK  # threads share chunks
+
+
 def member_size(shard: Path, name: str) -> int:
     import tarfile
 

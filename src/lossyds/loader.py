@@ -386,7 +386,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
         references: Iterator[tuple[MappedShard, SampleEntry]] = (ref for r in self._ranges(part, parts) for ref in self._entries(*r))
         if self.shuffle_buffer > 1:  # shuffles references, not decoded tensors: memory stays small
             references = _shuffled(references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
-        chunks = _chunked(references, DECODE_CHUNK)
+        # Chunks share the work among decode threads; one thread gains nothing from them (and a
+        # slow neural codec's first sample would wait for a whole chunk), so it takes one at a time.
+        chunks = _chunked(references, DECODE_CHUNK if self.decode_threads > 1 else 1)
         if self.decode_threads > 1:
             results = _threaded_map(self._process, chunks, self.decode_threads, window=decode_window(self.decode_threads))
         else:
