@@ -23,18 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_photo_shards, make_photo_folder  # noqa: E402
+from loader_throughput import collate_list, image_only  # noqa: E402
 
 import lossyds  # noqa: E402
 from lossyds import loader as loader_module  # noqa: E402
-
-
-def collate_list(batch):
-    return batch
-
-
-def image_only(sample: dict) -> dict:
-    return {"key": sample["key"], "image": sample["image"]}
-
 
 COLLATES = {"list": collate_list, "default": None, "channels-last": lossyds.collate_channels_last}
 
