@@ -308,7 +308,7 @@ def evaluate(
     model_device = _device(device, "device")
     dataset = LossyDataset(directory, weights=weights, decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
                            transform=classification_input if task == "classification" else None,
-                           decode_threads=0 if decode_device is not None else decode_threads_for(load_manifest(directory)["codec"]["name"], workers),
+                           decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], workers),
                            rank=0, world_size=1)  # the whole dataset, under torchrun too
     runner = {"asr": eval_asr, "classification": eval_classification, "segmentation": eval_segmentation, "separation": eval_separation}[task]
     samples = decoded_samples(dataset, workers)

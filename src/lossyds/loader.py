@@ -542,7 +542,7 @@ def make_loader(root: str | Path, batch_size: int | None = 32, *, cores: int | N
     if "decode_threads" in dataset_options:
         raise UsageError("make_loader chooses decode_threads from cores; to set it yourself, use open_dataset and lossyds.DataLoader.")
     cores = default_decode_workers() if cores is None else cores
-    threads = 0 if dataset_options.get("decode_device") is not None else decode_threads_for(load_manifest(root)["codec"]["name"], cores)
+    threads = decode_threads_for(load_manifest(root)["codec"]["name"], cores)
     dataset = LossyDataset(root, decode_threads=threads, **dataset_options)
     workers = 0 if threads > 1 else cores
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last,
@@ -559,7 +559,8 @@ def default_decode_workers() -> int:
 def decode_threads_for(codec_name: str, workers: int) -> int:
     """decode_threads for reading a build of `codec_name` with `workers` cores, as the README
     recommends: all of them for codecs whose decoders release the GIL (JPEG, WebP, AVIF,
-    PNG), else 0 (decode in `workers` DataLoader worker processes; see decoded_samples)."""
+    PNG), else 0 (decode in `workers` DataLoader worker processes; see decoded_samples). The
+    codecs that take a decode_device (neural, two-stage) are all of the second kind."""
     return workers if workers > 1 and codecs.codec_class(codec_name).decodes_in_threads else 0
 
 
