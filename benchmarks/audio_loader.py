@@ -1,6 +1,6 @@
 """Audio loader throughput per worker: Opus and MP3 speech through the loader vs the codec alone.
 
-Target (issue 5): >= 300x real time per worker end to end. One process, no DataLoader
+Target: >= 300x real time per worker end to end. One process, no DataLoader
 workers (per-worker rate). Exit 1 when missed.
 
     python benchmarks/audio_loader.py --copies 20
@@ -17,7 +17,7 @@ from pathlib import Path
 import lossyds
 from lossyds import codecs
 from lossyds.build import BuildOptions, build
-from lossyds.builders.sample import SAMPLE_ROOT
+from lossyds.sources.sample import SAMPLE_ROOT
 
 
 def make_speech_folder(root: Path, copies: int) -> Path:
@@ -57,7 +57,7 @@ def main() -> int:
     for name, kbps in (("opus", 6), ("mp3", 32)):
         out = args.workdir / f"speech-{args.copies}-{name}"
         if not (out / "manifest.json").exists():
-            build(BuildOptions(codec=name, out=out, rate={"kbps": kbps}, dataset="audiofolder", root=source, split="train", force=True))
+            build(BuildOptions(codec=name, out=out, codec_options={"kbps": kbps}, dataset="audiofolder", root=source, split="train", force=True))
         import json
 
         manifest = json.loads((out / "manifest.json").read_text())

@@ -4,7 +4,7 @@ Prints, side by side in one run on the same source:
   - JPEG q75 on 500x375 photos and Opus 6 kbps on speech: samples/s with --workers P and
     --workers 1, and the naive loop (Pillow save / PyAV encode per sample + webdataset.ShardWriter);
   - peak RSS of the build process tree at 1x and 4x the number of samples.
-Targets (issue 5): P/1 >= 1.7 on 2 cores; lossyds (P) >= naive; RSS flat (4x/1x <= 1.2).
+Targets: P/1 >= 1.7 on 2 cores; lossyds (P) >= naive; RSS flat (4x/1x <= 1.2).
 
     python benchmarks/build_speed.py --workers 2 --images 256
 """

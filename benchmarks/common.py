@@ -8,7 +8,7 @@ from typing import Callable
 from PIL import Image
 
 from lossyds.build import BuildOptions, build
-from lossyds.builders.sample import PHOTOS, skimage_data_dir
+from lossyds.sources.sample import PHOTOS, skimage_data_dir
 
 
 def make_photo_folder(root: Path, count: int, size: tuple[int, int] = (500, 375)) -> Path:
@@ -32,7 +32,7 @@ def build_photo_shards(root: Path, out: Path, codec: str, quality: int, shard_sa
         import json
 
         return json.loads((out / "manifest.json").read_text())
-    return build(BuildOptions(codec=codec, out=out, rate={"quality": quality}, dataset="imagefolder", root=root, split="train", shard_samples=shard_samples))
+    return build(BuildOptions(codec=codec, out=out, codec_options={"quality": quality}, dataset="imagefolder", root=root, split="train", shard_samples=shard_samples))
 
 
 def rate(function: Callable[[], int], min_seconds: float = 1.0) -> float:

@@ -26,7 +26,7 @@ from common import build_photo_shards, make_photo_folder  # noqa: E402
 from loader_throughput import collate_list, image_only  # noqa: E402
 
 import lossyds  # noqa: E402
-from lossyds import loader as loader_module  # noqa: E402
+from lossyds.load import parallel as loader_module  # noqa: E402
 
 COLLATES = {"list": collate_list, "default": None, "channels-last": lossyds.collate_channels_last}
 

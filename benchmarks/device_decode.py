@@ -41,7 +41,7 @@ from common import make_photo_folder  # noqa: E402
 import lossyds  # noqa: E402
 from lossyds import codecs  # noqa: E402
 from lossyds.build import BuildOptions, build  # noqa: E402
-from lossyds.builders import get as get_builder  # noqa: E402
+from lossyds.sources import get as get_builder  # noqa: E402
 from lossyds.shards import MappedShard  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -118,14 +118,14 @@ def loader_rate(out: Path, workers: int, batch: int, device: torch.device | None
 
 def hyper_index_mismatch(codec, streams: list[bytes], device: torch.device) -> tuple[int, int]:
     """(differing, total) Gaussian-conditional indexes when h_s runs on `device` instead of CPU."""
-    from lossyds.codecs import _container
+    from lossyds.codecs import lsyn
 
     model = codec.model
     h_s = codec.module_on(device, "h_s")
     differing = total = 0
     with torch.no_grad():
         for data in streams:
-            stream = _container.unpack(data)
+            stream = lsyn.unpack(data)
             z_hat = model.entropy_bottleneck.decompress(stream.strings[1], stream.latent_shape)
             on_cpu = model.gaussian_conditional.build_indexes(model.h_s(z_hat))
             on_device = model.gaussian_conditional.build_indexes(h_s(z_hat.to(device)).cpu())
@@ -182,7 +182,7 @@ def image_section(args, device: torch.device, workers: list[int]) -> dict:
     photos = make_photo_folder(args.workdir / "photos", args.images)
     out = args.workdir / f"hyperprior-{args.images}"
     if not (out / "manifest.json").exists():
-        build(BuildOptions(codec="bmshj2018-hyperprior", out=out, rate={"quality": 2, "weights": "random:0"}, dataset="imagefolder", root=photos, split="train", shard_samples=64, workers=args.build_workers))
+        build(BuildOptions(codec="bmshj2018-hyperprior", out=out, codec_options={"quality": 2, "weights": "random:0"}, dataset="imagefolder", root=photos, split="train", shard_samples=64, workers=args.build_workers))
     print(f"built {args.images} images in {time.perf_counter() - start:.0f} s")
     codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
     streams, metas = payloads(out, args.sample)
@@ -199,7 +199,7 @@ def audio_section(args, device: torch.device, workers: list[int]) -> dict:
     speech = make_speech_folder(args.workdir / "speech", args.utterances)
     out = args.workdir / f"encodec-{args.utterances}"
     if not (out / "manifest.json").exists():
-        build(BuildOptions(codec="encodec", out=out, rate={"kbps": 6, "weights": "random:0"}, dataset="audiofolder", root=speech, shard_samples=32, workers=args.build_workers))
+        build(BuildOptions(codec="encodec", out=out, codec_options={"kbps": 6, "weights": "random:0"}, dataset="audiofolder", root=speech, shard_samples=32, workers=args.build_workers))
     print(f"built {args.utterances} utterances in {time.perf_counter() - start:.0f} s")
     codec = codecs.get("encodec", kbps=6, weights="random:0")
     streams, metas = payloads(out, args.sample)

@@ -4,7 +4,7 @@ For W DataLoader worker processes (each worker's RSS, read by the worker itself 
 /proc/self/status every few samples) and for the decode-threads path (the training
 process's RSS), over two epochs of ImageNet-sized photos (500x375, full-size tensors,
 batch 32), prints the peak RSS of each process and the ratio of its RSS late in the
-second epoch to its RSS early in the first. Targets (issue 5): peak < 1 GB per worker,
+second epoch to its RSS early in the first. Targets: peak < 1 GB per worker,
 growth <= 1.10. Exit 1 when missed (--no-check: 0).
 
     python benchmarks/loader_memory.py --workers 2 --images 1024

@@ -26,7 +26,7 @@ full-size decoded tensors, batch 32 (lists of them, except `stacked`).
 The threads path's process CPU and minor page faults per sample are printed too; --malloc-ab
 also runs the rounds in a child process with LOSSYDS_TUNE_MALLOC=0 (glibc malloc left alone,
 see lossyds.allocator) and prints its threads/limit, CPU and faults beside.
-Targets (issue 5): the recommended path >= 0.75 x limit (median) and >= 2 x naive. Exit 1 when missed.
+Targets: the recommended path >= 0.75 x limit (median) and >= 2 x naive. Exit 1 when missed.
 
     python benchmarks/loader_throughput.py --workers 2 --images 512 --malloc-ab
 """

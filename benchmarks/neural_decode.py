@@ -25,7 +25,7 @@ import torch
 import lossyds
 from lossyds import codecs
 from lossyds.build import BuildOptions, build
-from lossyds.builders import get as get_builder
+from lossyds.sources import get as get_builder
 
 
 def timed(function, repeat: int = 3) -> float:
@@ -53,7 +53,7 @@ def encodec_figures(batch: int, workdir: Path) -> None:
         batched = timed(lambda: model.decode(frames))
     out = workdir / "encodec"
     if not (out / "manifest.json").exists():
-        build(BuildOptions(codec="encodec", out=out, rate={"kbps": 6, "weights": "random:0"}, workers=1))
+        build(BuildOptions(codec="encodec", out=out, codec_options={"kbps": 6, "weights": "random:0"}, workers=1))
     dataset = lossyds.open_dataset(out)
     total = sum(s["num_frames"] / s["sample_rate"] for s in dataset)
     loader = timed(lambda: list(dataset), repeat=1)
@@ -79,9 +79,9 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     crops = [np.ascontiguousarray(np.roll(image, i * 17, axis=1)) for i in range(batch)]
     streams = codec.encode_batch(crops)
     one = timed(lambda: [codec.decode(s, {}) for s in streams])
-    from lossyds.codecs import _container
+    from lossyds.codecs import lsyn
 
-    parsed = [_container.unpack(s) for s in streams]
+    parsed = [lsyn.unpack(s) for s in streams]
     strings = [[p.strings[g][0] for p in parsed] for g in range(len(parsed[0].strings))]
     with torch.no_grad():
         batched = timed(lambda: codec.model.decompress(strings, parsed[0].latent_shape))

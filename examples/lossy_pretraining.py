@@ -27,7 +27,7 @@ def make_small_data(workdir: Path) -> dict[str, Path]:
     from PIL import Image
 
     from lossyds.build import BuildOptions, build
-    from lossyds.builders.sample import PHOTOS, skimage_data_dir
+    from lossyds.sources.sample import PHOTOS, skimage_data_dir
 
     source = workdir / "crops"
     for index, (name, _) in enumerate(PHOTOS):
@@ -43,7 +43,7 @@ def make_small_data(workdir: Path) -> dict[str, Path]:
         for kind, codec, rate in (("clean", "png", {}), ("lossy", "jpeg", {"quality": 5})):
             out = workdir / f"{split}-{kind}"
             if not (out / "manifest.json").exists():
-                build(BuildOptions(codec=codec, out=out, rate=rate, dataset="imagefolder", root=source, split=split, workers=1))
+                build(BuildOptions(codec=codec, out=out, codec_options=rate, dataset="imagefolder", root=source, split=split, workers=1))
             builds[f"{split}_{kind}"] = out
     return builds
 

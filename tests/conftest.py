@@ -24,7 +24,7 @@ def build_sample(out: Path, codec: str, split: str | None = None, **options: Any
     rate = dict(STANDARD_CODECS.get(codec, {}))
     rate.update(options.pop("rate", {}))
     options.setdefault("workers", 1)
-    return build(BuildOptions(codec=codec, out=out, rate=rate, split=split, **options))
+    return build(BuildOptions(codec=codec, out=out, codec_options=rate, split=split, **options))
 
 
 def file_hashes(directory: Path) -> dict[str, str]:

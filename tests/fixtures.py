@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lossyds.builders.sample import PHOTOS, SAMPLE_ROOT, skimage_data_dir
+from lossyds.sources.sample import PHOTOS, SAMPLE_ROOT, skimage_data_dir
 
 
 def make_image_folder(root: Path, copies: int = 4, split: str = "train") -> Path:

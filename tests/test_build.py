@@ -15,7 +15,8 @@ import av
 import pytest
 from PIL import Image
 
-from lossyds.build import JOURNAL_NAME, BuildOptions, build
+from lossyds.build import BuildOptions, build
+from lossyds.manifest import JOURNAL_NAME
 from lossyds.errors import BuildStateError, SourceError
 
 from .conftest import STANDARD_CODECS, build_sample, file_hashes
@@ -74,7 +75,7 @@ def test_targets_are_stored_losslessly_beside_the_bitstream(built):
 
 
 def test_music_stems_are_lossless_references(built, tmp_path):
-    from lossyds.builders.sample import SAMPLE_ROOT
+    from lossyds.sources.sample import SAMPLE_ROOT
 
     members = tar_members(built("opus", split="music", rate={"kbps": 32}))
     for stem in ("drums", "bass", "other", "vocals"):
@@ -119,7 +120,7 @@ def test_interrupted_build_resumes_to_identical_result(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build(BuildOptions(codec="webp", out=interrupted, rate={"quality": 0}, shard_samples=2, workers=1), stop_after_four)
+        build(BuildOptions(codec="webp", out=interrupted, codec_options={"quality": 0}, shard_samples=2, workers=1), stop_after_four)
     assert (interrupted / JOURNAL_NAME).exists() and not (interrupted / "manifest.json").exists()
     assert not list(interrupted.glob("*.partial"))
     with pytest.raises(BuildStateError, match="other settings"):
@@ -151,10 +152,10 @@ def test_unreadable_source_is_skipped_with_its_reason(tmp_path):
     source = make_image_folder(tmp_path / "src", copies=1)
     (source / "train" / "cat" / "broken.jpg").write_bytes(corrupt_jpeg_bytes())
     (source / "train" / "cat" / "empty.png").write_bytes(b"")
-    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "out", rate={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1))
+    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "out", codec_options={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1))
     skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {"cat-broken", "cat-empty"}
     assert "broken.jpg" in skipped["cat-broken"]
     assert manifest["num_samples"] + manifest["num_skipped"] == 8
     with pytest.raises(SourceError, match="cat-broken"):
-        build(BuildOptions(codec="jpeg", out=tmp_path / "strict", rate={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1, strict=True))
+        build(BuildOptions(codec="jpeg", out=tmp_path / "strict", codec_options={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1, strict=True))

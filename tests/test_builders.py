@@ -16,8 +16,8 @@ import torch
 
 import lossyds
 from lossyds.build import BuildOptions, build, merge
-from lossyds.builders import get as get_builder
-from lossyds.builders.cityscapes import add_train_ids, train_ids
+from lossyds.sources import get as get_builder
+from lossyds.sources.cityscapes import add_train_ids, train_ids
 from lossyds.errors import UsageError
 
 from .fixtures import (
@@ -33,7 +33,7 @@ from .fixtures import (
 
 def run_build(out: Path, codec: str, dataset: str, root: Path, split: str, **extra) -> dict:
     rate = extra.pop("rate", {"jpeg": {"quality": 30}, "opus": {"kbps": 12}, "webp": {"quality": 20}, "mp3": {"kbps": 64}}.get(codec, {}))
-    return build(BuildOptions(codec=codec, out=out, rate=rate, dataset=dataset, root=root, split=split, workers=extra.pop("workers", 1), **extra))
+    return build(BuildOptions(codec=codec, out=out, codec_options=rate, dataset=dataset, root=root, split=split, workers=extra.pop("workers", 1), **extra))
 
 
 def test_imagenet_train_with_cmyk_gray_and_png_named_jpeg(tmp_path):
@@ -104,7 +104,7 @@ def test_librispeech_transcripts_round_trip_and_missing_line_is_skipped(tmp_path
 
 def test_musdb_hq_chunks_keep_exact_offsets_and_lossless_aligned_stems(tmp_path):
     track = make_musdb_hq(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "mp3", "musdb", tmp_path / "musdb", "test", builder_options={"chunk_seconds": 2.0})
+    manifest = run_build(tmp_path / "out", "mp3", "musdb", tmp_path / "musdb", "test", source_options={"chunk_seconds": 2.0})
     sources = {s: soundfile.read(track / f"{s}.wav", dtype="float32", always_2d=True)[0].T for s in MUSDB_STEMS}
     total = sources["mixture"].shape[1]
     assert manifest["num_samples"] == 3 and manifest["dataset"]["options"] == {"chunk_seconds": 2.0, "compress_stems": False}
@@ -121,7 +121,7 @@ def test_musdb_hq_chunks_keep_exact_offsets_and_lossless_aligned_stems(tmp_path)
 
 def test_musdb_compress_stems_counts_their_bits(tmp_path):
     make_musdb_hq(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "opus", "musdb", tmp_path / "musdb", "test", rate={"kbps": 24}, builder_options={"compress_stems": True})
+    manifest = run_build(tmp_path / "out", "opus", "musdb", tmp_path / "musdb", "test", rate={"kbps": 24}, source_options={"compress_stems": True})
     (sample,) = list(lossyds.open_dataset(tmp_path / "out"))
     assert set(sample["stems"]) == {"drums", "bass", "other", "vocals"}
     assert all(s.shape == sample["audio"].shape for s in sample["stems"].values())
@@ -135,7 +135,7 @@ def test_musdb_compress_stems_counts_their_bits(tmp_path):
 
 def test_musdb_stem_mp4_reads_all_five_streams(tmp_path):
     make_musdb_stem_mp4(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "flac", "musdb", tmp_path / "musdb", "train", builder_options={"chunk_seconds": 3.0})
+    manifest = run_build(tmp_path / "out", "flac", "musdb", tmp_path / "musdb", "train", source_options={"chunk_seconds": 3.0})
     assert manifest["num_samples"] == 2
     samples = sorted(lossyds.open_dataset(tmp_path / "out"), key=lambda s: s["start_frame"])
     for sample in samples:
@@ -147,13 +147,13 @@ def test_musdb_stem_mp4_reads_all_five_streams(tmp_path):
 
 
 def test_builder_options_are_refused_where_they_do_not_apply(tmp_path):
-    with pytest.raises(UsageError, match="--chunk-seconds"):
+    with pytest.raises(UsageError, match="takes no option chunk_seconds"):
         get_builder("sample", root=None, split="speech", modality="audio", chunk_seconds=2)
 
 
 def test_bpp_target_is_met_within_3_percent(tmp_path):
     for codec in ("jpeg", "webp"):
-        manifest = build(BuildOptions(codec=codec, out=tmp_path / codec, rate={"bpp": 0.25}, workers=2))
+        manifest = build(BuildOptions(codec=codec, out=tmp_path / codec, codec_options={"bpp": 0.25}, workers=2))
         assert abs(manifest["bits"]["bpp"] / 0.25 - 1) < 0.03, manifest["bits"]["bpp"]
         import tarfile
 
@@ -164,12 +164,12 @@ def test_bpp_target_is_met_within_3_percent(tmp_path):
 
 
 def test_opus_target_kbps_is_met_within_3_percent(tmp_path):
-    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", rate={"target_kbps": 6}, workers=2))
+    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", codec_options={"target_kbps": 6}, workers=2))
     assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.03, manifest["bits"]["kbps"]
     for sample in lossyds.open_dataset(tmp_path / "o"):
         assert sample["audio"].shape == (1, sample["num_frames"])
-    with pytest.raises(UsageError, match="Opus only"):
-        build(BuildOptions(codec="mp3", out=tmp_path / "m", rate={"target_kbps": 6}))
+    with pytest.raises(UsageError, match="takes no option target_kbps"):
+        build(BuildOptions(codec="mp3", out=tmp_path / "m", codec_options={"target_kbps": 6}))
 
 
 def keys_and_bits(directory: Path) -> tuple[Counter, int]:
@@ -244,7 +244,7 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "skip photos-hific" in ok.stdout and "built photos-jpeg-q5" in ok.stdout
     assert (tmp_path / "grid" / "speech-opus-6k" / "manifest.json").is_file()
-    from lossyds.spec import load_spec
+    from lossyds.build.spec import load_spec
 
     committed = load_spec(Path(__file__).resolve().parents[1] / "manifests" / "mpq-2024.yaml")
     assert {r["codec"] for r in committed["runs"]} >= {"jpeg", "webp", "mbt2018", "msillm", "mp3", "opus", "encodec-48khz"}

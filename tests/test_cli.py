@@ -112,7 +112,7 @@ def _undecodable_but_consistent(out) -> str:
 def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, codec, rate, samples):
     out = tmp_path / codec
     assert run("build", "--codec", codec, *rate, "--out", str(out)).returncode == 0
-    parallel = run("verify", "--decode", "--workers", "2", str(out))
+    parallel = run("verify", "--decode", "--cores", "2", str(out))
     assert parallel.returncode == 0 and f"{samples} samples, {samples} decoded" in parallel.stdout
     key = _undecodable_but_consistent(out)
     assert run("verify", str(out)).returncode == 0  # hashes, sizes and CRCs all agree

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lossyds import codecs
-from lossyds.builders import get as get_builder
+from lossyds.sources import get as get_builder
 from lossyds.codecs.avif import AvifCodec
 from lossyds.codecs.flac import FlacCodec
 from lossyds.codecs.jpeg import JpegCodec
@@ -48,10 +48,10 @@ def test_registry_maps_each_name_to_its_class():
     [
         ("jpegg", {}, "choose one of: avif, bmshj2018-factorized"),
         ("jpeg", {"quality": 150}, "1..100"),
-        ("jpeg", {}, "needs --quality"),
-        ("jpeg", {"kbps": 6}, "not --kbps"),
+        ("jpeg", {}, "needs quality"),
+        ("jpeg", {"kbps": 6}, "takes no option kbps"),
         ("opus", {"kbps": 2}, "6..256"),
-        ("opus", {"quality": 5}, "not --quality"),
+        ("opus", {"quality": 5}, "takes no option quality"),
         ("mp3", {"kbps": 33}, "one of 8, 16"),
         ("png", {"quality": 5}, "lossless"),
     ],
@@ -62,6 +62,10 @@ def test_bad_names_and_rates_give_one_clear_sentence(name, rate, fragment):
     message = str(info.value)
     assert fragment in message
     assert message.count("\n") == 0
+    assert "--" not in message  # the library names Python parameters; the CLI shows flags:
+    for option in ("quality", "kbps"):
+        if f" {option}" in message and name != "jpegg":
+            assert f"--{option}" in info.value.cli_message()
 
 
 @pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "png"])

@@ -25,7 +25,7 @@ def speech_builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("speech")
     builds = {}
     for name, codec, rate in (("flac", "flac", {}), ("opus6", "opus", {"kbps": 6}), ("encodec6", "encodec", {"kbps": 6, "weights": "random:0"})):
-        build(BuildOptions(codec=codec, out=root / name, rate=rate, workers=1, metrics=["si-sdr", "stoi", "pesq", "mel-distance"]))
+        build(BuildOptions(codec=codec, out=root / name, codec_options=rate, workers=1, metrics=["si-sdr", "stoi", "pesq", "mel-distance"]))
         builds[name] = root / name
     return builds
 
@@ -71,7 +71,7 @@ def test_report_over_three_builds(speech_builds, tmp_path):
 
 def test_image_metrics_and_classification_with_a_callable(tmp_path):
     build(BuildOptions(codec="png", out=tmp_path / "png", workers=1, metrics=["psnr", "ssim"]))
-    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", rate={"quality": 5}, workers=1, metrics=["psnr", "ssim", "ms-ssim"]))
+    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", codec_options={"quality": 5}, workers=1, metrics=["psnr", "ssim", "ms-ssim"]))
     lossless = json.loads((tmp_path / "png" / "manifest.json").read_text())["metrics"]
     lossy = json.loads((tmp_path / "jpg" / "manifest.json").read_text())["metrics"]
     assert lossless["psnr"]["count"] == 0  # infinite PSNR is not averaged
@@ -84,9 +84,9 @@ def test_image_metrics_and_classification_with_a_callable(tmp_path):
 
 def test_segmentation_miou_matches_a_hand_count(tmp_path):
     labels = make_cityscapes(tmp_path / "cs")
-    build(BuildOptions(codec="webp", out=tmp_path / "o", rate={"quality": 50}, dataset="cityscapes", root=tmp_path / "cs", split="val", workers=1))
+    build(BuildOptions(codec="webp", out=tmp_path / "o", codec_options={"quality": 50}, dataset="cityscapes", root=tmp_path / "cs", split="val", workers=1))
     result = evaluate(tmp_path / "o", "segmentation", "tests.task_models:road_everywhere")
-    from lossyds.builders.cityscapes import train_ids
+    from lossyds.sources.cityscapes import train_ids
 
     targets = torch.cat([train_ids(torch.from_numpy(v)).flatten() for v in labels.values()])
     valid = targets[targets != 255]
@@ -98,7 +98,7 @@ def test_segmentation_miou_matches_a_hand_count(tmp_path):
 
 def test_oracle_separation_measures_what_the_codec_lost(tmp_path):
     build(BuildOptions(codec="flac", out=tmp_path / "flac", split="music", workers=1))
-    build(BuildOptions(codec="opus", out=tmp_path / "opus", rate={"kbps": 6}, split="music", workers=1))
+    build(BuildOptions(codec="opus", out=tmp_path / "opus", codec_options={"kbps": 6}, split="music", workers=1))
     lossless = evaluate(tmp_path / "flac", "separation")
     lossy = evaluate(tmp_path / "opus", "separation")
     assert set(lossless["sdr_per_stem"]) == {"drums", "bass", "other", "vocals"}
@@ -129,25 +129,25 @@ def _by_key(result):
 
 
 def test_parallel_evaluation_scores_the_same_samples_as_serial(tmp_path, speech_builds):
-    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", rate={"quality": 5}, workers=1))
-    serial = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", workers=0)
-    threads = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", workers=2)
+    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", codec_options={"quality": 5}, workers=1))
+    serial = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", cores=0)
+    threads = evaluate(tmp_path / "jpg", "classification", "tests.task_models:brightness_classifier", cores=2)
     assert serial["run"]["decode_threads"] == 0 and threads["run"]["decode_threads"] == 2  # images decode in threads
     assert _by_key(serial) == _by_key(threads) and serial["count"] == threads["count"] == 6
     assert serial["top1"] == pytest.approx(sum(s["correct"] for s in serial["samples"]) / 6)
     assert serial["top5"] == pytest.approx(sum(s["label"] in s["top5"] for s in serial["samples"]) / 6)
 
     speech = speech_builds["opus6"]
-    serial = evaluate(speech, "asr", workers=0)
-    processes = evaluate(speech, "asr", workers=2)
-    assert processes["run"]["decode_threads"] == 0 and processes["run"]["decode_workers"] == 2  # audio decodes in worker processes
+    serial = evaluate(speech, "asr", cores=0)
+    processes = evaluate(speech, "asr", cores=2)
+    assert processes["run"]["decode_threads"] == 0 and processes["run"]["workers"] == 2  # audio decodes in worker processes
     assert _by_key(serial) == _by_key(processes) and serial["wer"] == processes["wer"]
 
 
 def test_evaluation_with_synthesis_on_a_decode_device(speech_builds, tmp_path):
     build_copy = shutil.copytree(speech_builds["encodec6"], tmp_path / "encodec6")  # keeps the shared build's eval-asr.json pocketsphinx's
-    plain = evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0)
-    device = evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=1, decode_device="cpu")
+    plain = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=0)
+    device = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=1, decode_device="cpu")
     assert device["run"]["decode_device"] == "cpu" and plain["run"]["decode_device"] is None
     assert [s["hypothesis"] for s in _by_key(device)] == [s["hypothesis"] for s in _by_key(plain)]  # exact lengths, every sample
     assert device["num_evaluated"] == plain["num_evaluated"] == 5
@@ -156,7 +156,7 @@ def test_evaluation_with_synthesis_on_a_decode_device(speech_builds, tmp_path):
 def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds, tmp_path):
     build_copy = shutil.copytree(speech_builds["opus6"], tmp_path / "opus6")
     calls = []
-    result = evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0, limit=2, progress=lambda done, total: calls.append((done, total)))
+    result = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=0, limit=2, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 2), (2, 2)]
     assert result["limit"] == 2 and result["num_evaluated"] == 2 and result["num_samples"] == 5
     assert result["evaluated_bits_per_sample"] == pytest.approx(sum(s["payload_bits"] for s in result["samples"]) / 2)
@@ -172,12 +172,12 @@ def test_eval_command_runs_in_parallel_and_refuses_a_missing_device(tmp_path):
 
     from pathlib import Path
 
-    build(BuildOptions(codec="webp", out=tmp_path / "w", rate={"quality": 10}, workers=1))
+    build(BuildOptions(codec="webp", out=tmp_path / "w", codec_options={"quality": 10}, workers=1))
     script = Path(sys.executable).with_name("lossyds")  # the console script, which does not put the current directory on sys.path
     command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "lossyds.cli"]),
                "eval", str(tmp_path / "w"), "--task", "classification", "--model", "tests.task_models:brightness_classifier"]
     repository = Path(__file__).resolve().parents[1]  # `tests.task_models` is found from here, as `python -m` would find it
-    result = subprocess.run([*command, "--workers", "2", "--limit", "4"], capture_output=True, text=True, timeout=300, cwd=repository)
+    result = subprocess.run([*command, "--cores", "2", "--limit", "4"], capture_output=True, text=True, timeout=300, cwd=repository)
     assert result.returncode == 0, result.stderr
     assert "4 of 6 samples" in result.stdout and "top1=" in result.stdout
     written = json.loads((tmp_path / "w" / "eval-classification.json").read_text())
@@ -221,5 +221,5 @@ def test_eval_and_verify_cover_the_whole_dataset_under_torchrun(speech_builds, t
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert len(lossyds.open_dataset(build_copy)) < 5  # a training loader reads its rank's part
-    assert evaluate(build_copy, "asr", "tests.task_models:duration_words", workers=0)["num_evaluated"] == 5
-    assert verify(build_copy, decode=True, workers=0).decoded == 5
+    assert evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=0)["num_evaluated"] == 5
+    assert verify(build_copy, decode=True, cores=0).decoded == 5

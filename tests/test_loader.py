@@ -62,7 +62,7 @@ def many_shards(tmp_path_factory) -> Path:
     out = root / "out"
     from lossyds.build import BuildOptions, build
 
-    build(BuildOptions(codec="jpeg", out=out, rate={"quality": 20}, dataset="imagefolder", root=root, split="train", shard_samples=5, workers=1))
+    build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 20}, dataset="imagefolder", root=root, split="train", shard_samples=5, workers=1))
     return out
 
 
@@ -261,7 +261,7 @@ def test_an_undecodable_bitstream_fails_alone_in_its_decode_chunk(tmp_path, deco
 
 @pytest.mark.parametrize("threads", [1, 2, 8])
 def test_decode_threads_read_at_most_their_window_ahead_and_keep_order(threads):
-    from lossyds.loader import _threaded_map, decode_window
+    from lossyds.load.parallel import decode_window, threaded_map as _threaded_map
 
     window = decode_window(threads)
     assert window > threads  # every thread busy, one chunk at least waiting
@@ -281,7 +281,7 @@ def test_decode_threads_read_at_most_their_window_ahead_and_keep_order(threads):
 
 
 def test_without_decode_threads_the_first_sample_waits_for_one_decode_only(many_shards, monkeypatch):
-    from lossyds.loader import DECODE_CHUNK
+    from lossyds.load.parallel import DECODE_CHUNK
 
     decoded: list[int] = []
     threaded = lossyds.open_dataset(many_shards, decode_threads=2)

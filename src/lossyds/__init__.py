@@ -1,26 +1,30 @@
 """lossyds: precompressed datasets of real codec bitstreams, and a decoding loader that reports true bits per sample."""
+
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
+_LOADING = ("LossyDataset", "DataLoader", "BitMeter", "collate_channels_last", "make_loader")
 
-def open_dataset(*args, **kwargs):
-    """See lossyds.loader.open_dataset."""
-    from .loader import open_dataset as _open
+
+def open_dataset(*args: Any, **kwargs: Any) -> Any:
+    """See lossyds.load.open_dataset."""
+    from .load import open_dataset as _open
 
     return _open(*args, **kwargs)
 
 
-def __getattr__(name: str):
-    if name in ("LossyDataset", "DataLoader", "BitMeter", "collate_channels_last", "make_loader"):
-        from . import loader
+def __getattr__(name: str) -> Any:
+    if name in _LOADING:
+        from . import load
 
-        return getattr(loader, name)
-    if name in ("codecs", "hub", "builders"):
-        import importlib
-
+        return getattr(load, name)
+    if name in ("codecs", "hub", "sources", "record", "manifest"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 
-__all__ = ["__version__", "open_dataset", "make_loader", "LossyDataset", "DataLoader", "BitMeter", "collate_channels_last"]
+__all__ = ["BitMeter", "DataLoader", "LossyDataset", "__version__", "collate_channels_last", "make_loader", "open_dataset"]

@@ -4,14 +4,9 @@ A decoded ImageNet-sized image is one 0.56 MB block (3 x 375 x 500 uint8). By de
 serves blocks that size from the heap only after its dynamic mmap threshold has grown, and
 every time a batch of them is freed it trims the heap top back to the OS once more than twice
 that threshold lies free there. The next batch then page-faults (and the kernel zeroes) every
-page again: 18-29 minor faults a sample on JPEG and WebP shards with two decode threads here
-(6-17 when the threads took 8 samples a chunk). Fixing M_MMAP_THRESHOLD at 32 MiB (glibc's
-ceiling on 64-bit) and M_TRIM_THRESHOLD at 256 MiB lets the process keep and reuse those blocks
-instead (`benchmarks/loader_throughput.py --malloc-ab`, seven runs): 0.1-0.8 faults a sample;
-process CPU a sample 2-16% lower on JPEG q5 in every run, 4-16% lower on q90 in six (1% higher
-in one), 5-9% lower on WebP in five (3-6% higher in two); JPEG q5 threads/limit 0.76-0.83
-tuned against 0.69-0.79 untuned, higher tuned in each run's pair. Peak RSS of the
-decode-threads path holding its batches: 733-739 MB (benchmarks/loader_memory.py).
+page again. Fixing M_MMAP_THRESHOLD at 32 MiB (glibc's ceiling on 64-bit) and M_TRIM_THRESHOLD
+at 256 MiB lets the process keep and reuse those blocks instead.
+`benchmarks/loader_throughput.py --malloc-ab` measures faults and CPU per sample both ways.
 
 Hand-written because no library does this at run time: jemalloc or tcmalloc via LD_PRELOAD
 (PyTorch's own performance guide) do the same job but must be chosen before the process

@@ -16,13 +16,14 @@ from rich.table import Table
 
 from . import __version__
 from .errors import LossydsError
+from .manifest import achieved_rate_text
 
 out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False)
 
 
 def fail(exc: LossydsError) -> None:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {exc.cli_message()}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -37,16 +38,14 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("dataset", f"{manifest['dataset']['name']} / {manifest['dataset']['split']}")
-    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items())
+    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items())  # every setting, for the record
     if manifest["modality"] == "image" and "bpp" in codec["params"]:
         target = codec["params"]["bpp"]
         params += f"; achieved/target {bits['bpp'] / target:.3f}"
     table.add_row("codec", f"{codec['name']} ({params}) via {codec['library']} {codec['library_version']}")
     table.add_row("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped")
-    if manifest["modality"] == "image":
-        table.add_row("achieved rate", f"{bits['bpp']:.4f} bpp (payload bits per source pixel)")
-    else:
-        table.add_row("achieved rate", f"{bits['kbps']:.3f} kbps, {bits['bits_per_audio_sample']:.4f} bits per audio sample")
+    table.add_row("achieved rate", achieved_rate_text(manifest))
+    if manifest["modality"] == "audio":
         requested = codec["params"].get("kbps") or codec["params"].get("target_kbps")
         if requested and abs(bits["kbps"] - requested) > 0.1 * requested:
             table.add_row("note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)")
@@ -68,93 +67,25 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
     return table
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Builds the `build` command only when it is asked for: its flags are derived from every
+    codec's and dataset's declared options, which means importing them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "build"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "build" and "build" not in self.commands:
+            from .cli_build import build_command
+
+            self.add_command(build_command(), "build")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lossyds")
 def main() -> None:
     """Build precompressed datasets of real codec bitstreams and check them."""
-
-
-def detect_part(part: str | None) -> tuple[int, int] | None:
-    """--part i/n, else a SLURM array's task id/count, else torchrun's RANK/WORLD_SIZE (when > 1)."""
-    import os
-
-    from .errors import UsageError
-
-    if part:
-        try:
-            index, count = (int(x) for x in part.split("/"))
-        except ValueError:
-            raise UsageError(f"--part must look like i/n, e.g. 0/4 (got {part!r}).") from None
-        return index, count
-    env = os.environ
-    if "SLURM_ARRAY_TASK_COUNT" in env and "SLURM_ARRAY_TASK_ID" in env:
-        return int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")), int(env["SLURM_ARRAY_TASK_COUNT"])
-    if int(env.get("WORLD_SIZE", "1")) > 1 and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"])
-    return None
-
-
-def default_workers() -> int:
-    """One encoding process per core, shared among torchrun's local processes."""
-    import os
-
-    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
-def run_with_progress(label: str, function, *args):
-    with progress_bar(label) as bar:
-        task = bar.add_task(label, total=None)
-        return function(*args, lambda done, total: bar.update(task, completed=done, total=total))
-
-
-@main.command()
-@click.option("--codec", "codec_name", help="Codec name (see `lossyds codecs`).")
-@click.option("--quality", type=int, help="Image codec quality (e.g. JPEG 1-100).")
-@click.option("--kbps", type=float, help="Audio codec bit rate in kilobits per second.")
-@click.option("--bpp", type=float, help="Target bits per pixel (image codecs): quality chosen per image so the dataset's mean hits the target.")
-@click.option("--target-kbps", type=float, help="Opus: target achieved kbps (whole Ogg files); the encoder setting is chosen per sample so the dataset's mean hits it.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder for shards and manifest.json.")
-@click.option("--dataset", default="sample", show_default=True, help="Source dataset layout.")
-@click.option("--root", type=click.Path(path_type=Path), help="Folder that holds the source dataset.")
-@click.option("--split", help="The dataset's own split name.")
-@click.option("--chunk-seconds", type=float, help="MUSDB: cut tracks into chunks of this many seconds.")
-@click.option("--compress-stems", is_flag=True, help="MUSDB: encode the stems with the codec too (default: lossless FLAC references).")
-@click.option("--shard-samples", default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard.")
-@click.option("--shard-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0.01), help="Most megabytes per shard.")
-@click.option("--container", type=click.Choice(["auto", "tar", "tar.gz"]), default="auto", show_default=True, help="Shard files: plain tar (fastest reads) or gzip-compressed tar (compact); auto = tar.gz for audio, tar for images.")
-@click.option("--workers", default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core).")
-@click.option("--part", help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent.")
-@click.option("--limit", type=click.IntRange(min=1), help="Encode only the first N samples.")
-@click.option("--strict", is_flag=True, help="Stop on the first unreadable source file instead of skipping it.")
-@click.option("--force", is_flag=True, help="Rebuild a folder that already holds a finished build.")
-@click.option("--metrics", "metric_list", help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).")
-@click.option("--weights", help="Neural codecs: checkpoint path, or random:SEED for test weights (default: the pretrained weights).")
-@click.option("--entropy-lm", is_flag=True, help="EnCodec: entropy-code the codes with its LM (random:SEED weights give a random LM; otherwise its pretrained LM checkpoint is needed).")
-@click.option("--spec", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file.")
-@click.option("--skip-unavailable", is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here.")
-def build(codec_name: str | None, quality: int | None, kbps: float | None, bpp: float | None, target_kbps: float | None, out_dir: Path | None, dataset: str, root: Path | None, split: str | None, chunk_seconds: float | None, compress_stems: bool, shard_samples: int, shard_mb: float, container: str, workers: int, part: str | None, limit: int | None, strict: bool, force: bool, metric_list: str | None, weights: str | None, entropy_lm: bool, spec: Path | None, skip_unavailable: bool) -> None:
-    """Encode a dataset into tar shards and write manifest.json (resumes an interrupted build)."""
-    from .build import BuildOptions, build as run_build
-    from .errors import UsageError
-
-    try:
-        if spec is not None:
-            from .spec import run_spec
-
-            run_spec(spec, out_dir, force=force, workers=workers or default_workers(), skip_unavailable=skip_unavailable, limit=limit, echo=click.echo, progress=run_with_progress)
-            return
-        if not codec_name or out_dir is None:
-            raise UsageError("build needs --codec and --out (or --spec FILE).")
-        rate = {k: v for k, v in (("quality", quality), ("kbps", kbps), ("bpp", bpp), ("target_kbps", target_kbps), ("weights", weights), ("entropy_lm", entropy_lm or None)) if v is not None}
-        builder_options = {k: v for k, v in (("chunk_seconds", chunk_seconds), ("compress_stems", compress_stems)) if v not in (None, False)}
-        options = BuildOptions(codec=codec_name, out=out_dir, rate=rate, dataset=dataset, root=root, split=split, builder_options=builder_options, shard_samples=shard_samples, shard_bytes=int(shard_mb * 1e6), container=container, workers=workers or default_workers(), strict=strict, force=force, limit=limit, part=detect_part(part), metrics=[m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else [])
-        manifest = run_with_progress(f"encoding ({codec_name})", run_build, options)
-    except LossydsError as exc:
-        fail(exc)
-    if "part" in manifest:
-        p = manifest["part"]
-        out.print(f"part {p['index']}/{p['count']} done; run `lossyds merge {out_dir}` once every part has finished.")
-    out.print(summary_table(manifest, out_dir))
 
 
 @main.command()
@@ -191,15 +122,15 @@ def info(directory: Path, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="With --decode: decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.")
-def verify(directory: Path, decode: bool, weights: str | None, workers: int | None) -> None:
+@click.option("--cores", "--workers", "cores", type=click.IntRange(min=0), default=None, help="With --decode: cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)")
+def verify(directory: Path, decode: bool, weights: str | None, cores: int | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
     from .verify import verify as run_verify
 
     try:
         with progress_bar("verifying") as bar:
             task = bar.add_task("verify", total=None)
-            report = run_verify(directory, decode=decode, weights=weights, workers=workers, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = run_verify(directory, decode=decode, weights=weights, cores=cores, progress=lambda done, total: bar.update(task, completed=done, total=total))
     except LossydsError as exc:
         fail(exc)
     decoded = f", {report.decoded} decoded" if decode else ""
@@ -242,19 +173,19 @@ def push(directory: Path, repo: str, private: bool, revision: str | None, licens
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
 @click.option("--model", help="asr: pocketsphinx (default) or module:function; classification: torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.")
+@click.option("--cores", "--workers", "cores", type=click.IntRange(min=0), default=None, help="Cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)")
 @click.option("--device", default="cpu", show_default=True, help="Where the task model runs: cpu, cuda, cuda:1, ... or auto (CUDA when present).")
 @click.option("--decode-device", default=None, help="Run a neural codec's synthesis batched on this device (e.g. cuda); entropy decoding stays in the CPU workers.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N samples (a quick check; recorded in the result).")
 @click.option("--weights", default=None, help="Neural codecs: the weights the build used (PATH or random:SEED), as for build.")
-def eval_command(directory: Path, task: str, model: str | None, workers: int | None, device: str, decode_device: str | None, limit: int | None, weights: str | None) -> None:
+def eval_command(directory: Path, task: str, model: str | None, cores: int | None, device: str, decode_device: str | None, limit: int | None, weights: str | None) -> None:
     """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
     from .evaluate import evaluate
 
     try:
         with progress_bar(f"eval {task}") as bar:
             job = bar.add_task("eval", total=None)
-            result = evaluate(directory, task, model, workers=workers, device=device, decode_device=decode_device, limit=limit, weights=weights,
+            result = evaluate(directory, task, model, cores=cores, device=device, decode_device=decode_device, limit=limit, weights=weights,
                               progress=lambda done, total: bar.update(job, completed=done, total=total))
     except LossydsError as exc:
         fail(exc)
@@ -281,25 +212,31 @@ def report(directories: tuple[Path, ...], out_dir: Path) -> None:
         out.print(f"wrote {path}")
 
 
+def rate_flag(option: Any) -> str:
+    """'--quality 1..100', '--kbps 1.5/3/6/12/24'."""
+    if option.choices is not None:
+        return f"{option.flag} " + "/".join(f"{c:g}" for c in option.choices)
+    return f"{option.flag} {option.span[0]:g}..{option.span[1]:g}" if option.span else option.flag
+
+
 @main.command(name="codecs")
 def list_codecs() -> None:
-    """List the codecs, their modality, bitstream extension and rate flag."""
+    """List the codecs: modality, bitstream extension, options (flags), library, and whether it runs here."""
     from . import codecs as registry
 
-    table = Table("codec", "modality", "extension", "rate", "library")
+    table = Table("codec", "modality", "extension", "options", "library", "here")
     table.columns[0].no_wrap = True
+    missing = set()
     for name in registry.available():
         cls = registry.codec_class(name)
-        if cls.lossless:
-            rate = "lossless"
-        elif cls.modality == "image":
-            rate = f"--quality {cls.quality_range[0]}..{cls.quality_range[1]}"
-        else:
-            rate = f"--kbps {cls.kbps_range[0]:g}..{cls.kbps_range[1]:g}"
-        if getattr(cls, "uses_weights", False):
-            rate += " --weights"
-        table.add_row(name, cls.modality, f".{cls.extension}", rate, cls.library)
+        options = " ".join(rate_flag(o) if o.name in ("quality", "kbps") else o.flag for o in cls.declared_options())
+        installed = cls.package_installed() if hasattr(cls, "package_installed") else True
+        if not installed:
+            missing.add(cls.package)
+        table.add_row(name, cls.modality, f".{cls.extension}", options or "lossless", cls.library, "yes" if installed else f"needs {cls.package}")
     out.print(table)
+    if missing:
+        out.print("Neural codecs need: pip install 'lossyds[neural]' (compressai, encodec); msillm also pip install --no-deps neuralcompression.")
 
 
 if __name__ == "__main__":

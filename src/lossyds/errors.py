@@ -1,8 +1,10 @@
 """Error types. Every error lossyds raises on purpose is a LossydsError.
 
 UsageError (bad flags, unknown names, impossible rates) maps to CLI exit code 2;
-every other LossydsError to exit code 1.
+every other LossydsError to exit code 1. Messages name Python parameters; the CLI
+prints `cli_message()`, which names flags where they differ.
 """
+
 from __future__ import annotations
 
 
@@ -11,11 +13,30 @@ class LossydsError(Exception):
 
     exit_code = 1
 
+    def cli_message(self) -> str:
+        """The message as the command line shows it."""
+        return str(self)
+
 
 class UsageError(LossydsError, ValueError):
     """Bad usage or input: an unknown name, an impossible rate, a bad path."""
 
     exit_code = 2
+
+
+class OptionError(UsageError):
+    """A bad value for declared options (see lossyds.options). `template` holds `{0}`, `{1}`,
+    ... where the options' names go: Python names in str(), flags in cli_message()."""
+
+    def __init__(self, template: str, *options: str):
+        self.template = template
+        self.options = options
+        super().__init__(template.format(*options))
+
+    def cli_message(self) -> str:
+        from .options import flag_name
+
+        return self.template.format(*(flag_name(option) for option in self.options))
 
 
 class SourceError(LossydsError):

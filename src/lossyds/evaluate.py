@@ -13,9 +13,9 @@ Tasks and models:
   `module:function` (mixture [C, T], rate -> {stem: [C, T]}).
 Results go to DIR/eval-TASK.json with the dataset's bits per sample beside every score.
 
-Decoding runs in parallel, the way the README recommends loading: image codecs whose
-decoders release the GIL (JPEG, WebP, AVIF, PNG) in `workers` decode threads, the others
-(audio, neural) in `workers` DataLoader worker processes; a neural codec's synthesis may
+Decoding runs in parallel, the recommended way (docs/loading.md): image codecs whose
+decoders release the GIL (JPEG, WebP, AVIF, PNG) in `cores` decode threads, the others
+(audio, neural) in `cores` DataLoader worker processes; a neural codec's synthesis may
 run batched on `decode_device`. The task model runs in this process on `device`.
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .loader import LossyDataset, decode_threads_for, decoded_samples, default_decode_workers
+from .load import LossyDataset, decode_threads_for, decoded_samples, default_cores
 from .manifest import load_manifest, write_json_atomic
 
 TASKS = ("asr", "classification", "segmentation", "separation")
@@ -182,7 +182,7 @@ def eval_classification(samples: Iterator[dict[str, Any]], model: str, device: t
 
 def eval_segmentation(samples: Iterator[dict[str, Any]], model: str, device: torch.device, classes: int = 19) -> dict[str, Any]:
     """Cityscapes mIoU; the model gets uint8 [1, 3, H, W] on `device`. Per sample: key and pixel accuracy."""
-    from .builders.cityscapes import train_ids
+    from .sources.cityscapes import train_ids
 
     segment = load_callable(model)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
@@ -278,7 +278,7 @@ def evaluate(
     task: str,
     model: str | None = None,
     *,
-    workers: int | None = None,
+    cores: int | None = None,
     device: str | torch.device | None = "cpu",
     decode_device: str | torch.device | None = None,
     limit: int | None = None,
@@ -287,7 +287,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score `task` on the decoded samples of the build in `directory`.
 
-    workers: decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest);
+    cores: decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest);
     None = one per core up to 8, 0 = decode in this thread. device: where the task model
     runs ("auto": CUDA when present). decode_device: a neural codec's synthesis, batched
     there (see open_dataset). limit: score only the first N samples the loader yields
@@ -302,16 +302,16 @@ def evaluate(
         raise UsageError(f"--task {task} needs --model (torchvision:NAME or module:function).")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be >= 1 (got {limit}).")
-    workers = default_decode_workers() if workers is None else workers
-    if workers < 0:
-        raise UsageError(f"workers must be >= 0 (got {workers}).")
+    cores = default_cores() if cores is None else cores
+    if cores < 0:
+        raise UsageError(f"cores must be >= 0 (got {cores}).")
     model_device = _device(device, "device")
     dataset = LossyDataset(directory, weights=weights, decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
                            transform=classification_input if task == "classification" else None,
-                           decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], workers),
+                           decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], cores),
                            rank=0, world_size=1)  # the whole dataset, under torchrun too
     runner = {"asr": eval_asr, "classification": eval_classification, "segmentation": eval_segmentation, "separation": eval_separation}[task]
-    samples = decoded_samples(dataset, workers)
+    samples = decoded_samples(dataset, cores)
     if limit is not None:
         samples = itertools.islice(samples, limit)
     if progress is not None:
@@ -335,7 +335,7 @@ def evaluate(
         "evaluated_bits_per_sample": sum(s["payload_bits"] for s in scores["samples"]) / evaluated,
         **scores,
         "run": {"device": str(model_device), "decode_device": None if dataset.decode_device is None else str(dataset.decode_device),
-                "decode_threads": dataset.decode_threads, "decode_workers": 0 if dataset.decode_threads > 1 else workers,
+                "decode_threads": dataset.decode_threads, "workers": 0 if dataset.decode_threads > 1 else cores,
                 "seconds": round(end - clock["start"], 3), "samples_per_second": round(evaluated / steady, 2) if steady > 0 else None},
     }
     if Path(str(directory)).is_dir():

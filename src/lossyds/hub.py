@@ -15,9 +15,8 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
-from .manifest import MANIFEST_NAME, load_manifest
+from .manifest import CARD_NAME, MANIFEST_NAME, achieved_rate_text, load_manifest, shard_format_of
 
-CARD_NAME = "README.md"
 # https://huggingface.co/docs/hub/repositories-recommendations (checked 2026-11)
 HUB_MAX_FILE_BYTES = 50 * 10**9  # hard limit per file
 HUB_RECOMMENDED_FILE_BYTES = 20 * 10**9
@@ -30,13 +29,6 @@ def hf_split_name(split: str | None) -> str:
     return re.sub(r"\W", "_", split or "train") or "train"
 
 
-def rate_text(manifest: dict[str, Any]) -> str:
-    bits = manifest["bits"]
-    if manifest["modality"] == "image":
-        return f"{bits['bpp']:.4f} bpp"
-    return f"{bits['kbps']:.3f} kbps ({bits['bits_per_audio_sample']:.4f} bits per audio sample)"
-
-
 def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str = "OWNER/NAME") -> str:
     """README.md with YAML metadata for a built folder (deterministic in the manifest)."""
     codec, dataset, bits = manifest["codec"], manifest["dataset"], manifest["bits"]
@@ -46,16 +38,16 @@ def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str
         "pretty_name": f"{dataset['name']} {dataset.get('split') or ''} / {codec['name']} (lossyds)".replace("  ", " "),
         "tags": ["lossyds", "lossy-compression", codec["name"], "webdataset"],
         "task_categories": dataset.get("tasks") or [],
-        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": "*." + (manifest["shards"][0]["path"].split(".", 1)[1] if manifest["shards"] else "tar")}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": "*." + (shard_format_of(manifest["shards"][0]["path"]) if manifest["shards"] else "tar")}]}],
     }
-    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items()) or "defaults"
+    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items()) or "defaults"  # every setting, for the record
     weights = codec.get("weights")
     weights_text = "none (not a learned codec)" if not weights else f"{weights.get('name')} sha256 {weights.get('sha256', '')[:16]} ({weights.get('source')})"
     rows = [
         ("source dataset", f"{dataset['name']}, split `{dataset.get('split')}`"),
         ("codec", f"`{codec['name']}` ({params}), {codec['library']} {codec['library_version']}"),
         ("bitstream member", f"`.{codec['extension']}`"),
-        ("achieved rate", rate_text(manifest)),
+        ("achieved rate", achieved_rate_text(manifest)),
         ("mean payload bits per sample", f"{bits['per_sample_mean']:.0f}"),
         ("compression", f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files"),
         ("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s); {manifest['num_skipped']} source files skipped"),
@@ -157,7 +149,7 @@ def hf_transform(directory: str | Path):
         for value, meta in zip(batch[column], batch["json"]):
             data = value.get("bytes") if isinstance(value, dict) else value
             if not isinstance(data, (bytes, bytearray)):
-                raise UsageError(f"column {column!r} holds {type(value).__name__}, not bytes; load it with decoding off (see lossyds.hub.hf_features).")
+                raise UsageError(f"column {column!r} holds {type(value).__name__}, not bytes; load it with decoding off (datasets' decode=False on that column).")
             decoded.append(codec.decode(bytes(data), meta))
         return {**batch, field_name: decoded}
 

@@ -1,11 +1,21 @@
-"""manifest.json: reading, writing and the bit accounting it reports.
+"""manifest.json and the build folder: file names, reading and writing, the bit accounting, the rate text.
+
+A build folder holds:
+    manifest.json          what the build is (this module's contract; written last)
+    README.md              the dataset card (lossyds.hub)
+    build-info.json        timing and host facts, kept out of the manifest so it is reproducible
+    shard-NNNNNN.tar[.gz]  the shards
+    .lossyds-build.json    the journal of an unfinished build (removed when it finishes)
+    parts/part-K-of-N/     the parts of a partitioned build, until `merge`
 
 Units: every "bits" figure is bits (bytes x 8). bpp is payload bits per source pixel;
 kbps is payload bits per source second / 1000; bits_per_audio_sample is payload bits
 per (source frame x channel).
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +25,60 @@ from .errors import ShardError, UsageError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+CARD_NAME = "README.md"
+BUILD_INFO_NAME = "build-info.json"
+JOURNAL_NAME = ".lossyds-build.json"
+PARTS_DIR = "parts"
+SHARD_PREFIX = "shard"
+SHARD_FORMATS = ("tar", "tar.gz")  # plain tar (memory-mapped reads), gzip-compressed tar (compact)
+PARTIAL_SUFFIX = ".partial"  # a file being written; renamed into place when complete
+DIGEST_MODULUS = 1 << 256
+
+
+def shard_name(index: int, shard_format: str) -> str:
+    """The file name of shard number `index`: shard-000000.tar, shard-000001.tar.gz, ..."""
+    return f"{SHARD_PREFIX}-{index:06d}.{shard_format}"
+
+
+def is_shard_name(name: str) -> bool:
+    return name.endswith(tuple(f".{shard_format}" for shard_format in SHARD_FORMATS))
+
+
+def shard_format_of(name: str) -> str:
+    """'shard-000003.tar.gz' -> 'tar.gz'."""
+    return name.split(".", 1)[1]
+
+
+def part_folder(out: Path, part: tuple[int, int]) -> Path:
+    """Where part `k` of `n` of a partitioned build goes: OUT/parts/part-0000k-of-0000n/."""
+    index, count = part
+    return out / PARTS_DIR / f"part-{index:05d}-of-{count:05d}"
+
+
+def key_digest(key: str, source_sha256: str) -> str:
+    """Per-sample source digest (hex): sha256 of the key and the source's sha256."""
+    return hashlib.sha256(f"{key}\0{source_sha256}\n".encode()).hexdigest()
+
+
+def add_digests(digests: list[str]) -> str:
+    """Order-free combination of digests: their sum modulo 2**256, in hex (a multiset hash), so
+    the source fingerprint depends neither on shard boundaries nor on how a build was split."""
+    return f"{sum(int(d, 16) for d in digests) % DIGEST_MODULUS:064x}"
+
+
+def achieved_rate_text(manifest: dict[str, Any]) -> str:
+    """The achieved rate in words: '0.2311 bpp' or '6.102 kbps (0.3814 bits per audio sample)'."""
+    bits = manifest["bits"]
+    if manifest["modality"] == "image":
+        return f"{bits['bpp']:.4f} bpp"
+    return f"{bits['kbps']:.3f} kbps ({bits['bits_per_audio_sample']:.4f} bits per audio sample)"
+
+
+def setting_text(manifest: dict[str, Any]) -> str:
+    """The codec and its requested setting in words, e.g. 'jpeg quality 5'."""
+    from .codecs.base import describe_setting
+
+    return f"{manifest['codec']['name']} {describe_setting(manifest['codec']['params'])}"
 
 
 def bits_summary(*, modality: str, num_samples: int, payload_bytes: int, container_bytes: int, source_bytes: int, raw_bits: int, pixels: int, seconds: float, audio_samples: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .codecs.base import describe_setting
 from .manifest import load_manifest
 
 TASK_SCORES = ("wer", "top1", "top5", "miou", "sdr")
@@ -44,7 +45,8 @@ def sample_outcomes(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 def sample_metrics(directory: Path) -> dict[str, dict[str, float]]:
     """key -> the quality metrics stored in its KEY.json (empty when built without --metrics).
     Reads only the JSON members, through the same shard reader and checks as the loader."""
-    from .shards import MappedShard, read_meta
+    from . import record
+    from .shards import MappedShard
 
     manifest = load_manifest(directory)
     if not manifest.get("metrics"):
@@ -54,7 +56,7 @@ def sample_metrics(directory: Path) -> dict[str, dict[str, float]]:
     for shard_info in manifest["shards"]:
         with MappedShard(Path(directory) / shard_info["path"], shard_info["path"]) as shard:
             for entry in shard.entries:
-                meta, _ = read_meta(shard, entry, extension)
+                meta = record.read(shard, entry, extension).meta
                 values = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
                 if values:
                     found[entry.key] = values
@@ -102,7 +104,7 @@ def collect(directory: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "build": str(directory),
         "codec": manifest["codec"]["name"],
-        "setting": ", ".join(f"{k}={v}" for k, v in manifest["codec"]["params"].items() if k in ("quality", "kbps", "bpp")) or "lossless",
+        "setting": describe_setting(manifest["codec"]["params"]),
         "modality": manifest["modality"],
         "rate": bits["bpp"] if manifest["modality"] == "image" else bits["kbps"],
         "bits_per_sample": bits["per_sample_mean"],

@@ -1,50 +1,32 @@
-"""Tar shards: a deterministic, atomic writer and an indexing reader.
+"""Tar shards: a deterministic, atomic writer and an indexing reader. Keys, extensions and bytes only.
 
 Shards follow the WebDataset conventions: one sample = consecutive members sharing a
 key (`KEY.jpg`, `KEY.json`, `KEY.cls`, ...). The writer fixes every header field that
 could vary (mtime, owner, mode) so the same samples give byte-identical shards, and
-writes to a temporary name renamed into place only once complete.
+writes to a temporary name renamed into place only once complete. What the members mean
+is lossyds.record's business; where shards live and what they are called, lossyds.manifest's.
 """
+
 from __future__ import annotations
 
 import functools
 import gzip
 import hashlib
 import io
-import json
 import mmap
 import os
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import ShardError
-
-DIGEST_MODULUS = 1 << 256
-
-
-def key_digest(key: str, source_sha256: str) -> str:
-    """Per-sample source digest (hex): sha256 of the key and the source's sha256."""
-    return hashlib.sha256(f"{key}\0{source_sha256}\n".encode()).hexdigest()
-
-
-def add_digests(digests: list[str]) -> str:
-    """Order-free combination of digests: their sum modulo 2**256, in hex (a multiset hash)."""
-    return f"{sum(int(d, 16) for d in digests) % DIGEST_MODULUS:064x}"
-
-
-CONTAINERS = ("tar", "tar.gz")  # plain tar (memory-mapped reads), gzip-compressed tar (compact)
-
-
-def is_shard_name(name: str) -> bool:
-    return name.endswith((".tar", ".tar.gz"))
-
+from .manifest import PARTIAL_SUFFIX, SHARD_FORMATS, shard_name
 
 FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
-PARTIAL_SUFFIX = ".partial"
 CHUNK = 1 << 20
+MEGABYTE = 1_000_000
 
 
 def sha256_file(path: Path) -> str:
@@ -63,81 +45,70 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass
-class ShardStats:
-    """What a finished shard holds. Sizes in bytes."""
+def member_bytes(members: list[tuple[str, bytes]]) -> int:
+    """Bytes the members take inside a tar: a 512-byte header each, data padded to 512."""
+    return sum(512 + len(data) + (-len(data)) % 512 for _, data in members)
 
-    path: str  # relative to the dataset folder
+
+@dataclass
+class FinishedShard:
+    """A shard file complete under its final name. Sizes in bytes."""
+
+    name: str  # file name inside the output folder
     num_samples: int
     bytes: int  # file size on disk
     sha256: str
-    payload_bytes: int  # sum of the bitstream members' sizes
-    first_index: int  # index (in source order) of the shard's first sample
-    next_index: int  # index of the first source record after this shard
-    source_digest: str  # add_digests of the shard's samples' key_digest
-
-    def to_manifest(self) -> dict:
-        return {"path": self.path, "num_samples": self.num_samples, "bytes": self.bytes, "sha256": self.sha256, "payload_bytes": self.payload_bytes}
 
 
 @dataclass
 class _OpenShard:
-    index: int
     final_path: Path
     partial_path: Path
     tar: tarfile.TarFile
-    first_index: int
     files: tuple  # (raw file, gzip stream or None) to close after the tar
     num_samples: int = 0
-    payload_bytes: int = 0
     data_bytes: int = 0
-    source_sum: int = 0
 
 
 class ShardWriter:
-    """Writes members into size- or count-limited shards `PREFIX-000000.tar`, ... in `out_dir`.
+    """Writes samples into shards `shard-000000.tar`, ... in `out_dir`, each holding at most
+    `shard_samples` samples and `shard_mb` megabytes (10^6 bytes) of members.
 
-    `add_sample` returns the stats of a shard it finished (when the limit rolls over), else None.
-    """
+    `add` returns the shard it finished when the limit rolled over (before adding), else None."""
 
-    def __init__(self, out_dir: Path, *, prefix: str = "shard", max_samples: int = 1000, max_bytes: int = 1 << 30, start_shard: int = 0, container: str = "tar"):
-        if max_samples < 1 or max_bytes < 1024:
-            raise ValueError("max_samples must be >= 1 and max_bytes >= 1024")
-        if container not in CONTAINERS:
-            raise ValueError(f"container must be one of {CONTAINERS}")
-        self.container = container
+    def __init__(self, out_dir: Path, *, shard_samples: int = 1000, shard_mb: float = 1024.0, first_shard: int = 0, shard_format: str = "tar"):
+        if shard_samples < 1 or shard_mb * MEGABYTE < 1024:
+            raise ValueError("shard_samples must be >= 1 and shard_mb >= 0.001024")
+        if shard_format not in SHARD_FORMATS:
+            raise ValueError(f"shard_format must be one of {SHARD_FORMATS}")
+        self.shard_format = shard_format
         self.out_dir = Path(out_dir)
-        self.prefix = prefix
-        self.max_samples = max_samples
-        self.max_bytes = max_bytes
-        self.next_shard = start_shard
+        self.shard_samples = shard_samples
+        self.max_bytes = int(shard_mb * MEGABYTE)
+        self.next_shard = first_shard
         self.current: _OpenShard | None = None
 
-    def shard_name(self, index: int) -> str:
-        return f"{self.prefix}-{index:06d}.{self.container}"
-
-    def _open(self, first_index: int) -> _OpenShard:
-        name = self.shard_name(self.next_shard)
+    def _open(self) -> _OpenShard:
+        name = shard_name(self.next_shard, self.shard_format)
         final = self.out_dir / name
         partial = self.out_dir / (name + PARTIAL_SUFFIX)
         raw = open(partial, "wb")
         # gzip: fixed mtime and no file name in its header, so compressed shards stay byte-reproducible.
-        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if self.container == "tar.gz" else None
+        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if self.shard_format == "tar.gz" else None
         tar = tarfile.open(fileobj=stream or raw, mode="w", format=tarfile.PAX_FORMAT)
-        shard = _OpenShard(self.next_shard, final, partial, tar, first_index, (raw, stream))
         self.next_shard += 1
-        return shard
+        return _OpenShard(final, partial, tar, (raw, stream))
 
-    def add_sample(self, source_index: int, key: str, members: list[tuple[str, bytes]], payload_bytes: int, source_sha256: str) -> ShardStats | None:
-        """Add one sample (`members` = [(extension, data), ...], bitstream first) read from source record `source_index`."""
-        finished = None
-        size = sum(512 + len(data) + (-len(data)) % 512 for _, data in members)
-        if self.current is not None and (
-            self.current.num_samples >= self.max_samples or self.current.data_bytes + size > self.max_bytes
-        ):
-            finished = self._finish(next_index=source_index)
+    def would_roll_over(self, members: list[tuple[str, bytes]]) -> bool:
+        """Whether adding these members starts a new shard."""
+        shard = self.current
+        return shard is not None and (shard.num_samples >= self.shard_samples or shard.data_bytes + member_bytes(members) > self.max_bytes)
+
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> FinishedShard | None:
+        """Add one sample: `members` = [(extension, data), ...], written as KEY.extension in order."""
+        finished = self._finish() if self.would_roll_over(members) else None
         if self.current is None:
-            self.current = self._open(source_index)
+            self.current = self._open()
         shard = self.current
         for extension, data in members:
             info = tarfile.TarInfo(f"{key}.{extension}")
@@ -148,12 +119,10 @@ class ShardWriter:
             info.uname = info.gname = ""
             shard.tar.addfile(info, io.BytesIO(data))
         shard.num_samples += 1
-        shard.payload_bytes += payload_bytes
-        shard.data_bytes += size
-        shard.source_sum = (shard.source_sum + int(key_digest(key, source_sha256), 16)) % DIGEST_MODULUS
+        shard.data_bytes += member_bytes(members)
         return finished
 
-    def _finish(self, next_index: int) -> ShardStats:
+    def _finish(self) -> FinishedShard:
         shard = self.current
         assert shard is not None
         self.current = None
@@ -172,22 +141,11 @@ class ShardWriter:
             self.current = shard
             self.abort()  # never leave a half-written file behind
             raise
-        return ShardStats(
-            path=shard.final_path.name,
-            num_samples=shard.num_samples,
-            bytes=shard.final_path.stat().st_size,
-            sha256=digest,
-            payload_bytes=shard.payload_bytes,
-            first_index=shard.first_index,
-            next_index=next_index,
-            source_digest=f"{shard.source_sum:064x}",
-        )
+        return FinishedShard(shard.final_path.name, shard.num_samples, shard.final_path.stat().st_size, digest)
 
-    def close(self, next_index: int) -> ShardStats | None:
-        """Finish the open shard, if any; `next_index` is the first source record after it."""
-        if self.current is None:
-            return None
-        return self._finish(next_index)
+    def close(self) -> FinishedShard | None:
+        """Finish the open shard, if any."""
+        return self._finish() if self.current is not None else None
 
     def abort(self) -> None:
         """Drop the open shard's temporary file (used when a build stops on an error)."""
@@ -281,10 +239,9 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
     """(member name, data offset, size) of every regular file in a POSIX tar held in memory.
 
     Written here rather than using `tarfile` because tarfile builds a full TarInfo per
-    member (eight field parses, PAX/GNU handling in Python): profiled at ~0.16 ms per
-    3-member sample, a third of the loader's time on small JPEGs. This reads only the
-    name, size, type and checksum of each 512-byte header (ustar, PAX 'x' path/size
-    records and GNU long names), and refuses anything else.
+    member (eight field parses, PAX/GNU handling in Python), a large share of the loader's
+    time on small JPEGs. This reads only the name, size, type and checksum of each 512-byte
+    header (ustar, PAX 'x' path/size records and GNU long names), and refuses anything else.
     """
     total = len(buffer)
     position = 0
@@ -377,31 +334,6 @@ def read_location(location: str | Path) -> bytes:
 
     with fsspec.open(str(location), "rb") as handle:
         return handle.read()
-
-
-def read_meta(shard: "MappedShard", entry: SampleEntry, extension: str) -> tuple[dict, list[str]]:
-    """A sample's KEY.json and its payload members (the bitstream, plus any codec-encoded
-    stems it lists), checked against the shard: every listed member present and their
-    sizes summing to `payload_bits`. Raises ShardError naming shard and sample."""
-
-    def bad(why: str) -> ShardError:
-        return ShardError(f"shard {shard.name}: sample {entry.key!r} {why}", shard=shard.name, key=entry.key)
-
-    if extension not in entry.members or "json" not in entry.members:
-        raise bad(f"lacks its .{extension} or .json member")
-    try:
-        meta = json.loads(shard.read(entry, "json"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise bad(f"has unreadable metadata: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise bad("metadata is not a JSON object")
-    names = meta.get("payload_members", [extension])
-    if not isinstance(names, list) or extension not in names or not all(isinstance(n, str) and n in entry.members for n in names):
-        raise bad(f"lists payload members {names!r} that are not all in the shard")
-    bits = sum(entry.members[name][1] for name in names) * 8
-    if meta.get("payload_bits") != bits:
-        raise bad(f"has {bits} bitstream bits but its metadata says {meta.get('payload_bits')}")
-    return meta, names
 
 
 class MappedShard:

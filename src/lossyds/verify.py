@@ -8,7 +8,8 @@ from typing import Callable
 from . import codecs
 from .errors import ShardError
 from .manifest import load_manifest
-from .shards import MappedShard, read_meta, sha256_file
+from . import record
+from .shards import MappedShard, sha256_file
 
 
 @dataclass
@@ -19,12 +20,12 @@ class VerifyReport:
     payload_bits: int
 
 
-def verify(directory: str | Path, *, decode: bool = False, weights: str | None = None, workers: int | None = None,
+def verify(directory: str | Path, *, decode: bool = False, weights: str | None = None, cores: int | None = None,
            progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check a build; raises ShardError naming the first bad shard (and sample) found.
 
     First every shard's size and sha256 and every sample's metadata, payload size and member
-    CRC-32s; then, with `decode`, every sample is decoded through the loader, in `workers`
+    CRC-32s; then, with `decode`, every sample is decoded through the loader, on `cores`:
     decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest); None =
     one per core up to 8, 0 = in this thread. `progress(done, total)` counts samples checked
     plus samples decoded."""
@@ -35,10 +36,11 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
     payload = samples = decoded = 0
     total = manifest["num_samples"] * (2 if decode else 1)
     if decode:  # built first: unknown codecs and weights of another fingerprint fail before any hashing
-        from .loader import LossyDataset, decode_threads_for, default_decode_workers
+        from .load import LossyDataset, decode_threads_for, default_cores
 
-        workers = default_decode_workers() if workers is None else workers
-        dataset = LossyDataset(root, weights=weights, decode_threads=decode_threads_for(manifest["codec"]["name"], workers), rank=0, world_size=1)  # every sample, under torchrun too
+        cores = default_cores() if cores is None else cores
+        threads = decode_threads_for(manifest["codec"]["name"], cores)
+        dataset = LossyDataset(root, weights=weights, decode_threads=threads, rank=0, world_size=1)  # every sample, under torchrun too
     for shard_info in manifest["shards"]:
         name = shard_info["path"]
         path = root / name
@@ -53,16 +55,16 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
             if len(shard.entries) != shard_info["num_samples"]:
                 raise ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}", shard=name)
             for entry in shard.entries:
-                payload += check_sample(shard, entry, extension)
+                payload += record.check(shard, entry, extension)
                 samples += 1
                 if progress:
                     progress(samples, total)
     if payload != manifest["bits"]["payload"]:
         raise ShardError(f"bitstreams hold {payload} bits but the manifest's bits.payload says {manifest['bits']['payload']}")
     if decode:
-        from .loader import decoded_samples
+        from .load import decoded_samples
 
-        for _ in decoded_samples(dataset, workers):  # a sample that does not decode raises ShardError naming it
+        for _ in decoded_samples(dataset, cores):  # a sample that does not decode raises ShardError naming it
             decoded += 1
             if progress:
                 progress(samples + decoded, total)
@@ -71,25 +73,13 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
     return VerifyReport(shards=len(manifest["shards"]), samples=samples, decoded=decoded, payload_bits=payload)
 
 
-def check_sample(shard: MappedShard, entry, extension: str) -> int:
-    """Metadata, payload size and every member's CRC-32 of one sample; its payload bits."""
-    meta, _ = read_meta(shard, entry, extension)
-    crcs = meta.get("crc32") or {}
-    if not isinstance(crcs, dict):
-        raise ShardError(f"shard {shard.name}: sample {entry.key!r} has malformed CRC-32 metadata", shard=shard.name, key=entry.key)
-    for member in entry.members:
-        if member != "json":
-            shard.read(entry, member, crcs.get(member))
-    return meta["payload_bits"]
-
-
 def locate_damage(path: Path, name: str, extension: str) -> str:
     """After a shard hash mismatch: '; first damaged sample KEY' when the per-member CRCs tell which."""
     try:
         with MappedShard(path, name) as shard:
             for entry in shard.entries:
                 try:
-                    check_sample(shard, entry, extension)
+                    record.check(shard, entry, extension)
                 except ShardError:
                     return f"; first damaged sample {entry.key!r}"
     except ShardError as exc:

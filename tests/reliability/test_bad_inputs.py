@@ -10,7 +10,7 @@ from PIL import Image
 
 import lossyds
 from lossyds.build import BuildOptions, build
-from lossyds.builders.sample import SAMPLE_ROOT, skimage_data_dir
+from lossyds.sources.sample import SAMPLE_ROOT, skimage_data_dir
 from lossyds.errors import SourceError
 
 from ..fixtures import corrupt_jpeg_bytes
@@ -64,7 +64,7 @@ def test_bad_images_are_converted_or_skipped(bad_images, tmp_path, tally):
 
 def test_pixel_limit_is_configurable(bad_images, tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSYDS_MAX_PIXELS", "5000")
-    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "o", rate={"quality": 50}, dataset="imagefolder", root=bad_images, workers=1))
+    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "o", codec_options={"quality": 50}, dataset="imagefolder", root=bad_images, workers=1))
     assert any("over the limit of 5000" in s["reason"] for s in manifest["skipped"] if s["key"] == "x-good")
 
 
@@ -92,7 +92,7 @@ def bad_audio(tmp_path_factory):
 
 
 def test_bad_and_unusual_audio(bad_audio, tmp_path, tally):
-    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", rate={"kbps": 24}, dataset="audiofolder", root=bad_audio, workers=1))
+    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", codec_options={"kbps": 24}, dataset="audiofolder", root=bad_audio, workers=1))
     tally["bad inputs tried"] += 10
     skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
     assert "empty" in skipped and "no samples" in skipped["empty"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lossyds.build import BUILD_INFO_NAME, BuildOptions, build
+from lossyds.build import BuildOptions, build
+from lossyds.manifest import BUILD_INFO_NAME
 
 
 def folder_digest(directory) -> dict[str, str]:
@@ -23,7 +24,7 @@ def folder_digest(directory) -> dict[str, str]:
 def test_two_runs_and_one_vs_two_processes_are_byte_identical(tmp_path, codec, rate, split):
     runs = []
     for name, workers in (("a", 1), ("b", 1), ("c", 2)):
-        build(BuildOptions(codec=codec, out=tmp_path / name, rate=rate, split=split, workers=workers, shard_samples=2))
+        build(BuildOptions(codec=codec, out=tmp_path / name, codec_options=rate, split=split, workers=workers, shard_samples=2))
         runs.append(folder_digest(tmp_path / name))
     assert runs[0] == runs[1] == runs[2]
     assert {"manifest.json", "README.md"} <= set(runs[0])

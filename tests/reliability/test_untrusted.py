@@ -51,7 +51,7 @@ def real_shard(tmp_path_factory):
     from lossyds.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("b")
-    build(BuildOptions(codec="jpeg", out=out, rate={"quality": 5}, workers=1, limit=3))
+    build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 5}, workers=1, limit=3))
     return next(out.glob("shard-*")).read_bytes()
 
 

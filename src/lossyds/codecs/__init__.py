@@ -1,17 +1,20 @@
 """Codec registry: the one map from codec name to implementation.
 
-A new codec is one module in this package plus one line in `_REGISTRY`.
-Modules are imported lazily, so listing names costs nothing.
+A new codec is one module in this package plus one line in `_REGISTRY`, or, from another
+package, an entry point in the group `lossyds.codecs` (`NAME = "module:Class"`); in-process,
+`register(NAME, "module:Class")`. Modules are imported lazily, so listing names costs nothing.
 """
+
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import UsageError
 from .base import AudioCodec, Codec, ImageCodec
 
-# name -> "module:Class". The only place codec names live.
+# name -> "module:Class" (modules relative to this package). The only place codec names live.
 _REGISTRY: dict[str, str] = {
     "jpeg": "jpeg:JpegCodec",
     "webp": "webp:WebpCodec",
@@ -29,23 +32,38 @@ _REGISTRY: dict[str, str] = {
     "encodec": "_encodec:Encodec24Codec",
     "encodec-48khz": "_encodec:Encodec48Codec",
 }
+ENTRY_POINT_GROUP = "lossyds.codecs"
+_registered: dict[str, str] = {}  # register(): absolute "module:Class" targets
+
+
+def register(name: str, target: str) -> None:
+    """Add a codec from outside this package: `target` is "package.module:Class"."""
+    if name in _REGISTRY:
+        raise UsageError(f"codec name {name!r} is taken by a built-in codec.")
+    _registered[name] = target
+
+
+def _plugins() -> dict[str, str]:
+    found = {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **_registered}
 
 
 def available() -> list[str]:
-    """Names of every registered codec, sorted."""
-    return sorted(_REGISTRY)
+    """Names of every registered codec (built in, entry points, register()), sorted."""
+    return sorted({**_plugins(), **_REGISTRY})
 
 
 def codec_class(name: str) -> type[Codec]:
     """The class registered under `name`; UsageError naming the valid choices otherwise."""
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise UsageError(
-            f"Unknown codec {name!r}; choose one of: {', '.join(available())}."
-        ) from None
-    module_name, class_name = target.split(":")
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    if name in _REGISTRY:
+        module_name, class_name = _REGISTRY[name].split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    else:
+        target = _plugins().get(name)
+        if target is None:
+            raise UsageError(f"Unknown codec {name!r}; choose one of: {', '.join(available())}.")
+        module_name, class_name = target.split(":")
+        module = importlib.import_module(module_name)
     cls = getattr(module, class_name)
     if cls.name != name:  # keeps the registry and the classes from drifting apart
         raise RuntimeError(f"registry maps {name!r} to {cls.__name__} whose name is {cls.name!r}")
@@ -55,17 +73,9 @@ def codec_class(name: str) -> type[Codec]:
 def get(name: str, **settings: Any) -> Codec:
     """A codec object ready to encode/decode, e.g. `get("opus", kbps=6)` or `get("jpeg", quality=5)`.
 
-    Rate settings: `quality` (image codecs), `kbps` (audio codecs); codec-specific
-    parameters may follow. Bad names or impossible rates raise UsageError.
-    """
-    cls = codec_class(name)
-    if settings.get("weights") is not None and not getattr(cls, "uses_weights", False):
-        raise UsageError(f"{name} is not a learned codec and takes no --weights.")
-    for option, flag, owner in (("entropy_lm", "--entropy-lm", "EnCodec"), ("target_kbps", "--target-kbps", "Opus")):
-        if settings.get(option) not in (None, False) and option not in getattr(cls, "options", ()):
-            raise UsageError(f"{name} takes no {flag} ({owner} only).")
-    settings = {k: v for k, v in settings.items() if not (k in ("weights", "entropy_lm", "target_kbps") and v in (None, False))}
-    return cls(**settings)
+    `settings` are the codec's declared options (`codec_class(name).declared_options()`);
+    None values are left out. Bad names, unknown options and impossible rates raise UsageError."""
+    return codec_class(name)(**{key: value for key, value in settings.items() if value is not None})
 
 
 def from_manifest(codec_entry: dict[str, Any], weights: str | None = None) -> Codec:
@@ -83,4 +93,4 @@ def from_manifest(codec_entry: dict[str, Any], weights: str | None = None) -> Co
     return codec
 
 
-__all__ = ["AudioCodec", "Codec", "ImageCodec", "available", "codec_class", "from_manifest", "get"]
+__all__ = ["AudioCodec", "Codec", "ImageCodec", "available", "codec_class", "from_manifest", "get", "register"]

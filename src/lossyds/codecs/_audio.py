@@ -46,11 +46,11 @@ def pyav_encode(
     audio: np.ndarray,
     sample_rate: int,
     *,
-    container_format: str,
-    codec_name: str,
+    muxer: str,
+    encoder: str,
     bit_rate: int,
-    codec_options: dict[str, str] | None = None,
-    container_options: dict[str, str] | None = None,
+    encoder_options: dict[str, str] | None = None,
+    muxer_options: dict[str, str] | None = None,
 ) -> bytes:
     """Encode float32 [C, T] audio into a complete in-memory file (e.g. Ogg/Opus, MP3).
 
@@ -62,9 +62,9 @@ def pyav_encode(
     channels = audio.shape[0]
     layout = layout_name(channels)
     buffer = io.BytesIO()
-    options = {"fflags": "+bitexact", **(container_options or {})}
-    with av.open(buffer, mode="w", format=container_format, container_options=options) as container:
-        stream = container.add_stream(codec_name, rate=sample_rate, options={"flags": "+bitexact", **(codec_options or {})})
+    options = {"fflags": "+bitexact", **(muxer_options or {})}
+    with av.open(buffer, mode="w", format=muxer, container_options=options) as container:
+        stream = container.add_stream(encoder, rate=sample_rate, options={"flags": "+bitexact", **(encoder_options or {})})
         stream.layout = layout
         stream.bit_rate = bit_rate
         planar = np.ascontiguousarray(audio, dtype=np.float32)
@@ -78,7 +78,7 @@ def pyav_encode(
     return buffer.getvalue()
 
 
-def pyav_decode(data: bytes, container_format: str) -> tuple[np.ndarray, int]:
+def pyav_decode(data: bytes, demuxer: str) -> tuple[np.ndarray, int]:
     """Decode an in-memory audio file to float32 [C, T] and its decoded sample rate.
 
     The demuxer's skip/trim information (Opus pre-skip and end trim, the LAME tag's
@@ -88,7 +88,7 @@ def pyav_decode(data: bytes, container_format: str) -> tuple[np.ndarray, int]:
 
     chunks: list[np.ndarray] = []
     try:
-        with av.open(io.BytesIO(data), mode="r", format=container_format) as container:
+        with av.open(io.BytesIO(data), mode="r", format=demuxer) as container:
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
             channels = stream.codec_context.channels
@@ -99,9 +99,9 @@ def pyav_decode(data: bytes, container_format: str) -> tuple[np.ndarray, int]:
                 chunks.append(array.astype(np.float32, copy=False))
                 rate = frame.sample_rate
     except (av.FFmpegError, IndexError) as exc:
-        raise CodecError(f"cannot decode {container_format} bitstream: {exc}") from exc
+        raise CodecError(f"cannot decode {demuxer} bitstream: {exc}") from exc
     if not chunks:
-        raise CodecError(f"{container_format} bitstream holds no audio")
+        raise CodecError(f"{demuxer} bitstream holds no audio")
     return np.concatenate(chunks, axis=1), rate
 
 

@@ -4,7 +4,7 @@ Minnen 2018, Cheng 2020, quality 1-8), and (in _msillm.py) the HiFiC-architectur
 Images are padded (edge replication) to a multiple of 64 pixels, the model's total
 downsampling, and cropped back on decode. Grayscale images are replicated to three
 channels for the model and converted back to one channel (ITU-R 601-2 luma) on decode.
-The bitstream is lossyds's neural container (`.lsyn`, see _container.py): header plus the
+The bitstream is lossyds's neural container (`.lsyn`, see lsyn.py): header plus the
 model's entropy-coded strings. Entropy decoding (with the hyper-synthesis that gives its
 scales and means) runs on CPU: learned entropy coding may not decode across devices
 (CompressAI #279, #309), which the manifest records. The synthesis network `g_s` may run
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CodecError, UsageError
+from ..errors import CodecError
 from ..types import SourceSample
 from ..weights import WeightsError
-from . import _container
+from . import lsyn
 from ._neural import NeuralModelMixin
 from ._pillow import rgb_to_gray
 from .base import ImageCodec, Latent
@@ -58,6 +58,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
 
     extension: ClassVar[str] = "lsyn"
     batched_synthesis: ClassVar[bool] = True
+    takes_bpp: ClassVar[bool] = False  # bpp targeting covers the Pillow codecs only
     synthesis_attribute: ClassVar[str] = "g_s"  # the model's synthesis network
 
     def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
@@ -69,11 +70,9 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         captured, see _SynthesisInputCapture)."""
         raise NotImplementedError
 
-    def __init__(self, *, quality: int | None = None, weights: str | None = None, **rate: Any):
+    def __init__(self, **settings: Any):
         self.require_package()
-        if rate.get("bpp") is not None:
-            raise UsageError(f"{self.name} takes --quality 1..{self.quality_range[1]}; --bpp targeting covers the Pillow codecs only.")
-        super().__init__(quality=quality, weights=weights, **rate)
+        super().__init__(**settings)
 
     @classmethod
     def library_version(cls) -> str:
@@ -112,7 +111,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         streams = []
         for index in range(len(images)):
             strings = [[group[index]] for group in groups]
-            streams.append(_container.pack(_container.NeuralBitstream(self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in shape], strings)))
+            streams.append(lsyn.pack(lsyn.NeuralBitstream(self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in shape], strings)))
         return streams
 
     def encode(self, sample: SourceSample) -> bytes:
@@ -133,7 +132,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
 
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
         """Bitstream -> Latent: parts [y_hat [1, M, Hp/16, Wp/16]], finish {height, width, channels}."""
-        stream = _container.unpack(bytes(data))
+        stream = lsyn.unpack(bytes(data))
         if stream.codec != self.name or stream.quality != self.params["quality"]:
             raise CodecError(f"bitstream is {stream.codec} quality {stream.quality}, not {self.name} quality {self.params['quality']}")
         have = self.weights_info().sha256[:16]
@@ -167,11 +166,10 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
 
     def synthesis_on(self, device: str | torch.device) -> tuple[torch.nn.Module, torch.memory_format]:
         """The synthesis network for `device` and the memory layout to feed it. On CPU, the
-        model's own network, converted once to channels-last (values unchanged; it is not part of
-        entropy coding): benchmarks/neural_decode.py measured hyperprior's 1.54-1.62x faster
-        than NCHW at 512x512 (1.36-2.07x across the models, ad hoc); on a 512x512 photo the pixels were identical for bmshj2018
-        and mbt2018-mean, 1 level apart on 4 values for cheng2020-anchor and on 0.011% for
-        MS-ILLM. Other devices keep their NCHW copy."""
+        model's own network, converted once to channels-last: oneDNN's convolutions are faster
+        on it, and the synthesis is not part of entropy coding, so a rounding difference cannot
+        derail decoding (benchmarks/neural_decode.py compares the two layouts; the tests bound
+        the pixel difference). Other devices keep their NCHW copy."""
         device = torch.device(device)
         if device.type != "cpu":
             return self.module_on(device, self.synthesis_attribute), torch.contiguous_format

@@ -31,11 +31,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import CodecError, UsageError
+from ..errors import CodecError
 from ..types import SourceSample
 from ..weights import WeightsError, WeightsInfo, parse_spec
 from ._audio import fit_length, resample
-from ._neural import NeuralModelMixin, resolve_weights
+from ..options import Option
+from ._neural import WEIGHTS_OPTION, NeuralModelMixin, resolve_weights
 from .base import AudioCodec, Latent
 
 
@@ -43,9 +44,11 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     library: ClassVar[str] = "encodec"
     extension: ClassVar[str] = "ecdc"
     model_name: ClassVar[str]  # encodec's own name, written in the .ecdc header
-    bandwidths: ClassVar[tuple[float, ...]]
     checkpoint: ClassVar[str]
-    options: ClassVar[tuple[str, ...]] = ("entropy_lm",)
+    options: ClassVar[tuple[Option, ...]] = (
+        WEIGHTS_OPTION,
+        Option("entropy_lm", bool, "EnCodec: entropy-code the codes with its LM (random:SEED weights give a random LM).", default=False),
+    )
     causal: ClassVar[bool]  # the model's output at step t depends on codes up to t only
     lm_checkpoint: ClassVar[str]  # encodec's pretrained entropy-LM file
     _lm: torch.nn.Module | None = None
@@ -54,13 +57,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
 
     package = "encodec"
 
-    def __init__(self, *, kbps: float | None = None, weights: str | None = None, entropy_lm: bool = False, **rate: Any):
+    def __init__(self, **settings: Any):
         self.require_package()
-        super().__init__(kbps=kbps, weights=weights, entropy_lm=bool(entropy_lm), **rate)
-
-    def check_kbps(self, kbps: float) -> None:
-        if kbps not in self.bandwidths:
-            raise UsageError(f"{self.name} bit rate must be one of {', '.join(f'{b:g}' for b in self.bandwidths)} kbps (got {kbps:g}).")
+        super().__init__(**settings)
 
     @classmethod
     def library_version(cls) -> str:
@@ -297,8 +296,7 @@ class Encodec24Codec(EncodecCodec):
     name = "encodec"
     model_name = "encodec_24khz"
     causal = True
-    bandwidths = (1.5, 3.0, 6.0, 12.0, 24.0)
-    kbps_range = (1.5, 24.0)
+    kbps_choices = (1.5, 3.0, 6.0, 12.0, 24.0)
     checkpoint = "encodec_24khz-d7cc33bc.th"
     lm_checkpoint = "encodec_lm_24khz-1608e3c0.th"
 
@@ -307,7 +305,6 @@ class Encodec48Codec(EncodecCodec):
     name = "encodec-48khz"
     model_name = "encodec_48khz"
     causal = False
-    bandwidths = (3.0, 6.0, 12.0, 24.0)
-    kbps_range = (3.0, 24.0)
+    kbps_choices = (3.0, 6.0, 12.0, 24.0)
     checkpoint = "encodec_48khz-7e698e3e.th"
     lm_checkpoint = "encodec_lm_48khz-7add9fc3.th"

@@ -6,7 +6,12 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..options import Option
 from ..weights import WeightsError, WeightsInfo, find_pretrained, load_checkpoint, parse_spec, state_dict_sha256
+
+WEIGHTS_OPTION = Option(
+    "weights", str, "Neural codecs: a checkpoint path, or random:SEED for test weights (default: the pretrained weights)."
+)
 
 
 def resolve_weights(
@@ -45,15 +50,21 @@ class NeuralModelMixin:
     """Builds `self.model` on first use from `self.params["weights"]` (see lossyds.weights)."""
 
     uses_weights: ClassVar[bool] = True
+    options: ClassVar[tuple[Option, ...]] = (WEIGHTS_OPTION,)
     package: ClassVar[str]  # the Python package that implements the model
 
-    def require_package(self) -> None:
+    @classmethod
+    def package_installed(cls) -> bool:
         import importlib.util
 
+        return importlib.util.find_spec(cls.package) is not None
+
+    def require_package(self) -> None:
         from ..errors import UsageError
 
-        if importlib.util.find_spec(self.package) is None:
+        if not self.package_installed():
             raise UsageError(f"{self.name} needs the {self.package} package: pip install 'lossyds[neural]'.")
+
     params: dict[str, Any]
     name: ClassVar[str]
     _model: torch.nn.Module | None = None
@@ -101,7 +112,7 @@ class NeuralModelMixin:
             return module
         copies: dict[tuple[str, str | None], torch.nn.Module] = self.__dict__.setdefault("_device_copies", {})
         if (str(device), part) not in copies:
-            copies[(str(device), part)] = self.copy_module(part).to(device).to(memory_format=torch.contiguous_format).eval()  # NCHW, as measured on GPUs
+            copies[(str(device), part)] = self.copy_module(part).to(device).to(memory_format=torch.contiguous_format).eval()  # NCHW: the layout cuDNN kernels are tuned for
         return copies[(str(device), part)]
 
     def copy_module(self, part: str | None = None) -> torch.nn.Module:

@@ -1,8 +1,8 @@
 """Shared machinery of the Pillow-encoded image codecs (JPEG, WebP, AVIF, PNG).
 
 Encoding goes through Pillow. Decoding takes torchvision.io's native decoders where
-they exist for the format (2.4x PIL's default path for JPEG, measured in
-ENVIRONMENT.md), and Pillow otherwise.
+they exist for the format (they skip the PIL image object and its conversions, and release
+the GIL), and Pillow otherwise.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Decode a chunk of images with torchvision's image ops in one TorchScript call.
 
 A TorchScript function runs with the GIL released from start to end, so a loader decode
-thread decodes its whole chunk (loader.DECODE_CHUNK samples) with one release and one re-acquisition
-instead of one per image. On 2 cores with two decode threads that removed most of the
-threads' contention overhead on JPEG q5 (the README's Performance section has the A/B).
+thread decodes its whole chunk (lossyds.load.parallel.DECODE_CHUNK samples) with one release
+and one re-acquisition instead of one per image, which is where decode threads contend.
 The ops and their arguments are the ones torchvision.io's decode_jpeg / decode_png /
 decode_webp call, so the pixels are the same. Written here because torchvision decodes a
 list in one call only on CUDA (decode_jpegs_cuda); on CPU its list path is a Python loop.

@@ -2,10 +2,12 @@
 
 Encoded with one thread so the bitstream is the same on every machine.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
+from ..options import Option
 from ._pillow import PillowImageCodec
 
 
@@ -13,10 +15,10 @@ class AvifCodec(PillowImageCodec):
     name = "avif"
     extension = "avif"
     pil_format = "AVIF"
-
-    def __init__(self, *, quality: int | None = None, speed: int = 6, subsampling: str = "4:2:0", **rate: Any):
-        # speed: encoder effort 0 (slowest, best) .. 10 (fastest).
-        super().__init__(quality=quality, speed=speed, subsampling=subsampling, **rate)
+    options = (
+        Option("speed", int, "AVIF encoder effort, 0 (slowest, best) .. 10 (fastest).", default=6, span=(0, 10)),
+        Option("subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")),
+    )
 
     def save_options(self, quality: int | None) -> dict[str, Any]:
         return {**super().save_options(quality), "max_threads": 1}

@@ -1,26 +1,44 @@
 """Codec base classes.
 
-A codec turns one SourceSample into one bitstream (`encode`) and one bitstream
-back into a tensor (`decode`): images as uint8 [C, H, W], audio as float32
-[channels, frames] at the source rate and length.
+A codec turns one SourceSample into one bitstream (`encode`) and one bitstream back into
+a tensor (`decode`): images as uint8 [C, H, W], audio as float32 [channels, frames] at
+the source rate and length.
+
+Every codec declares its options (`declared_options`): the rate options its base class
+derives from `quality_range` / `kbps_range` / `kbps_choices`, plus its own `options`.
+`Codec.__init__` checks what it is given against them; `resolve` applies the codec's
+rules (a required rate, alternatives) and returns `params`, everything needed to rebuild
+the codec (it goes to the manifest).
 
 Neural codecs can also decode in two stages (`batched_synthesis = True`): `decode_latent`
 does the entropy decoding (on CPU, where the bitstream was made, in a loader worker) and
 `synthesize` runs the synthesis network on a batch of latents on any device.
 """
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import UsageError
+from ..errors import OptionError
+from ..options import Option, check_options
 from ..types import Modality, SourceSample
 
+RATE_OPTIONS = ("quality", "bpp", "kbps", "target_kbps")
 
-def bracket_candidates(encode_at, low: int, high: int, target_bits: float, resolution: int = 1, setting: str = "quality") -> list[tuple[dict[str, Any], bytes]]:
+
+def bracket_candidates(
+    encode_at: Callable[[int], bytes],
+    low: int,
+    high: int,
+    target_bits: float,
+    resolution: int = 1,
+    setting: str = "quality",
+) -> list[tuple[dict[str, Any], bytes]]:
     """The encodings at the two settings that bracket `target_bits` (size grows with the setting).
 
     Binary search over integer settings low..high, stopping when the bracket is
@@ -64,9 +82,42 @@ class Codec(abc.ABC):
     extension: ClassVar[str]  # shard member extension of the bitstream, without dot
     library: ClassVar[str]  # the library that produces the bitstream
     lossless: ClassVar[bool] = False
+    uses_weights: ClassVar[bool] = False  # a learned codec: takes `weights`
+    options: ClassVar[tuple[Option, ...]] = ()  # the codec's own options, beside its rate
 
-    def __init__(self, **params: Any):
-        self.params: dict[str, Any] = params  # everything needed to rebuild this codec (goes to the manifest)
+    batched_synthesis: ClassVar[bool] = False  # decode_latent + synthesize are implemented
+    # decode releases the GIL for nearly all its time, so decode threads in the training
+    # process scale (the loader's recommended path); otherwise use DataLoader worker processes
+    decodes_in_threads: ClassVar[bool] = False
+
+    def __init__(self, **settings: Any):
+        for name in RATE_OPTIONS:
+            if self.lossless and settings.get(name) is not None:
+                raise OptionError(f"{self.name} is lossless and takes no {{0}}.", name)
+        checked = check_options(self.name, self.declared_options(), settings)
+        # everything needed to rebuild this codec (goes to the manifest)
+        self.params: dict[str, Any] = self.resolve(checked)
+
+    @classmethod
+    def rate_options(cls) -> tuple[Option, ...]:
+        """The options that set the rate (declared by the modality's base class)."""
+        return ()
+
+    @classmethod
+    def declared_options(cls) -> tuple[Option, ...]:
+        """Every option this codec takes: its rate options, then its own."""
+        return cls.rate_options() + cls.options
+
+    def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
+        """`params` from checked options: the rate as `resolve_rate` rules, then every own
+        option, given or at its default, in declaration order."""
+        params = self.resolve_rate({k: v for k, v in given.items() if k in RATE_OPTIONS})
+        for option in self.options:
+            params[option.name] = given.get(option.name, option.default)
+        return params
+
+    def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
+        return rate
 
     @abc.abstractmethod
     def encode(self, sample: SourceSample) -> bytes:
@@ -89,11 +140,6 @@ class Codec(abc.ABC):
                 results.append(exc)
         return results
 
-    batched_synthesis: ClassVar[bool] = False  # decode_latent + synthesize are implemented
-    # decode releases the GIL for nearly all its time, so decode threads in the training
-    # process scale (the loader's recommended path); otherwise use DataLoader worker processes
-    decodes_in_threads: ClassVar[bool] = False
-
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
         """Stage 1 of a two-stage decode: entropy decoding only, on CPU (see module docstring)."""
         raise NotImplementedError(f"{self.name} decodes in one stage")
@@ -105,7 +151,7 @@ class Codec(abc.ABC):
 
     def rate_target(self) -> tuple[str, float] | None:
         """(unit, payload bits per unit) when the codec targets an achieved rate: ("pixels", bpp)
-        for --bpp, ("seconds", 1000 x kbps) for --target-kbps; None for a fixed setting."""
+        for bpp, ("seconds", 1000 x kbps) for target_kbps; None for a fixed setting."""
         if "bpp" in self.params:
             return "pixels", float(self.params["bpp"])
         if "target_kbps" in self.params:
@@ -114,7 +160,7 @@ class Codec(abc.ABC):
 
     def candidates(self, sample: SourceSample) -> list[tuple[dict[str, Any], bytes]]:
         """Encodings to choose from, as (per-sample settings, bitstream). One, unless the codec
-        targets a rate (`--bpp`): then the two settings that bracket the target, and the build
+        targets a rate (`bpp`): then the two settings that bracket the target, and the build
         picks per sample so that the dataset's running rate stays on target."""
         return [({}, self.encode(sample))]
 
@@ -123,8 +169,8 @@ class Codec(abc.ABC):
         return "unknown"
 
     def describe_rate(self) -> str:
-        """Requested setting in words, e.g. 'quality 5' or '6 kbps'."""
-        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+        """The requested setting in words, e.g. 'quality 5', '6 kbps', 'lossless'."""
+        return describe_setting(self.params)
 
     def manifest_entry(self) -> dict[str, Any]:
         return {
@@ -138,72 +184,65 @@ class Codec(abc.ABC):
         }
 
 
+def describe_setting(params: dict[str, Any]) -> str:
+    """A codec's requested rate setting in words, from its params (also from a manifest)."""
+    if "bpp" in params:
+        return f"target {params['bpp']:g} bpp"
+    if "target_kbps" in params:
+        return f"target {params['target_kbps']:g} kbps achieved"
+    if params.get("quality") is not None:
+        return f"quality {params['quality']}"
+    if params.get("kbps") is not None:
+        return f"{params['kbps']:g} kbps"
+    return "lossless"
+
+
 class ImageCodec(Codec):
     modality: ClassVar[Modality] = "image"
-    quality_range: ClassVar[tuple[int, int] | None] = (0, 100)
-    default_quality: ClassVar[int | None] = None
+    quality_range: ClassVar[tuple[int, int] | None] = (0, 100)  # None: lossless
+    takes_bpp: ClassVar[bool] = True  # quality searched per image to hit a bpp target
 
-    def __init__(self, *, quality: int | None = None, kbps: float | None = None, bpp: float | None = None, **params: Any):
-        if kbps is not None:
-            raise UsageError(f"{self.name} is an image codec: give --quality, not --kbps.")
-        if bpp is not None:
-            if self.quality_range is None:
-                raise UsageError(f"{self.name} is lossless and takes no --bpp.")
-            if quality is not None:
-                raise UsageError(f"{self.name}: give --quality or --bpp, not both.")
-            if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not 0 < bpp <= 24:
-                raise UsageError(f"{self.name} --bpp must be a number of bits per pixel in (0, 24] (got {bpp!r}).")
-            super().__init__(bpp=float(bpp), **params)
-            return
+    @classmethod
+    def rate_options(cls) -> tuple[Option, ...]:
+        if cls.quality_range is None:
+            return ()
+        quality = Option("quality", int, "Image codec quality (higher is better).", span=cls.quality_range)
+        if not cls.takes_bpp:
+            return (quality,)
+        bpp = Option("bpp", float, "Target bits per pixel: quality chosen per image so the mean hits it.", span=(0.0, 24.0))
+        return quality, bpp
+
+    def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
         if self.quality_range is None:
-            if quality is not None:
-                raise UsageError(f"{self.name} is lossless and takes no --quality.")
-        else:
-            if quality is None:
-                quality = self.default_quality
-            if quality is None:
-                lo, hi = self.quality_range
-                raise UsageError(f"{self.name} needs --quality, an integer in {lo}..{hi}.")
-            lo, hi = self.quality_range
-            if not isinstance(quality, int) or isinstance(quality, bool) or not lo <= quality <= hi:
-                raise UsageError(f"{self.name} quality must be an integer in {lo}..{hi} (got {quality!r}).")
-            params = {"quality": quality, **params}
-        super().__init__(**params)
-
-    def describe_rate(self) -> str:
-        if "bpp" in self.params:
-            return f"target {self.params['bpp']:g} bpp"
-        q = self.params.get("quality")
-        return "lossless" if q is None else f"quality {q}"
+            return {}
+        if "bpp" in rate:
+            if "quality" in rate:
+                raise OptionError(f"{self.name}: give {{0}} or {{1}}, not both.", "quality", "bpp")
+            if rate["bpp"] <= 0:
+                raise OptionError(f"{self.name} {{0}} must be a number of bits per pixel in (0, 24] (got {rate['bpp']!r}).", "bpp")
+            return {"bpp": rate["bpp"]}
+        if "quality" not in rate:
+            low, high = self.quality_range
+            raise OptionError(f"{self.name} needs {{0}}, an integer in {low}..{high}.", "quality")
+        return {"quality": rate["quality"]}
 
 
 class AudioCodec(Codec):
     modality: ClassVar[Modality] = "audio"
-    kbps_range: ClassVar[tuple[float, float] | None] = None
-    default_kbps: ClassVar[float | None] = None
+    kbps_range: ClassVar[tuple[float, float] | None] = None  # None (and no choices): lossless
+    kbps_choices: ClassVar[tuple[float, ...] | None] = None  # the only rates the codec offers
 
-    def __init__(self, *, kbps: float | None = None, quality: int | None = None, bpp: float | None = None, **params: Any):
-        if quality is not None or bpp is not None:
-            flag = "--quality" if quality is not None else "--bpp"
-            raise UsageError(f"{self.name} is an audio codec: give --kbps, not {flag}.")
-        if self.kbps_range is None:
-            if kbps is not None:
-                raise UsageError(f"{self.name} is lossless and takes no --kbps.")
-        else:
-            if kbps is None:
-                kbps = self.default_kbps
-            lo, hi = self.kbps_range
-            if kbps is None:
-                raise UsageError(f"{self.name} needs --kbps, a bit rate in {lo:g}..{hi:g} kbps.")
-            if isinstance(kbps, bool) or not isinstance(kbps, (int, float)) or not lo <= kbps <= hi:
-                raise UsageError(f"{self.name} bit rate must be in {lo:g}..{hi:g} kbps (got {kbps!r}).")
-            self.check_kbps(float(kbps))
-            params = {"kbps": float(kbps), **params}
-        super().__init__(**params)
+    @classmethod
+    def rate_options(cls) -> tuple[Option, ...]:
+        if cls.kbps_choices is not None:
+            return (Option("kbps", float, "Audio bit rate in kilobits per second.", choices=cls.kbps_choices),)
+        if cls.kbps_range is not None:
+            return (Option("kbps", float, "Audio bit rate in kilobits per second.", span=cls.kbps_range),)
+        return ()
 
-    def check_kbps(self, kbps: float) -> None:
-        """Raise UsageError if `kbps` is not a rate this codec offers (beyond the range check)."""
-
-    def describe_rate(self) -> str:
-        k = self.params.get("kbps")
-        return "lossless" if k is None else f"{k:g} kbps"
+    def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
+        if not self.rate_options():
+            return {}
+        if "kbps" not in rate:
+            raise OptionError(f"{self.name} needs {{0}}, {self.rate_options()[0].describe()} kbps.", "kbps")
+        return {"kbps": rate["kbps"]}

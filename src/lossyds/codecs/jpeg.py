@@ -1,8 +1,8 @@
 """JPEG (libjpeg-turbo through Pillow); decoded with torchvision.io.decode_jpeg."""
+
 from __future__ import annotations
 
-from typing import Any
-
+from ..options import Option
 from ._pillow import PillowImageCodec
 
 
@@ -12,7 +12,7 @@ class JpegCodec(PillowImageCodec):
     pil_format = "JPEG"
     torchvision_function = "decode_jpeg"
     quality_range = (1, 100)
-
-    def __init__(self, *, quality: int | None = None, optimize: bool = True, subsampling: str = "4:2:0", **rate: Any):
-        # optimize: optimal Huffman tables, a few % smaller at no quality cost; baseline (non-progressive).
-        super().__init__(quality=quality, optimize=optimize, subsampling=subsampling, **rate)
+    options = (
+        Option("optimize", bool, "JPEG: optimal Huffman tables (smaller files, same pixels; baseline, not progressive).", default=True),
+        Option("subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")),
+    )

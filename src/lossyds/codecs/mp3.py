@@ -14,7 +14,7 @@ import av
 import numpy as np
 import torch
 
-from ..errors import CodecError, UsageError
+from ..errors import CodecError
 from ..types import SourceSample
 from ._audio import pyav_decode, pyav_encode, resample, to_source_grid
 from .base import AudioCodec
@@ -27,11 +27,7 @@ class Mp3Codec(AudioCodec):
     name = "mp3"
     extension = "mp3"
     library = "LAME (PyAV)"
-    kbps_range = (8.0, 320.0)
-
-    def check_kbps(self, kbps: float) -> None:
-        if kbps not in MP3_KBPS:
-            raise UsageError(f"mp3 bit rate must be one of {', '.join(map(str, MP3_KBPS))} kbps (got {kbps:g}).")
+    kbps_choices = MP3_KBPS
 
     @classmethod
     def library_version(cls) -> str:
@@ -46,10 +42,10 @@ class Mp3Codec(AudioCodec):
         return pyav_encode(
             audio,
             rate,
-            container_format="mp3",
-            codec_name="libmp3lame",
+            muxer="mp3",
+            encoder="libmp3lame",
             bit_rate=int(self.params["kbps"] * 1000),
-            container_options={"id3v2_version": "0", "write_xing": "1"},
+            muxer_options={"id3v2_version": "0", "write_xing": "1"},
         )
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:

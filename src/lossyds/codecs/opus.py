@@ -13,7 +13,8 @@ import av
 import numpy as np
 import torch
 
-from ..errors import CodecError
+from ..errors import CodecError, OptionError
+from ..options import Option
 from ..types import SourceSample
 from ._audio import pyav_decode, pyav_encode, resample, to_source_grid
 from .base import AudioCodec, bracket_candidates
@@ -25,32 +26,29 @@ class OpusCodec(AudioCodec):
     name = "opus"
     extension = "opus"
     library = "libopus (PyAV)"
-    kbps_range = (6.0, 256.0)
-    options = ("target_kbps",)  # per stream; libopus' own floor is 6 kbps in FFmpeg's wrapper
+    kbps_range = (6.0, 256.0)  # libopus' own floor is 6 kbps in FFmpeg's wrapper
+    options = (
+        Option("application", str, "Opus encoder tuning.", default="audio", choices=("audio", "voip", "lowdelay")),
+        Option("frame_ms", float, "Opus frame duration in milliseconds.", default=20.0, choices=(2.5, 5.0, 10.0, 20.0, 40.0, 60.0)),
+        Option("vbr", str, "Opus rate control.", default="on", choices=("on", "off", "constrained")),
+    )
 
-    def __init__(self, *, kbps: float | None = None, target_kbps: float | None = None, application: str = "audio", frame_ms: float = 20.0, vbr: str = "on", **rate: Any):
-        from ..errors import UsageError
+    @classmethod
+    def rate_options(cls) -> tuple[Option, ...]:
+        target = Option("target_kbps", float, "Opus: target achieved kbps (whole Ogg files); the encoder setting is chosen per sample.", span=(3.0, 256.0))
+        return (*super().rate_options(), target)
 
-        if application not in ("audio", "voip", "lowdelay"):
-            raise UsageError(f"opus application must be one of audio, voip, lowdelay (got {application!r}).")
-        if target_kbps is not None:
-            if kbps is not None:
-                raise UsageError("opus: give --kbps (the encoder setting) or --target-kbps (the achieved rate), not both.")
-            if isinstance(target_kbps, bool) or not isinstance(target_kbps, (int, float)) or not 3 <= target_kbps <= 256:
-                raise UsageError(f"opus --target-kbps must be in 3..256 kbps (got {target_kbps!r}).")
+    def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
+        if "target_kbps" in rate:
+            if "kbps" in rate:
+                raise OptionError("opus: give {0} (the encoder setting) or {1} (the achieved rate), not both.", "kbps", "target_kbps")
             # The setting is searched per sample (see candidates); the Ogg container is counted.
-            super(AudioCodec, self).__init__(target_kbps=float(target_kbps), application=application, frame_ms=frame_ms, vbr=vbr, **rate)
-            return
-        super().__init__(kbps=kbps, application=application, frame_ms=frame_ms, vbr=vbr, **rate)
+            return {"target_kbps": rate["target_kbps"]}
+        return super().resolve_rate(rate)
 
     @classmethod
     def library_version(cls) -> str:
         return f"PyAV {av.__version__}"
-
-    def describe_rate(self) -> str:
-        if "target_kbps" in self.params:
-            return f"target {self.params['target_kbps']:g} kbps achieved"
-        return super().describe_rate()
 
     def encode_at(self, sample: SourceSample, bit_rate: int) -> bytes:
         """One encoding at an encoder setting of `bit_rate` bits per second."""
@@ -62,10 +60,10 @@ class OpusCodec(AudioCodec):
         return pyav_encode(
             audio,
             rate,
-            container_format="ogg",
-            codec_name="libopus",
+            muxer="ogg",
+            encoder="libopus",
             bit_rate=bit_rate,
-            codec_options={
+            encoder_options={
                 "application": self.params["application"],
                 "frame_duration": str(self.params["frame_ms"]),
                 "vbr": self.params["vbr"],

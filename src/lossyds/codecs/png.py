@@ -1,8 +1,8 @@
 """PNG (lossless reference); decoded with torchvision.io.decode_png."""
+
 from __future__ import annotations
 
-from typing import Any
-
+from ..options import Option
 from ._pillow import PillowImageCodec
 
 
@@ -13,6 +13,4 @@ class PngCodec(PillowImageCodec):
     torchvision_function = "decode_png"
     quality_range = None
     lossless = True
-
-    def __init__(self, *, compress_level: int = 6, **rate: Any):
-        super().__init__(compress_level=compress_level, **rate)
+    options = (Option("compress_level", int, "PNG zlib level, 0 (none) .. 9 (smallest).", default=6, span=(0, 9)),)

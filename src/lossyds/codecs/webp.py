@@ -1,8 +1,10 @@
 """WebP (libwebp through Pillow, lossy); decoded with torchvision.io.decode_webp."""
+
 from __future__ import annotations
 
 from typing import Any
 
+from ..options import Option
 from ._pillow import PillowImageCodec
 
 
@@ -11,10 +13,7 @@ class WebpCodec(PillowImageCodec):
     extension = "webp"
     pil_format = "WEBP"
     torchvision_function = "decode_webp"
-
-    def __init__(self, *, quality: int | None = None, method: int = 4, **rate: Any):
-        # method: libwebp effort 0 (fast) .. 6 (best).
-        super().__init__(quality=quality, method=method, **rate)
+    options = (Option("method", int, "WebP encoder effort, 0 (fast) .. 6 (best).", default=4, span=(0, 6)),)
 
     def save_options(self, quality: int | None) -> dict[str, Any]:
         return {**super().save_options(quality), "lossless": False, "exact": False}

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from .base import Builder, Record
+from .base import Source, SourceRef
 
 SUFFIX = "_leftImg8bit.png"
 
 
-class CityscapesBuilder(Builder):
+class CityscapesSource(Source):
     name = "cityscapes"
     splits = ("train", "val", "test")
     modalities = ("image",)
@@ -26,7 +26,7 @@ class CityscapesBuilder(Builder):
     def tasks(self) -> list[str]:
         return ["image-segmentation"]
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         images = self.root / "leftImg8bit" / self.split
         if not images.is_dir():
             raise UsageError(f"{images} is not a folder (Cityscapes expects ROOT/leftImg8bit/{self.split}/<city>/).")
@@ -39,7 +39,7 @@ class CityscapesBuilder(Builder):
                 label = self.root / "gtFine" / self.split / city / f"{stem}{suffix}"
                 if label.is_file():
                     extra.append((attachment, str(label.relative_to(self.root))))
-            records.append(Record(stem, str(path.relative_to(self.root)), {"city": city}, tuple(extra)))
+            records.append(SourceRef(stem, str(path.relative_to(self.root)), {"city": city}, tuple(extra)))
         return records
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from ..errors import SourceError, UsageError
 from ..types import SourceSample
-from .base import Builder, Record
+from .base import Source, SourceRef
 
 SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
 
 
-class LibriSpeechBuilder(Builder):
+class LibriSpeechSource(Source):
     name = "librispeech"
     splits = SUBSETS
     modalities = ("audio",)
@@ -28,7 +28,7 @@ class LibriSpeechBuilder(Builder):
         path = super().resolve_root(root)
         return path / "LibriSpeech" if (path / "LibriSpeech").is_dir() else path
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         subset = self.root / self.split
         if not subset.is_dir():
             raise UsageError(f"{subset} is not a folder (LibriSpeech expects ROOT/LibriSpeech/{self.split}/).")
@@ -42,14 +42,14 @@ class LibriSpeechBuilder(Builder):
             for audio in sorted(transcript_file.parent.glob("*.flac")):
                 speaker, chapter, _ = audio.stem.split("-", 2) if audio.stem.count("-") >= 2 else (audio.parent.parent.name, audio.parent.name, "")
                 targets = {"text": texts.get(audio.stem), "speaker_id": int(speaker), "chapter_id": int(chapter)}
-                records.append(Record(audio.stem, str(audio.relative_to(self.root)), targets))
+                records.append(SourceRef(audio.stem, str(audio.relative_to(self.root)), targets))
         orphans = sorted({str(p.parent.relative_to(self.root)) for p in subset.glob("*/*/*.flac")} - {str(t.parent.relative_to(self.root)) for t in subset.glob("*/*/*.trans.txt")})
         for chapter in orphans:  # chapters without a transcript file: still listed, then skipped with the reason
             for audio in sorted((self.root / chapter).glob("*.flac")):
-                records.append(Record(audio.stem, str(audio.relative_to(self.root)), {"text": None}))
+                records.append(SourceRef(audio.stem, str(audio.relative_to(self.root)), {"text": None}))
         return sorted(records, key=lambda r: r.key)
 
-    def load(self, record: Record) -> SourceSample:
+    def load(self, record: SourceRef) -> SourceSample:
         if record.targets.get("text") is None:
             raise SourceError(f"{record.path} has no transcript line in its chapter's .trans.txt")
         return super().load(record)

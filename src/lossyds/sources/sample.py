@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Builder, Record
+from .base import Source, SourceRef
 
 SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "sample_data"
 
@@ -35,7 +35,7 @@ def skimage_data_dir() -> Path:
     return Path(skimage.__file__).resolve().parent / "data"
 
 
-class SampleBuilder(Builder):
+class SampleSource(Source):
     name = "sample"
     splits = ("photos", "speech", "music")
     license = "other"  # scikit-image's photos under their own terms; the speech and music were made for lossyds
@@ -58,21 +58,21 @@ class SampleBuilder(Builder):
         if self.split == "photos":
             self.root = skimage_data_dir()
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         if self.split == "photos":
             return [
-                Record(f"sample-photo-{index:04d}", name, {"label": PHOTO_CLASSES.index(label), "class_name": label})
+                SourceRef(f"sample-photo-{index:04d}", name, {"label": PHOTO_CLASSES.index(label), "class_name": label})
                 for index, (name, label) in enumerate(PHOTOS)
             ]
         if self.split == "speech":
             records = []
             for line in (self.root / "speech" / "transcripts.txt").read_text().splitlines():
                 key, _, text = line.partition(" ")
-                records.append(Record(key, f"speech/{key}.flac", {"text": text}))
+                records.append(SourceRef(key, f"speech/{key}.flac", {"text": text}))
             return records
         track = "sample-track"
         return [
-            Record(
+            SourceRef(
                 f"sample-music-{track}",
                 f"music/{track}/mixture.flac",
                 {"track": track},

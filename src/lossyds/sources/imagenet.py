@@ -16,12 +16,12 @@ import csv
 from pathlib import Path
 
 from ..errors import UsageError
-from .base import Builder, Record, safe_key
+from .base import Source, SourceRef, safe_key
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 
 
-class ImageNetBuilder(Builder):
+class ImageNetSource(Source):
     name = "imagenet"
     splits = ("train", "val")
     modalities = ("image",)
@@ -85,18 +85,18 @@ class ImageNetBuilder(Builder):
             return {f"ILSVRC2012_val_{index:08d}": ids[int(label)][0] for index, label in enumerate(truth, 1)}
         raise UsageError(f"flat {self.root / 'val'} needs its labels: put LOC_val_solution.csv or the ILSVRC2012 devkit under {self.meta_root}.")
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         folder = self.root / self.split
         if not folder.is_dir():
             raise UsageError(f"{folder} is not a folder (ImageNet expects ROOT/{self.split}/).")
         wnids, names = self.synsets()
         index = {wnid: i for i, wnid in enumerate(wnids)}
 
-        def record(path: Path, wnid: str) -> Record:
+        def record(path: Path, wnid: str) -> SourceRef:
             if wnid not in index:
                 raise UsageError(f"{path} is labelled {wnid!r}, which is not one of the {len(wnids)} classes.")
             targets = {"label": index[wnid], "wnid": wnid, "class_name": names.get(wnid, wnid)}
-            return Record(safe_key(path.stem), str(path.relative_to(self.root)), targets)
+            return SourceRef(safe_key(path.stem), str(path.relative_to(self.root)), targets)
 
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
         if class_dirs:

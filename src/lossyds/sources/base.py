@@ -1,4 +1,4 @@
-"""Builder base class and the shared file readers with their documented conversion rules.
+"""Source base class and the shared file readers with their documented conversion rules.
 
 Image rule: 1-channel sources (L, 1, I;16, I, F) become uint8 grayscale [H, W, 1]
 (16-bit and 32-bit values scaled to 0..255 by their full range); everything else
@@ -21,6 +21,7 @@ import soundfile
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SourceError, UsageError
+from ..options import Option, check_options
 from ..types import SourceSample
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
@@ -32,11 +33,11 @@ def safe_key(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class Record:
+class SourceRef:
     """A cheap, picklable pointer to one source sample: what to read and its targets."""
 
     key: str
-    path: str  # main source file, relative to the builder's root
+    path: str  # main source file, relative to the source's root
     targets: dict[str, Any] = field(default_factory=dict, hash=False)
     extra_paths: tuple[tuple[str, str], ...] = ()  # (attachment name, relative path) stored losslessly
     start: int = 0  # first audio frame of a chunk
@@ -109,16 +110,22 @@ def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
     return np.ascontiguousarray(audio.T), int(rate), _SUBTYPE_BITS.get(subtype)
 
 
-class Builder(abc.ABC):
+class Source(abc.ABC):
     """Reads one dataset layout. `records()` lists samples cheaply, `load()` reads one."""
 
     name: ClassVar[str]
     splits: ClassVar[Sequence[str]]
     modalities: ClassVar[Sequence[str]] = ("image", "audio")
     license: ClassVar[str | None] = None  # Hugging Face license id of the source data, None if unknown
+    options: ClassVar[tuple[Option, ...]] = ()  # the dataset's own options (CLI flags, spec keys)
+
+    @classmethod
+    def declared_options(cls) -> tuple[Option, ...]:
+        return cls.options
 
     def __init__(self, *, root: str | Path | None, split: str | None, modality: str, **options: Any):
-        self.options = self.configure(**options)
+        given = check_options(f"dataset {self.name!r}", self.declared_options(), options)
+        self.options = self.configure({option.name: given.get(option.name, option.default) for option in self.options})
         if modality not in self.modalities:
             raise UsageError(f"dataset {self.name!r} holds {' and '.join(self.modalities)} data; a {modality} codec cannot encode it.")
         self.modality = modality
@@ -127,12 +134,10 @@ class Builder(abc.ABC):
         if self.splits and self.split not in self.splits:
             raise UsageError(f"dataset {self.name!r} has no split {self.split!r}; choose one of: {', '.join(self.splits)}.")
 
-    def configure(self, **options: Any) -> dict[str, Any]:
-        """Check builder-specific options (e.g. MUSDB's chunk_seconds); returns what goes to the manifest."""
-        given = {k: v for k, v in options.items() if v not in (None, False)}
-        if given:
-            raise UsageError(f"dataset {self.name!r} takes no option {', '.join('--' + k.replace('_', '-') for k in given)}.")
-        return {}
+    def configure(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Apply the dataset's own options (every declared one, given or at its default);
+        returns what goes to the manifest."""
+        return options
 
     def resolve_root(self, root: str | Path | None) -> Path:
         if root is None:
@@ -146,10 +151,10 @@ class Builder(abc.ABC):
         return self.splits[0] if self.splits else None
 
     @abc.abstractmethod
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         """Every sample of the split, in a stable order (sorted), without reading the data."""
 
-    def load(self, record: Record) -> SourceSample:
+    def load(self, record: SourceRef) -> SourceSample:
         """Read and decode one record's files into a SourceSample (raises SourceError when unreadable)."""
         data = read_bytes(self.root / record.path)
         digest = hashlib.sha256(data)

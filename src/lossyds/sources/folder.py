@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from .base import Builder, Record, safe_key
+from .base import Source, SourceRef, safe_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3"}
 
 
-class _FolderBuilder(Builder):
+class _FolderSource(Source):
     splits = ()
 
     def split_dir(self) -> Path:
@@ -30,14 +30,14 @@ class _FolderBuilder(Builder):
         return safe_key(str(relative.with_suffix("")))
 
 
-class ImageFolderBuilder(_FolderBuilder):
+class ImageFolderSource(_FolderSource):
     name = "imagefolder"
     modalities = ("image",)
 
     def tasks(self) -> list[str]:
         return ["image-classification"]
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         folder = self.split_dir()
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not classes:
@@ -47,15 +47,15 @@ class ImageFolderBuilder(_FolderBuilder):
             for path in sorted((folder / class_name).rglob("*")):
                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                     relative = path.relative_to(self.root)
-                    records.append(Record(self.key_for(path.relative_to(folder)), str(relative), {"label": label, "class_name": class_name}))
+                    records.append(SourceRef(self.key_for(path.relative_to(folder)), str(relative), {"label": label, "class_name": class_name}))
         return records
 
 
-class AudioFolderBuilder(_FolderBuilder):
+class AudioFolderSource(_FolderSource):
     name = "audiofolder"
     modalities = ("audio",)
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         folder = self.split_dir()
         targets: dict[str, dict] = {}
         metadata = folder / "metadata.jsonl"
@@ -72,5 +72,5 @@ class AudioFolderBuilder(_FolderBuilder):
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
                 inner = path.relative_to(folder)
-                records.append(Record(self.key_for(inner), str(path.relative_to(self.root)), targets.get(str(inner), {})))
+                records.append(SourceRef(self.key_for(inner), str(path.relative_to(self.root)), targets.get(str(inner), {})))
         return records

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile
 
-from ..errors import SourceError, UsageError
+from ..errors import OptionError, SourceError, UsageError
+from ..options import Option
 from ..types import SourceSample
-from .base import Builder, Record, safe_key
+from .base import Source, SourceRef, safe_key
 
 STEMS = ("drums", "bass", "other", "vocals")
 
@@ -53,13 +53,7 @@ def decode_stem_mp4(path: str) -> tuple[tuple[np.ndarray, ...], int]:
     return tuple(s[:, :length] for s in signals), rate
 
 
-def flac_bytes(audio: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, audio.T, rate, format="FLAC", subtype="PCM_16")
-    return buffer.getvalue()
-
-
-class MusdbBuilder(Builder):
+class MusdbSource(Source):
     name = "musdb"
     splits = ("train", "test")
     modalities = ("audio",)
@@ -68,13 +62,17 @@ class MusdbBuilder(Builder):
     def tasks(self) -> list[str]:
         return ["audio-to-audio"]
 
-    def configure(self, chunk_seconds: float | None = None, compress_stems: bool = False, **rest: Any) -> dict[str, Any]:
-        super().configure(**rest)
-        if chunk_seconds is not None and not chunk_seconds > 0:
-            raise UsageError(f"--chunk-seconds must be positive (got {chunk_seconds}).")
-        self.chunk_seconds = chunk_seconds
-        self.compress_stems = bool(compress_stems)
-        return {"chunk_seconds": chunk_seconds, "compress_stems": self.compress_stems}
+    options = (
+        Option("chunk_seconds", float, "MUSDB: cut tracks into chunks of this many seconds."),
+        Option("compress_stems", bool, "MUSDB: encode the stems with the codec too (default: lossless FLAC references).", default=False),
+    )
+
+    def configure(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["chunk_seconds"] is not None and not options["chunk_seconds"] > 0:
+            raise OptionError(f"{{0}} must be positive (got {options['chunk_seconds']}).", "chunk_seconds")
+        self.chunk_seconds = options["chunk_seconds"]
+        self.compress_stems = options["compress_stems"]
+        return options
 
     def _tracks(self) -> list[tuple[str, Path]]:
         folder = self.root / self.split
@@ -96,24 +94,24 @@ class MusdbBuilder(Builder):
         signals, rate = decode_stem_mp4(str(path))
         return signals[0].shape[1], rate
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[SourceRef]:
         records = []
         for track, path in self._tracks():
             relative = str(path.relative_to(self.root))
             if self.chunk_seconds is None:
-                records.append(Record(safe_key(track), relative, {"track": track, "start_frame": 0}))
+                records.append(SourceRef(safe_key(track), relative, {"track": track, "start_frame": 0}))
                 continue
             try:
                 frames, rate = self._length(path)
             except (SourceError, RuntimeError, soundfile.LibsndfileError) as exc:
-                records.append(Record(safe_key(track), relative, {"track": track, "error": str(exc)}))
+                records.append(SourceRef(safe_key(track), relative, {"track": track, "error": str(exc)}))
                 continue
             step = round(self.chunk_seconds * rate)
             for index, start in enumerate(range(0, frames, step)):
-                records.append(Record(f"{safe_key(track)}-c{index:04d}", relative, {"track": track, "chunk": index, "start_frame": start}, start=start, stop=min(frames, start + step)))
+                records.append(SourceRef(f"{safe_key(track)}-c{index:04d}", relative, {"track": track, "chunk": index, "start_frame": start}, start=start, stop=min(frames, start + step)))
         return records
 
-    def load(self, record: Record) -> SourceSample:
+    def load(self, record: SourceRef) -> SourceSample:
         if "error" in record.targets:
             raise SourceError(record.targets["error"])
         path = self.root / record.path
@@ -147,5 +145,5 @@ class MusdbBuilder(Builder):
             if self.compress_stems:
                 sample.extra_audio[f"stems.{name}"] = signal
             else:
-                sample.attachments[f"stems.{name}.flac"] = flac_bytes(signal, int(rate))
+                sample.reference_audio[f"stems.{name}"] = signal
         return sample

@@ -1,0 +1,150 @@
+"""The build, top to bottom: source -> codec -> sample record -> shard writer -> manifest.
+
+1. plan: the codec, the source reader and the slice of its samples to build;
+2. prepare_output: refuse, resume or start the folder (journal.py);
+3. encode_all: read and encode each sample, in worker processes (encode.py);
+4. RateKeeper picks each sample's bitstream, ShardStage writes its record (stages.py);
+5. assemble_manifest and finish_folder (finish.py).
+
+Partitioned: `part=(k, n)` builds the k-th of n contiguous slices of the samples into
+OUT/parts/part-k-of-n/ (a complete build of its own); `merge(OUT)` combines them (merge.py).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, codecs, sources
+from ..codecs.base import Codec
+from ..errors import LossydsError, SourceError, UsageError
+from ..manifest import SHARD_FORMATS, part_folder
+from ..shards import ShardWriter
+from ..sources import Source, SourceRef
+from .encode import Skipped, encode_all
+from .finish import assemble_manifest, finish_folder, metric_means
+from .journal import prepare_output
+from .options import BuildOptions
+from .stages import RateKeeper, ShardStage
+
+ProgressCallback = Callable[[int, int], None]  # (source samples done, total)
+
+
+@dataclass
+class Plan:
+    codec: Codec
+    source: Source
+    refs: list[SourceRef]  # this build's samples (its part's slice)
+    out: Path  # where this build writes (a part's folder for a partitioned build)
+    shard_format: str
+    part: dict[str, Any] | None
+    settings: dict[str, Any]  # what a resumed build must match
+
+
+def plan(options: BuildOptions) -> Plan:
+    codec = codecs.get(options.codec, **options.codec_options)
+    source = sources.get(options.dataset, root=options.root, split=options.split, modality=codec.modality, **options.source_options)
+    refs = source.records()
+    if options.limit is not None:
+        refs = refs[: options.limit]
+    if not refs:
+        raise UsageError(f"dataset {options.dataset!r} split {source.split!r} at {source.root} holds no samples.")
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.key in seen:
+            raise UsageError(f"two source files map to the same sample key {ref.key!r}; rename one of them.")
+        seen.add(ref.key)
+    total, out, part = len(refs), options.out, None
+    if options.part is not None:
+        index, count = options.part
+        if not (count >= 1 and 0 <= index < count):
+            raise UsageError(f"part must be i/n with 0 <= i < n (got {index}/{count}).")
+        first, end = index * total // count, (index + 1) * total // count
+        refs = refs[first:end]
+        part = {"index": index, "count": count, "first_record": first, "num_records": len(refs), "total_records": total}
+        out = part_folder(out, options.part)
+    if options.shard_format not in (*SHARD_FORMATS, "auto"):
+        raise UsageError(f"shard_format must be one of {', '.join(SHARD_FORMATS)}, auto (got {options.shard_format!r}).")
+    shard_format = options.shard_format if options.shard_format != "auto" else ("tar.gz" if codec.modality == "audio" else "tar")
+    settings = {
+        "shard_format": shard_format,
+        "codec": codec.manifest_entry(),
+        "dataset": options.dataset,
+        "split": source.split,
+        "options": source.options,
+        "root": str(source.root),
+        "num_records": total,
+        "part": part,
+        "metrics": options.metrics,
+        "shard_samples": options.shard_samples,
+        "shard_mb": options.shard_mb,
+        "lossyds_version": __version__,
+    }
+    return Plan(codec, source, refs, out, shard_format, part, settings)
+
+
+def build(options: BuildOptions, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run a build and return its manifest (also written to OUT/manifest.json, or to the part's folder)."""
+    started = time.time()
+    job = plan(options)
+    if options.metrics:
+        from .. import metrics
+
+        metrics.check_metrics(options.metrics, job.codec.modality)
+    journal = prepare_output(job.out, options.force, job.settings)
+    writer = ShardWriter(job.out, shard_samples=options.shard_samples, shard_mb=options.shard_mb, first_shard=len(journal.shards), shard_format=job.shard_format)
+    stage = ShardStage(job.out, writer, journal, job.codec.extension, with_metrics=bool(options.metrics))
+    rates = RateKeeper(job.codec.rate_target(), journal, stage.pending)
+    workers = options.workers or os.cpu_count() or 1
+    done = journal.next_index
+    if progress:
+        progress(done, len(job.refs))
+    try:
+        for result in encode_all(job.source, job.codec, options.codec_options, job.refs[done:], workers, options.metrics):
+            if isinstance(result, Skipped):
+                if options.strict:
+                    raise SourceError(f"sample {result.key!r} cannot be used: {result.reason} (build stopped by --strict)")
+                stage.skip(result.key, result.reason)
+            else:
+                chosen = rates.choose(result)
+                stage.write(done, result, chosen, result.candidate_metrics[chosen])
+            done += 1
+            if progress:
+                progress(done, len(job.refs))
+        stage.close(next_index=len(job.refs))
+    except OSError as exc:  # writing shards or the journal: a full disk, a read-only folder, ...
+        writer.abort()
+        raise LossydsError(
+            f"writing to {job.out} failed: {exc.strerror or exc}; no partial shard was left under a final name, "
+            "and rerunning after fixing it resumes from the last finished shard."
+        ) from exc
+    except BaseException:
+        writer.abort()
+        raise
+    source = job.source
+    manifest = assemble_manifest(
+        dataset={"name": source.name, "split": source.split, "license": source.license, "tasks": source.tasks(), "options": source.options},
+        codec_entry=job.codec.manifest_entry(),
+        modality=job.codec.modality,
+        shards=journal.shard_stats(),
+        skipped=journal.skipped,
+        totals=journal.totals,
+    )
+    if job.part is not None:
+        manifest["part"] = job.part
+    if options.metrics:
+        manifest["metrics"] = metric_means(options.metrics, journal.metrics)
+    build_info = {
+        "seconds": round(time.time() - started, 3),
+        "workers": workers,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    finish_folder(job.out, manifest, build_info)
+    return manifest

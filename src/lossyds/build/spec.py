@@ -1,0 +1,144 @@
+"""Declarative build grids: `lossyds build --spec FILE` runs every (dataset x codec x rate) entry.
+
+    roots:                       # where each dataset lives; $VARS are expanded
+      imagenet: $IMAGENET_ROOT
+    defaults: {shard_samples: 1000}
+    runs:
+      - {name: imagenet-val-jpeg-q5, dataset: imagenet, split: val, codec: jpeg, quality: 5}
+
+Run keys: name, dataset, split, codec, shard_samples, shard_mb, shard_format, and the
+codec's and the dataset's declared options by name (quality, kbps, weights, chunk_seconds,
+...: the same options the CLI offers as flags); `codec_options: {...}` sets codec options too.
+Each run writes OUT/<name>/ (OUT from --out, else the spec's `out`). Finished runs are
+left alone, interrupted ones resume. Runs whose codec is not registered or whose root
+is missing stop the grid before anything is built, or are skipped with
+--skip-unavailable (and listed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import codecs, sources
+from ..errors import UsageError
+from ..manifest import MANIFEST_NAME
+from .options import BuildOptions
+from .pipeline import build
+
+RUN_KEYS = ("name", "dataset", "split", "codec", "shard_samples", "shard_mb", "shard_format", "codec_options", "params")
+
+
+def declared_keys(run: dict[str, Any]) -> tuple[set[str] | None, set[str] | None]:
+    """The codec's and the dataset's option names for this run (None when it is unknown here:
+    such a run is reported by unavailable_reason, not refused for its keys)."""
+    try:
+        codec_keys = {o.name for o in codecs.codec_class(run["codec"]).declared_options()}
+    except UsageError:
+        codec_keys = None
+    try:
+        source_keys = {o.name for o in sources.source_class(run["dataset"]).declared_options()}
+    except UsageError:
+        source_keys = None
+    return codec_keys, source_keys
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
+        raise UsageError(f"{path} needs a non-empty `runs:` list.")
+    names = set()
+    for number, run in enumerate(spec["runs"], 1):
+        if not isinstance(run, dict) or not {"name", "dataset", "codec"} <= set(run):
+            raise UsageError(f"{path}: run {number} needs name, dataset and codec.")
+        if run["name"] in names:
+            raise UsageError(f"{path}: two runs are named {run['name']!r}.")
+        names.add(run["name"])
+        codec_keys, source_keys = declared_keys(run)
+        if codec_keys is None or source_keys is None:
+            continue  # reported as unavailable by run_spec
+        unknown = set({**(spec.get("defaults") or {}), **run}) - set(RUN_KEYS) - codec_keys - source_keys
+        if unknown:
+            valid = sorted(set(RUN_KEYS) | codec_keys | source_keys)
+            raise UsageError(f"{path}: run {run['name']!r} has unknown keys {', '.join(sorted(unknown))}; valid here: {', '.join(valid)}.")
+    return spec
+
+
+def run_options(spec: dict[str, Any], run: dict[str, Any], out: Path, workers: int, force: bool, limit: int | None) -> BuildOptions:
+    merged = {**(spec.get("defaults") or {}), **run}
+    codec_keys, source_keys = declared_keys(merged)
+    codec_keys = codec_keys if codec_keys is not None else set(merged) - set(RUN_KEYS)  # unknown codec: kept for the report
+    source_keys = source_keys or set()
+    root = (spec.get("roots") or {}).get(merged["dataset"])
+    codec_options = {k: merged[k] for k in codec_keys if k in merged}
+    codec_options.update(merged.get("codec_options") or merged.get("params") or {})
+    return BuildOptions(
+        codec=merged["codec"],
+        out=out / merged["name"],
+        codec_options=codec_options,
+        dataset=merged["dataset"],
+        root=Path(os.path.expandvars(str(root))).expanduser() if root else None,
+        split=merged.get("split"),
+        source_options={k: merged[k] for k in source_keys if k in merged},
+        shard_samples=int(merged.get("shard_samples", 1000)),
+        shard_mb=float(merged.get("shard_mb", 1024)),
+        shard_format=str(merged.get("shard_format", "auto")),
+        workers=workers,
+        force=force,
+        limit=limit,
+    )
+
+
+def unavailable_reason(options: BuildOptions) -> str | None:
+    if options.codec not in codecs.available():
+        return f"codec {options.codec!r} is not in this lossyds (available: {', '.join(codecs.available())})"
+    cls = codecs.codec_class(options.codec)
+    if hasattr(cls, "package_installed") and not cls.package_installed():
+        return f"codec {options.codec!r} needs the {cls.package} package, which is not installed"
+    if options.dataset not in sources.available():
+        return f"dataset {options.dataset!r} is unknown"
+    if options.dataset != "sample" and (options.root is None or not options.root.is_dir()):
+        return f"root of {options.dataset!r} ({options.root}) is not a folder; set it under `roots:`"
+    return None
+
+
+def run_spec(
+    path: Path,
+    out: Path | None,
+    *,
+    force: bool,
+    workers: int,
+    skip_unavailable: bool,
+    limit: int | None,
+    echo: Callable[[str], None],
+    progress: Callable,
+) -> list[dict[str, Any]]:
+    """Run every entry of a spec; returns the manifests built (or found finished)."""
+    from ..manifest import achieved_rate_text
+
+    spec = load_spec(path)
+    base = Path(out or spec.get("out") or "out")
+    plans = [(run["name"], run_options(spec, run, base, workers, force, limit)) for run in spec["runs"]]
+    problems = {name: reason for name, options in plans if (reason := unavailable_reason(options))}
+    if problems and not skip_unavailable:
+        listed = "; ".join(f"{n}: {r}" for n, r in problems.items())
+        raise UsageError(f"{len(problems)} run(s) cannot run here ({listed}); pass --skip-unavailable to run the rest.")
+    manifests = []
+    for name, options in plans:
+        if name in problems:
+            echo(f"skip {name}: {problems[name]}")
+            continue
+        if (options.out / MANIFEST_NAME).exists() and not force:
+            echo(f"done {name}: {options.out} is already built")
+            continue
+        manifest = progress(f"{name}", build, options)
+        echo(f"built {name}: {manifest['num_samples']} samples, {achieved_rate_text(manifest)}, {manifest['num_skipped']} skipped -> {options.out}")
+        manifests.append(manifest)
+    return manifests

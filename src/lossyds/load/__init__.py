@@ -1,0 +1,21 @@
+"""Loading builds: `open_dataset` (a torch IterableDataset of decoded samples), `DataLoader`
+(a torch DataLoader that meters the bits it yields), `make_loader` (both, set up the
+recommended way for the build's codec). Read dataset.py first: its `__iter__` runs the stages."""
+
+from __future__ import annotations
+
+from .dataloader import BitMeter, DataLoader, collate_channels_last
+from .dataset import LossyDataset, open_dataset
+from .recommended import decode_threads_for, decoded_samples, default_cores, make_loader
+
+__all__ = [
+    "BitMeter",
+    "DataLoader",
+    "LossyDataset",
+    "collate_channels_last",
+    "decode_threads_for",
+    "decoded_samples",
+    "default_cores",
+    "make_loader",
+    "open_dataset",
+]
