@@ -5,6 +5,7 @@ workers (per-worker rate). Exit 1 when missed.
 
     python benchmarks/audio_loader.py --copies 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,17 @@ def main() -> int:
     for name, kbps in (("opus", 6), ("mp3", 32)):
         out = args.workdir / f"speech-{args.copies}-{name}"
         if not (out / "manifest.json").exists():
-            build(BuildOptions(codec=name, out=out, codec_options={"kbps": kbps}, dataset="audiofolder", root=source, split="train", force=True))
+            build(
+                BuildOptions(
+                    codec=name,
+                    out=out,
+                    codec_options={"kbps": kbps},
+                    dataset="audiofolder",
+                    root=source,
+                    split="train",
+                    force=True,
+                )
+            )
         import json
 
         manifest = json.loads((out / "manifest.json").read_text())

@@ -8,6 +8,7 @@ Targets: P/1 >= 1.7 on 2 cores; lossyds (P) >= naive; RSS flat (4x/1x <= 1.2).
 
     python benchmarks/build_speed.py --workers 2 --images 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,18 @@ from common import make_photo_folder  # noqa: E402
 
 def lossyds_rate(args: list[str], out: Path) -> tuple[float, int]:
     """(samples/s, peak RSS in kB of the build and its workers) for one `lossyds build` run."""
-    command = [sys.executable, "-c", "import resource,sys,runpy; sys.argv=['lossyds']+sys.argv[1:]; "
-               "from lossyds.cli import main\ntry:\n main()\nexcept SystemExit: pass\n"
-               "print('RSS', max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=sys.stderr)",
-               "build", *args, "--out", str(out), "--force"]
+    command = [
+        sys.executable,
+        "-c",
+        "import resource,sys,runpy; sys.argv=['lossyds']+sys.argv[1:]; "
+        "from lossyds.cli import main\ntry:\n main()\nexcept SystemExit: pass\n"
+        "print('RSS', max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=sys.stderr)",
+        "build",
+        *args,
+        "--out",
+        str(out),
+        "--force",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     elapsed = json.loads((out / "build-info.json").read_text())["seconds"]  # the build itself, not Python start-up
     samples = json.loads((out / "manifest.json").read_text())["num_samples"]
@@ -83,10 +92,33 @@ def main() -> int:
     photos = make_photo_folder(work / "photos", args.images)
     speech = make_speech_folder(work / f"speech-{args.copies}", args.copies)
     missed = False
-    print(f"{'build':<10} {'P=' + str(args.workers) + ' /s':>9} {'P=1 /s':>8} {'naive /s':>9} {'P/1':>6} {'P/naive':>8}")
+    print(
+        f"{'build':<10} {'P=' + str(args.workers) + ' /s':>9} {'P=1 /s':>8} {'naive /s':>9} {'P/1':>6} {'P/naive':>8}"
+    )
     for label, common, naive in (
-        ("jpeg q75", ["--codec", "jpeg", "--quality", "75", "--dataset", "imagefolder", "--root", str(photos), "--split", "train", "--limit", str(args.images)], lambda: naive_jpeg(photos, work / "naive-jpeg")),
-        ("opus 6k", ["--codec", "opus", "--kbps", "6", "--dataset", "audiofolder", "--root", str(speech), "--split", "train"], lambda: naive_opus(speech, work / "naive-opus")),
+        (
+            "jpeg q75",
+            [
+                "--codec",
+                "jpeg",
+                "--quality",
+                "75",
+                "--dataset",
+                "imagefolder",
+                "--root",
+                str(photos),
+                "--split",
+                "train",
+                "--limit",
+                str(args.images),
+            ],
+            lambda: naive_jpeg(photos, work / "naive-jpeg"),
+        ),
+        (
+            "opus 6k",
+            ["--codec", "opus", "--kbps", "6", "--dataset", "audiofolder", "--root", str(speech), "--split", "train"],
+            lambda: naive_opus(speech, work / "naive-opus"),
+        ),
     ):
         many, _ = lossyds_rate([*common, "--workers", str(args.workers)], work / "speed-many")
         one, _ = lossyds_rate([*common, "--workers", "1"], work / "speed-one")
@@ -94,10 +126,25 @@ def main() -> int:
         print(f"{label:<10} {many:9.1f} {one:8.1f} {plain:9.1f} {many / one:6.2f} {many / plain:8.2f}")
         missed |= many / one < 1.7 or many < plain
     small = args.images // 4
-    base = ["--codec", "jpeg", "--quality", "75", "--dataset", "imagefolder", "--root", str(photos), "--split", "train", "--workers", str(args.workers)]
+    base = [
+        "--codec",
+        "jpeg",
+        "--quality",
+        "75",
+        "--dataset",
+        "imagefolder",
+        "--root",
+        str(photos),
+        "--split",
+        "train",
+        "--workers",
+        str(args.workers),
+    ]
     _, rss_small = lossyds_rate([*base, "--limit", str(small)], work / "rss-small")
     _, rss_large = lossyds_rate([*base, "--limit", str(small * 4)], work / "rss-large")
-    print(f"peak RSS (largest process): {small} images {rss_small / 1024:.0f} MB, {small * 4} images {rss_large / 1024:.0f} MB, ratio {rss_large / rss_small:.2f}")
+    print(
+        f"peak RSS (largest process): {small} images {rss_small / 1024:.0f} MB, {small * 4} images {rss_large / 1024:.0f} MB, ratio {rss_large / rss_small:.2f}"
+    )
     missed |= rss_large / rss_small > 1.2
     print("targets: P/1 >= 1.7, P/naive >= 1.0, RSS 4x/1x <= 1.2:", "MISSED" if missed else "met")
     return 1 if missed and not args.no_check else 0

@@ -1,9 +1,10 @@
 """Helpers shared by the benchmark scripts: ImageNet-sized photo shards made from the sample photos."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
@@ -32,7 +33,17 @@ def build_photo_shards(root: Path, out: Path, codec: str, quality: int, shard_sa
         import json
 
         return json.loads((out / "manifest.json").read_text())
-    return build(BuildOptions(codec=codec, out=out, codec_options={"quality": quality}, dataset="imagefolder", root=root, split="train", shard_samples=shard_samples))
+    return build(
+        BuildOptions(
+            codec=codec,
+            out=out,
+            codec_options={"quality": quality},
+            dataset="imagefolder",
+            root=root,
+            split="train",
+            shard_samples=shard_samples,
+        )
+    )
 
 
 def rate(function: Callable[[], int], min_seconds: float = 1.0) -> float:

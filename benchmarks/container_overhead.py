@@ -9,6 +9,7 @@ shards, and how fast each decompresses (lossyds writes no .tar.zst: see the READ
 
     python benchmarks/container_overhead.py --copies 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,11 @@ def zstd_figures(tar_shards: list[Path]) -> tuple[int, float, float]:
             rounds += 1
         return rounds * sum(len(d) for d in raw) / (time.perf_counter() - start) / 1e6
 
-    return sum(len(z) for z in zstded), rate(gzip.decompress, gzipped), rate(zstandard.ZstdDecompressor().decompress, zstded)
+    return (
+        sum(len(z) for z in zstded),
+        rate(gzip.decompress, gzipped),
+        rate(zstandard.ZstdDecompressor().decompress, zstded),
+    )
 
 
 def main() -> int:
@@ -50,18 +55,35 @@ def main() -> int:
     parser.add_argument("--no-check", action="store_true")
     args = parser.parse_args()
     source = make_speech_folder(args.workdir / f"speech-{args.copies}", args.copies)
-    print(f"{'codec':<16} {'payload B':>10} {'tar B':>10} {'tar.gz B':>10} {'payload/tar':>12} {'payload/tar.gz':>15} {'payload/zstd-19':>16} {'gunzip MB/s':>12} {'unzstd MB/s':>12}")
+    print(
+        f"{'codec':<16} {'payload B':>10} {'tar B':>10} {'tar.gz B':>10} {'payload/tar':>12} {'payload/tar.gz':>15} {'payload/zstd-19':>16} {'gunzip MB/s':>12} {'unzstd MB/s':>12}"
+    )
     missed = False
     for codec, rate in (("opus", {"kbps": 6}), ("mp3", {"kbps": 8})):
         sizes = {}
         for container in ("tar", "tar.gz"):
             out = args.workdir / f"overhead-{codec}-{container}-{args.copies}"
-            manifest = build(BuildOptions(codec=codec, out=out, codec_options=rate, dataset="audiofolder", root=source, split="train", shard_format=container, force=True))
+            manifest = build(
+                BuildOptions(
+                    codec=codec,
+                    out=out,
+                    codec_options=rate,
+                    dataset="audiofolder",
+                    root=source,
+                    split="train",
+                    shard_format=container,
+                    force=True,
+                )
+            )
             sizes[container] = manifest["bits"]["container"] // 8
             payload = manifest["bits"]["payload"] // 8
-        zstd_size, gunzip_rate, unzstd_rate = zstd_figures(sorted((args.workdir / f"overhead-{codec}-tar-{args.copies}").glob("*.tar")))
+        zstd_size, gunzip_rate, unzstd_rate = zstd_figures(
+            sorted((args.workdir / f"overhead-{codec}-tar-{args.copies}").glob("*.tar"))
+        )
         label = f"{codec} {rate['kbps']:g} kbps"
-        print(f"{label:<16} {payload:10d} {sizes['tar']:10d} {sizes['tar.gz']:10d} {payload / sizes['tar']:12.3f} {payload / sizes['tar.gz']:15.3f} {payload / zstd_size:16.3f} {gunzip_rate:12.0f} {unzstd_rate:12.0f}")
+        print(
+            f"{label:<16} {payload:10d} {sizes['tar']:10d} {sizes['tar.gz']:10d} {payload / sizes['tar']:12.3f} {payload / sizes['tar.gz']:15.3f} {payload / zstd_size:16.3f} {gunzip_rate:12.0f} {unzstd_rate:12.0f}"
+        )
         missed |= payload / sizes["tar.gz"] < 0.94
     print("target: payload/tar.gz >= 0.94:", "MISSED" if missed else "met")
     return 1 if missed and not args.no_check else 0

@@ -11,6 +11,7 @@ ratios). Context for the choice of loader.DECODE_CHUNK, not a target: it always 
     python benchmarks/decode_chunk.py --chunks 8,16 --pairs 100
     python benchmarks/decode_chunk.py --codecs jpeg:90,webp:0 --collate channels-last
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,21 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pairs", type=int, default=100, help="rounds: one epoch of every setting each")
     parser.add_argument("--codecs", default="jpeg:5")
-    parser.add_argument("--collate", choices=sorted(COLLATES), default="list", help="list: batches are lists of samples (as the loader target); default / channels-last: stacked in the main thread")
+    parser.add_argument(
+        "--collate",
+        choices=sorted(COLLATES),
+        default="list",
+        help="list: batches are lists of samples (as the loader target); default / channels-last: stacked in the main thread",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lossyds-bench")
     args = parser.parse_args()
     torch.set_num_threads(1)
     chunks = [int(c) for c in args.chunks.split(",")]
     source = make_photo_folder(args.workdir / "photos", args.images)
     collate = COLLATES[args.collate]
-    print(f"threads={args.workers} images={args.images} (500x375) batch={args.batch} pairs={args.pairs} collate={args.collate} window=decode_window(threads)")
+    print(
+        f"threads={args.workers} images={args.images} (500x375) batch={args.batch} pairs={args.pairs} collate={args.collate} window=decode_window(threads)"
+    )
     print(f"{'shards':<9} {'chunk':>5} {'images/s':>8} {'total vs ' + str(chunks[0]):>12} {'median pair':>11}")
     reference = loader_module.DECODE_CHUNK
     try:
@@ -66,8 +74,12 @@ def main() -> int:
             build_photo_shards(source, directory, name, int(quality), shard_samples=max(1, args.images // 8))
             loaders = {}
             for chunk in chunks:
-                dataset = lossyds.open_dataset(directory, decode_threads=args.workers, transform=None if args.collate == "list" else image_only)
-                loaders[chunk] = lossyds.DataLoader(dataset, batch_size=args.batch, num_workers=0, **({"collate_fn": collate} if collate else {}))
+                dataset = lossyds.open_dataset(
+                    directory, decode_threads=args.workers, transform=None if args.collate == "list" else image_only
+                )
+                loaders[chunk] = lossyds.DataLoader(
+                    dataset, batch_size=args.batch, num_workers=0, **({"collate_fn": collate} if collate else {})
+                )
                 loader_module.DECODE_CHUNK = chunk
                 epoch(loaders[chunk])  # warm-up: thread pool, shard indexes, first decodes
             totals = {chunk: [0, 0.0] for chunk in chunks}

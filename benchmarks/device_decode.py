@@ -20,6 +20,7 @@ Exit status: 0 when the loader with decode_device reached --target of the best p
 rate, min(device synthesis limit, W x one-process entropy rate), else 1 (--no-check: 0);
 2 when a section could not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ from common import make_photo_folder  # noqa: E402
 import lossyds  # noqa: E402
 from lossyds import codecs  # noqa: E402
 from lossyds.build import BuildOptions, build  # noqa: E402
-from lossyds.sources import get as get_builder  # noqa: E402
 from lossyds.shards import MappedShard  # noqa: E402
+from lossyds.sources import get as get_builder  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -106,7 +107,13 @@ def payloads(out: Path, limit: int) -> tuple[list[bytes], list[dict]]:
 def loader_rate(out: Path, workers: int, batch: int, device: torch.device | None, unit) -> float:
     """Units (images or audio seconds) per second through lossyds.DataLoader, one epoch after a warm one."""
     dataset = lossyds.open_dataset(out, decode_device=device)
-    loader = lossyds.DataLoader(dataset, batch_size=batch, num_workers=workers, persistent_workers=workers > 0, collate_fn=lambda samples: samples)
+    loader = lossyds.DataLoader(
+        dataset,
+        batch_size=batch,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=lambda samples: samples,
+    )
     for _ in loader:  # warm: workers started, models loaded, device copies made
         pass
     start, units = time.perf_counter(), 0.0
@@ -134,21 +141,38 @@ def hyper_index_mismatch(codec, streams: list[bytes], device: torch.device) -> t
     return differing, total
 
 
-def figures(name: str, codec, streams, metas, out: Path, device: torch.device, workers: list[int], unit_name: str, unit, per_item: list[float]) -> dict:
+def figures(
+    name: str,
+    codec,
+    streams,
+    metas,
+    out: Path,
+    device: torch.device,
+    workers: list[int],
+    unit_name: str,
+    unit,
+    per_item: list[float],
+) -> dict:
     """One codec's figures; `per_item[i]` is item i's units (1 image, or its seconds)."""
     result: dict = {"codec": name, "device": str(device), "unit": unit_name}
     units = sum(per_item)
-    result["cpu_one_by_one"] = per_second(lambda: [codec.decode(s, m) for s, m in zip(streams, metas)], 1, torch.device("cpu")) * units
+    result["cpu_one_by_one"] = (
+        per_second(lambda: [codec.decode(s, m) for s, m in zip(streams, metas)], 1, torch.device("cpu")) * units
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
-    entropy = per_second(lambda: [codec.decode_latent(s, m) for s, m in zip(streams, metas)], 1, torch.device("cpu")) * units
+    entropy = (
+        per_second(lambda: [codec.decode_latent(s, m) for s, m in zip(streams, metas)], 1, torch.device("cpu")) * units
+    )
     torch.set_num_threads(threads)
     result["entropy_stage_one_process"] = entropy
     latents = [codec.decode_latent(s, m) for s, m in zip(streams, metas)]
     synthesis = {}
     for batch in (1, 8, 32):
         groups = [latents[i : i + batch] for i in range(0, len(latents), batch)]
-        synthesis[batch] = per_second(lambda: [codec.synthesize(g, device) for g in groups], 1, device) * units
+        synthesis[batch] = (
+            per_second(lambda groups=groups: [codec.synthesize(g, device) for g in groups], 1, device) * units
+        )
     result["synthesis_on_device"] = synthesis
     cpu_decoded = [codec.decode(s, m) for s, m in zip(streams, metas)]
     device_decoded = codec.synthesize(latents, device)
@@ -160,7 +184,12 @@ def figures(name: str, codec, streams, metas, out: Path, device: torch.device, w
         two_stage = loader_rate(out, w, 32, device, unit)
         on_cpu = loader_rate(out, w, 32, None, unit)
         best = min(max(synthesis.values()), w * entropy)
-        result["loader"][w] = {"decode_device": two_stage, "cpu_only": on_cpu, "best_possible": best, "fraction_of_best": two_stage / best}
+        result["loader"][w] = {
+            "decode_device": two_stage,
+            "cpu_only": on_cpu,
+            "best_possible": best,
+            "fraction_of_best": two_stage / best,
+        }
     return result
 
 
@@ -171,10 +200,14 @@ def print_result(r: dict) -> None:
     print(f"  entropy stage alone, one process, 1 thread:      {r['entropy_stage_one_process']:9.1f}")
     for batch, value in r["synthesis_on_device"].items():
         print(f"  synthesis on {r['device']}, batch {batch:2d}:                     {value:9.1f}")
-    print(f"  device vs CPU decode: max |diff| {r['max_abs_diff_device_vs_cpu']:.3g}, fraction of values differing {r['fraction_differing']:.4f}")
+    print(
+        f"  device vs CPU decode: max |diff| {r['max_abs_diff_device_vs_cpu']:.3g}, fraction of values differing {r['fraction_differing']:.4f}"
+    )
     for w, f in r["loader"].items():
-        print(f"  loader, {w:2d} workers: decode_device {f['decode_device']:9.1f} | all on CPU {f['cpu_only']:9.1f} | "
-              f"best possible {f['best_possible']:9.1f} -> {f['fraction_of_best']:.2f} of best, {f['decode_device'] / f['cpu_only']:.2f}x CPU-only")
+        print(
+            f"  loader, {w:2d} workers: decode_device {f['decode_device']:9.1f} | all on CPU {f['cpu_only']:9.1f} | "
+            f"best possible {f['best_possible']:9.1f} -> {f['fraction_of_best']:.2f} of best, {f['decode_device'] / f['cpu_only']:.2f}x CPU-only"
+        )
 
 
 def image_section(args, device: torch.device, workers: list[int]) -> dict:
@@ -182,15 +215,39 @@ def image_section(args, device: torch.device, workers: list[int]) -> dict:
     photos = make_photo_folder(args.workdir / "photos", args.images)
     out = args.workdir / f"hyperprior-{args.images}"
     if not (out / "manifest.json").exists():
-        build(BuildOptions(codec="bmshj2018-hyperprior", out=out, codec_options={"quality": 2, "weights": "random:0"}, dataset="imagefolder", root=photos, split="train", shard_samples=64, workers=args.build_workers))
+        build(
+            BuildOptions(
+                codec="bmshj2018-hyperprior",
+                out=out,
+                codec_options={"quality": 2, "weights": "random:0"},
+                dataset="imagefolder",
+                root=photos,
+                split="train",
+                shard_samples=64,
+                workers=args.build_workers,
+            )
+        )
     print(f"built {args.images} images in {time.perf_counter() - start:.0f} s")
     codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
     streams, metas = payloads(out, args.sample)
-    r = figures("bmshj2018-hyperprior q2, 500x375", codec, streams, metas, out, device, workers, "images", lambda s: 1, [1.0] * len(streams))
+    r = figures(
+        "bmshj2018-hyperprior q2, 500x375",
+        codec,
+        streams,
+        metas,
+        out,
+        device,
+        workers,
+        "images",
+        lambda s: 1,
+        [1.0] * len(streams),
+    )
     differing, total = hyper_index_mismatch(codec, streams[:8], device)
     r["hyper_synthesis_on_device_index_mismatch"] = [differing, total]
     print_result(r)
-    print(f"  h_s on {device} instead of CPU: {differing} of {total} scale indexes differ (each one would derail the entropy decoder)")
+    print(
+        f"  h_s on {device} instead of CPU: {differing} of {total} scale indexes differ (each one would derail the entropy decoder)"
+    )
     return r
 
 
@@ -199,12 +256,33 @@ def audio_section(args, device: torch.device, workers: list[int]) -> dict:
     speech = make_speech_folder(args.workdir / "speech", args.utterances)
     out = args.workdir / f"encodec-{args.utterances}"
     if not (out / "manifest.json").exists():
-        build(BuildOptions(codec="encodec", out=out, codec_options={"kbps": 6, "weights": "random:0"}, dataset="audiofolder", root=speech, shard_samples=32, workers=args.build_workers))
+        build(
+            BuildOptions(
+                codec="encodec",
+                out=out,
+                codec_options={"kbps": 6, "weights": "random:0"},
+                dataset="audiofolder",
+                root=speech,
+                shard_samples=32,
+                workers=args.build_workers,
+            )
+        )
     print(f"built {args.utterances} utterances in {time.perf_counter() - start:.0f} s")
     codec = codecs.get("encodec", kbps=6, weights="random:0")
     streams, metas = payloads(out, args.sample)
     seconds = [m["num_frames"] / m["sample_rate"] for m in metas]
-    r = figures("EnCodec 24 kHz 6 kbps, speech", codec, streams, metas, out, device, workers, "audio seconds", lambda s: s["num_frames"] / s["sample_rate"], seconds)
+    r = figures(
+        "EnCodec 24 kHz 6 kbps, speech",
+        codec,
+        streams,
+        metas,
+        out,
+        device,
+        workers,
+        "audio seconds",
+        lambda s: s["num_frames"] / s["sample_rate"],
+        seconds,
+    )
     print_result(r)
     return r
 
@@ -230,17 +308,24 @@ def main() -> int:
     workers = [int(w) for w in args.workers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}")
+        print(
+            f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}"
+        )
     print(f"CPU cores: {os.cpu_count()}, build workers: {args.build_workers}")
     results, failed, broken = [], False, False
 
-    sections = {"image": lambda: image_section(args, device, workers), "audio": lambda: audio_section(args, device, workers)}
+    sections = {
+        "image": lambda: image_section(args, device, workers),
+        "audio": lambda: audio_section(args, device, workers),
+    }
     for name, section in sections.items():
         if name not in args.sections.split(","):
             continue
         try:
             results.append(section())
-        except Exception:  # one section's failure (a missing package on a fresh machine) must not hide the other's figures
+        except (
+            Exception
+        ):  # one section's failure (a missing package on a fresh machine) must not hide the other's figures
             import traceback
 
             traceback.print_exc()
@@ -248,9 +333,11 @@ def main() -> int:
             broken = True
 
     for r in results:
-        for w, f in r["loader"].items():
+        for _w, f in r["loader"].items():
             failed |= f["fraction_of_best"] < args.target
-    print(f"\ntarget: the loader with decode_device reaches {args.target:.2f} of the best possible rate -> {'met' if not failed else 'MISSED'}")
+    print(
+        f"\ntarget: the loader with decode_device reaches {args.target:.2f} of the best possible rate -> {'met' if not failed else 'MISSED'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 2 if broken else 1 if failed and not args.no_check else 0

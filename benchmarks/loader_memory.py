@@ -9,6 +9,7 @@ growth <= 1.10. Exit 1 when missed (--no-check: 0).
 
     python benchmarks/loader_memory.py --workers 2 --images 1024
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,13 @@ def measure(directory: Path, workers: int, threads: int, epochs: int = 2) -> dic
     """RSS readings per process (worker id, or -1 for the training process), in order.
     Through lossyds.DataLoader, the recommended path."""
     dataset = lossyds.open_dataset(directory, transform=TagRss(every=16), decode_threads=threads)
-    loader = lossyds.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=keep_rss if workers else keep_images, persistent_workers=workers > 0)
+    loader = lossyds.DataLoader(
+        dataset,
+        batch_size=32,
+        num_workers=workers,
+        collate_fn=keep_rss if workers else keep_images,
+        persistent_workers=workers > 0,
+    )
     readings: dict[int, list[float]] = {}
     for _ in range(epochs):
         for batch in loader:
@@ -86,7 +93,9 @@ def report(label: str, readings: dict[int, list[float]]) -> bool:
         peak = max(values)
         growth = late / early
         name = "training process" if process < 0 else f"worker {process}"
-        print(f"{label:<24} {name:<17} readings {len(values):4d}  early {early:7.0f} MB  late {late:7.0f} MB  peak {peak:7.0f} MB  late/early {growth:5.2f}")
+        print(
+            f"{label:<24} {name:<17} readings {len(values):4d}  early {early:7.0f} MB  late {late:7.0f} MB  peak {peak:7.0f} MB  late/early {growth:5.2f}"
+        )
         missed |= peak >= PEAK_TARGET_MB or growth > GROWTH_TARGET
     return missed
 
@@ -103,7 +112,9 @@ def main() -> int:
     source = make_photo_folder(args.workdir / "photos", args.images)
     directory = args.workdir / f"{name}-q{quality}-{args.images}"
     build_photo_shards(source, directory, name, int(quality), shard_samples=max(1, args.images // 8))
-    print(f"{args.images} photos 500x375, {name} q{quality}, 2 epochs, batch 32; targets: peak < {PEAK_TARGET_MB} MB, late/early <= {GROWTH_TARGET}")
+    print(
+        f"{args.images} photos 500x375, {name} q{quality}, 2 epochs, batch 32; targets: peak < {PEAK_TARGET_MB} MB, late/early <= {GROWTH_TARGET}"
+    )
     missed = report(f"{args.workers} DataLoader workers", measure(directory, args.workers, 0))
     missed |= report(f"decode_threads={args.workers}", measure(directory, 0, args.workers))
     print("targets:", "MISSED" if missed else "met")

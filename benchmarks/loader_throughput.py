@@ -30,6 +30,7 @@ Targets: the recommended path >= 0.75 x limit (median) and >= 2 x naive. Exit 1 
 
     python benchmarks/loader_throughput.py --workers 2 --images 512 --malloc-ab
 """
+
 from __future__ import annotations
 
 import argparse
@@ -147,8 +148,14 @@ def naive_rate(directory: Path, manifest: dict, workers: int, batch: int, epochs
 
     urls = [str(directory / s["path"]) for s in manifest["shards"]]
     ext = manifest["codec"]["extension"]
-    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, workersplitter=wds.split_by_worker).decode("pil").map(lambda s: {"key": s["__key__"], "image": pil_to_tensor(s[ext])})
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_list, persistent_workers=True)
+    dataset = (
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False, workersplitter=wds.split_by_worker)
+        .decode("pil")
+        .map(lambda s: {"key": s["__key__"], "image": pil_to_tensor(s[ext])})
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, num_workers=workers, collate_fn=collate_list, persistent_workers=True
+    )
     warm_up(loader)
     return loader_rate(loader, epochs)
 
@@ -157,7 +164,12 @@ def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_roun
     """limit, threads, bare and kept measured in interleaved rounds: per-round figures and ratios."""
     codec = codecs.from_manifest(manifest["codec"])
     blobs = load_bitstreams(directory, manifest)
-    loader = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=workers), batch_size=batch, num_workers=0, collate_fn=collate_list)
+    loader = lossyds.DataLoader(
+        lossyds.open_dataset(directory, decode_threads=workers),
+        batch_size=batch,
+        num_workers=0,
+        collate_fn=collate_list,
+    )
     warm_up(loader)
     raw_decode_rate(codec, blobs, 0.0)
     out: dict = {"limit": [], "threads": [], "bare": [], "kept": []}
@@ -183,9 +195,28 @@ def rounds(directory: Path, manifest: dict, workers: int, batch: int, count_roun
 
 def untuned_rounds(args, spec: str) -> dict:
     """The rounds (ratios, CPU and faults a sample) in a child process that leaves glibc malloc alone."""
-    command = [sys.executable, __file__, "--rounds-only", "--codecs", spec, "--workers", str(args.workers), "--images", str(args.images),
-               "--batch", str(args.batch), "--rounds", str(args.rounds), "--seconds", str(args.seconds), "--workdir", str(args.workdir)]
-    result = subprocess.run(command, env={**os.environ, "LOSSYDS_TUNE_MALLOC": "0"}, capture_output=True, text=True, check=True)
+    command = [
+        sys.executable,
+        __file__,
+        "--rounds-only",
+        "--codecs",
+        spec,
+        "--workers",
+        str(args.workers),
+        "--images",
+        str(args.images),
+        "--batch",
+        str(args.batch),
+        "--rounds",
+        str(args.rounds),
+        "--seconds",
+        str(args.seconds),
+        "--workdir",
+        str(args.workdir),
+    ]
+    result = subprocess.run(
+        command, env={**os.environ, "LOSSYDS_TUNE_MALLOC": "0"}, capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -198,21 +229,38 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs measured for the workers, naive and stacked paths")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs measured for the workers, naive and stacked paths"
+    )
     parser.add_argument("--rounds", type=int, default=40, help="interleaved limit / threads / bare / kept rounds")
-    parser.add_argument("--seconds", type=float, default=0.1, help="least time of each measurement in a round (at least one pass / epoch)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.1,
+        help="least time of each measurement in a round (at least one pass / epoch)",
+    )
     parser.add_argument("--codecs", default="jpeg:5,jpeg:90,webp:0")
-    parser.add_argument("--malloc-ab", action="store_true", help="also measure the threads path with LOSSYDS_TUNE_MALLOC=0 (child process)")
+    parser.add_argument(
+        "--malloc-ab",
+        action="store_true",
+        help="also measure the threads path with LOSSYDS_TUNE_MALLOC=0 (child process)",
+    )
     parser.add_argument("--rounds-only", action="store_true", help=argparse.SUPPRESS)  # the --malloc-ab child
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lossyds-bench")
-    parser.add_argument("--no-check", action="store_true", help="print only; never exit 1 (used by the test suite on tiny inputs)")
+    parser.add_argument(
+        "--no-check", action="store_true", help="print only; never exit 1 (used by the test suite on tiny inputs)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     source = make_photo_folder(args.workdir / "photos", args.images)
     if not args.rounds_only:
-        print(f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s")
-        print(f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'kept/limit':>10} {'threads/kept':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9} {'stacked-cl/s':>12}")
+        print(
+            f"workers={args.workers} images={args.images} (500x375) batch={args.batch} rounds={args.rounds} x {args.seconds} s"
+        )
+        print(
+            f"{'shards':<9} {'limit/s':>7} {'threads/s':>9} {'threads/limit':>18} {'bare/limit':>10} {'threads/bare':>12} {'kept/limit':>10} {'threads/kept':>12} {'untuned/limit':>13} {'naive/s':>7} {'threads/naive':>13} {'workers/limit':>13} {'stacked/s':>9} {'stacked-cl/s':>12}"
+        )
     missed: list[str] = []
     malloc_rows: list[str] = []
     for spec in args.codecs.split(","):
@@ -225,34 +273,58 @@ def main() -> int:
             continue
         untuned_run = untuned_rounds(args, spec) if args.malloc_ab else None
         untuned = spread(untuned_run["ratio"]) if untuned_run else "-"
-        malloc_rows.append(f"{name + ' q' + quality:<9} {measured['faults']:14.1f} {measured['cpu_us']:15.0f} "
-                           + (f"{untuned_run['faults']:16.1f} {untuned_run['cpu_us']:17.0f}" if untuned_run else ""))
-        workers = torch.utils.data.DataLoader(lossyds.open_dataset(directory), batch_size=args.batch, num_workers=args.workers, collate_fn=collate_list, persistent_workers=True)
+        malloc_rows.append(
+            f"{name + ' q' + quality:<9} {measured['faults']:14.1f} {measured['cpu_us']:15.0f} "
+            + (f"{untuned_run['faults']:16.1f} {untuned_run['cpu_us']:17.0f}" if untuned_run else "")
+        )
+        workers = torch.utils.data.DataLoader(
+            lossyds.open_dataset(directory),
+            batch_size=args.batch,
+            num_workers=args.workers,
+            collate_fn=collate_list,
+            persistent_workers=True,
+        )
         warm_up(workers)
         multi = loader_rate(workers, args.epochs)
         naive = naive_rate(directory, manifest, args.workers, args.batch, args.epochs)
-        stacking = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only), batch_size=args.batch, num_workers=0)
+        stacking = lossyds.DataLoader(
+            lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only),
+            batch_size=args.batch,
+            num_workers=0,
+        )
         warm_up(stacking)
         stacked = loader_rate(stacking, args.epochs)
-        stacking_cl = lossyds.DataLoader(lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only), batch_size=args.batch, num_workers=0,
-                                         collate_fn=lossyds.collate_channels_last)
+        stacking_cl = lossyds.DataLoader(
+            lossyds.open_dataset(directory, decode_threads=args.workers, transform=image_only),
+            batch_size=args.batch,
+            num_workers=0,
+            collate_fn=lossyds.collate_channels_last,
+        )
         warm_up(stacking_cl)
         stacked_cl = loader_rate(stacking_cl, args.epochs)
         limit, threads = statistics.median(measured["limit"]), statistics.median(measured["threads"])
         ratio = statistics.median(measured["ratio"])
-        print(f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} "
-              f"{statistics.median(measured['kept_ratio']):10.2f} {statistics.median(measured['of_kept']):12.2f} {untuned:>13} "
-              f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f} {stacked_cl:12.0f}")
+        print(
+            f"{name + ' q' + quality:<9} {limit:7.0f} {threads:9.0f} {spread(measured['ratio']):>18} {statistics.median(measured['bare_ratio']):10.2f} {statistics.median(measured['of_bare']):12.2f} "
+            f"{statistics.median(measured['kept_ratio']):10.2f} {statistics.median(measured['of_kept']):12.2f} {untuned:>13} "
+            f"{naive:7.0f} {threads / naive:13.2f} {multi / limit:13.2f} {stacked:9.0f} {stacked_cl:12.0f}"
+        )
         if ratio < 0.75:
             missed.append(f"{name} q{quality} threads/limit {ratio:.3f}")
         if threads < 2 * naive:
             missed.append(f"{name} q{quality} threads/naive {threads / naive:.3f}")
     if not args.rounds_only:
         tuned = "tuned" if allocator.keep_freed_buffers() else "as is"  # this process's malloc (see lossyds.allocator)
-        print(f"threads path, per sample: {tuned + ' faults':>14} {tuned + ' cpu (us)':>15}" + (f" {'untuned faults':>16} {'untuned cpu (us)':>17}" if args.malloc_ab else ""))
+        print(
+            f"threads path, per sample: {tuned + ' faults':>14} {tuned + ' cpu (us)':>15}"
+            + (f" {'untuned faults':>16} {'untuned cpu (us)':>17}" if args.malloc_ab else "")
+        )
         for row in malloc_rows:
             print(f"  {row}")
-        print("targets: threads/limit (median) >= 0.75, threads/naive >= 2.0:", f"MISSED ({'; '.join(missed)})" if missed else "met")
+        print(
+            "targets: threads/limit (median) >= 0.75, threads/naive >= 2.0:",
+            f"MISSED ({'; '.join(missed)})" if missed else "met",
+        )
     return 1 if missed and not args.no_check else 0
 
 

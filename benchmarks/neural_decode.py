@@ -10,6 +10,7 @@ one-by-one) are what this script is for. Prints:
 
     python benchmarks/neural_decode.py --batch 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,11 @@ def encodec_figures(batch: int, workdir: Path) -> None:
     model = codec.model
     one = timed(lambda: [codec.decode_codes(s) for s in streams])
     # Batched synthesis: the same codes decoded as one batch through the model's decoder.
-    frames = model.encode(torch.from_numpy(np.ascontiguousarray(np.stack([codec._to_model(c.audio, c.sample_rate).numpy() for c in clips]))))
+    frames = model.encode(
+        torch.from_numpy(
+            np.ascontiguousarray(np.stack([codec._to_model(c.audio, c.sample_rate).numpy() for c in clips]))
+        )
+    )
     with torch.no_grad():
         batched = timed(lambda: model.decode(frames))
     out = workdir / "encodec"
@@ -57,7 +62,9 @@ def encodec_figures(batch: int, workdir: Path) -> None:
     dataset = lossyds.open_dataset(out)
     total = sum(s["num_frames"] / s["sample_rate"] for s in dataset)
     loader = timed(lambda: list(dataset), repeat=1)
-    print(f"EnCodec 24 kHz 6 kbps (CPU, {torch.get_num_threads()} threads): one by one {seconds / one:6.1f}x real time, batch {batch} {seconds / batched:6.1f}x, loader {total / loader:6.1f}x; batched/one-by-one {one / batched:.2f}")
+    print(
+        f"EnCodec 24 kHz 6 kbps (CPU, {torch.get_num_threads()} threads): one by one {seconds / one:6.1f}x real time, batch {batch} {seconds / batched:6.1f}x, loader {total / loader:6.1f}x; batched/one-by-one {one / batched:.2f}"
+    )
 
 
 def encodec_lm_figures() -> None:
@@ -69,7 +76,9 @@ def encodec_lm_figures() -> None:
     with_lm = codecs.get("encodec", kbps=6, weights="random:0", entropy_lm=True)
     packed, coded = plain.encode(clip), with_lm.encode(clip)
     decode = timed(lambda: with_lm.decode_codes(coded), repeat=1)
-    print(f"EnCodec 24 kHz 6 kbps with the entropy LM (random LM, CPU): {seconds:.1f} s utterance {len(coded)} bytes vs {len(packed)} bit-packed; LM decoding {seconds / decode:5.1f}x real time")
+    print(
+        f"EnCodec 24 kHz 6 kbps with the entropy LM (random LM, CPU): {seconds:.1f} s utterance {len(coded)} bytes vs {len(packed)} bit-packed; LM decoding {seconds / decode:5.1f}x real time"
+    )
 
 
 def hyperprior_figures(batch: int, workdir: Path) -> None:
@@ -85,7 +94,9 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     strings = [[p.strings[g][0] for p in parsed] for g in range(len(parsed[0].strings))]
     with torch.no_grad():
         batched = timed(lambda: codec.model.decompress(strings, parsed[0].latent_shape))
-    print(f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}")
+    print(
+        f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}"
+    )
     # The CPU synthesis runs channels-last (LearnedImageCodec.synthesis_on): against the network as loaded (NCHW),
     # on the same latents of two full-size 512x512 photos.
     full = photo.load(photo.records()[0]).image
@@ -93,18 +104,29 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     nchw = codec.copy_module("g_s").to(memory_format=torch.contiguous_format)
     latents = [codec.decode_latent(s, {}) for s in full_streams]
     synthesis, layout = codec.synthesis_on("cpu")
-    rounds: list[tuple[float, float, float]] = []  # (channels-last, NCHW, entropy stage) seconds, measured in turn: this machine is noisy
+    rounds: list[
+        tuple[float, float, float]
+    ] = []  # (channels-last, NCHW, entropy stage) seconds, measured in turn: this machine is noisy
     with torch.no_grad():
         for _ in range(5):
-            rounds.append((timed(lambda: [synthesis(latent.parts[0].contiguous(memory_format=layout)) for latent in latents], repeat=1),
-                           timed(lambda: [nchw(latent.parts[0]) for latent in latents], repeat=1),
-                           timed(lambda: [codec.decode_latent(s, {}) for s in full_streams], repeat=1)))
+            rounds.append(
+                (
+                    timed(
+                        lambda: [synthesis(latent.parts[0].contiguous(memory_format=layout)) for latent in latents],
+                        repeat=1,
+                    ),
+                    timed(lambda: [nchw(latent.parts[0]) for latent in latents], repeat=1),
+                    timed(lambda: [codec.decode_latent(s, {}) for s in full_streams], repeat=1),
+                )
+            )
     count = len(full_streams)
     synthesis_ratio = statistics.median(n / c for c, n, _ in rounds)
     decode_ratio = statistics.median((e + n) / (e + c) for c, n, e in rounds)
     channels_last, as_loaded, entropy = (statistics.median(r[i] for r in rounds) for i in range(3))
-    print(f"  512x512, synthesis alone: channels-last {count / channels_last:5.1f} images/s, NCHW {count / as_loaded:5.1f}: {synthesis_ratio:.2f}x; "
-          f"whole decode (entropy stage {count / entropy:.1f} images/s + synthesis): {decode_ratio:.2f}x (medians of 5 interleaved rounds)")
+    print(
+        f"  512x512, synthesis alone: channels-last {count / channels_last:5.1f} images/s, NCHW {count / as_loaded:5.1f}: {synthesis_ratio:.2f}x; "
+        f"whole decode (entropy stage {count / entropy:.1f} images/s + synthesis): {decode_ratio:.2f}x (medians of 5 interleaved rounds)"
+    )
 
 
 def autoregressive_figures() -> None:
@@ -114,7 +136,7 @@ def autoregressive_figures() -> None:
     for name in ("mbt2018", "cheng2020-anchor"):
         codec = codecs.get(name, quality=1, weights="random:0")
         stream = codec.encode(image)
-        seconds = timed(lambda: codec.decode(stream, {}), repeat=1)
+        seconds = timed(lambda codec=codec, stream=stream: codec.decode(stream, {}), repeat=1)
         print(f"{name} q1 300x451 (CPU): {seconds:.2f} s per image decode")
 
 

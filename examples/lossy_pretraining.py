@@ -8,6 +8,7 @@ Full scale (GPU), on builds you made, e.g. ImageNet train/val at JPEG q5 and PNG
         --test-lossy out/in-val-q5 --test-clean out/in-val-png --model resnet18 --classes 1000 --device cuda --epochs 30
 Every epoch prints the bits per sample and bpp the loader actually fed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,17 @@ def make_small_data(workdir: Path) -> dict[str, Path]:
         for kind, codec, rate in (("clean", "png", {}), ("lossy", "jpeg", {"quality": 5})):
             out = workdir / f"{split}-{kind}"
             if not (out / "manifest.json").exists():
-                build(BuildOptions(codec=codec, out=out, codec_options=rate, dataset="imagefolder", root=source, split=split, workers=1))
+                build(
+                    BuildOptions(
+                        codec=codec,
+                        out=out,
+                        codec_options=rate,
+                        dataset="imagefolder",
+                        root=source,
+                        split=split,
+                        workers=1,
+                    )
+                )
             builds[f"{split}_{kind}"] = out
     return builds
 
@@ -65,7 +76,12 @@ def to_input(size: int):
     def transform(sample: dict) -> dict:
         image = sample["image"].expand(3, -1, -1) if sample["image"].shape[0] == 1 else sample["image"]
         image = F.interpolate(image[None].float() / 255, size=(size, size), mode="bilinear", align_corners=False)[0]
-        return {"image": image, "label": sample["label"], "payload_bits": sample["payload_bits"], "pixels": sample["pixels"]}
+        return {
+            "image": image,
+            "label": sample["label"],
+            "payload_bits": sample["payload_bits"],
+            "pixels": sample["pixels"],
+        }
 
     return transform
 
@@ -82,7 +98,9 @@ def train(directory: Path, args: argparse.Namespace, label: str) -> nn.Module:
     torch.manual_seed(args.seed)
     model = make_model(args.model, args.classes).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    dataset = lossyds.open_dataset(directory, shuffle=True, seed=args.seed, shuffle_buffer=256, transform=to_input(args.size))
+    dataset = lossyds.open_dataset(
+        directory, shuffle=True, seed=args.seed, shuffle_buffer=256, transform=to_input(args.size)
+    )
     loader = lossyds.DataLoader(dataset, batch_size=args.batch, num_workers=args.workers)
     for epoch in range(args.epochs):
         dataset.set_epoch(epoch)
@@ -95,14 +113,18 @@ def train(directory: Path, args: argparse.Namespace, label: str) -> nn.Module:
             loss.backward()
             optimizer.step()
         fed = loader.bits.summary()
-        print(f"[{label}] epoch {epoch}: loss {loss.item():.3f}; fed {fed['samples']} samples so far, {fed['mean_bits_per_sample']:.0f} bits/sample, {fed.get('bpp', float('nan')):.4f} bpp")
+        print(
+            f"[{label}] epoch {epoch}: loss {loss.item():.3f}; fed {fed['samples']} samples so far, {fed['mean_bits_per_sample']:.0f} bits/sample, {fed.get('bpp', float('nan')):.4f} bpp"
+        )
     return model
 
 
 def accuracy(model: nn.Module, directory: Path, args: argparse.Namespace) -> float:
     model.eval()
     correct = total = 0
-    loader = torch.utils.data.DataLoader(lossyds.open_dataset(directory, transform=to_input(args.size)), batch_size=args.batch, num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(
+        lossyds.open_dataset(directory, transform=to_input(args.size)), batch_size=args.batch, num_workers=args.workers
+    )
     with torch.no_grad():
         for batch in loader:
             prediction = model(batch["image"].to(args.device)).argmax(1).cpu()
@@ -132,7 +154,9 @@ def main() -> int:
     models = {kind: train(builds[f"train_{kind}"], args, f"train {kind}") for kind in ("lossy", "clean")}
     print("\naccuracy      test clean   test lossy")
     for kind, model in models.items():
-        print(f"train {kind:<6}  {accuracy(model, builds['test_clean'], args):10.3f}   {accuracy(model, builds['test_lossy'], args):10.3f}")
+        print(
+            f"train {kind:<6}  {accuracy(model, builds['test_clean'], args):10.3f}   {accuracy(model, builds['test_lossy'], args):10.3f}"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Fixture datasets made in code from the real sample data."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,7 +13,7 @@ from lossyds.sources.sample import PHOTOS, SAMPLE_ROOT, skimage_data_dir
 
 def make_image_folder(root: Path, copies: int = 4, split: str = "train") -> Path:
     """ROOT/SPLIT/CLASS/*.png: the sample photos, each in `copies` different crops."""
-    for index, (name, label) in enumerate(PHOTOS):
+    for _index, (name, label) in enumerate(PHOTOS):
         with Image.open(skimage_data_dir() / name) as img:
             img.load()
             for copy in range(copies):
@@ -114,7 +115,7 @@ def make_cityscapes(root: Path, split: str = "val") -> dict[str, np.ndarray]:
             sample_photo(name).convert("RGB").resize((256, 128)).save(image_dir / f"{stem}_leftImg8bit.png")
             ids = rng.choice([0, 1, 7, 8, 11, 21, 23, 24, 26, 33], size=(128, 256)).astype(np.uint8)
             Image.fromarray(ids, "L").save(label_dir / f"{stem}_gtFine_labelIds.png")
-            instances = (ids.astype(np.uint16) * 1000 + rng.integers(0, 3, size=ids.shape, dtype=np.uint16))
+            instances = ids.astype(np.uint16) * 1000 + rng.integers(0, 3, size=ids.shape, dtype=np.uint16)
             Image.fromarray(instances).save(label_dir / f"{stem}_gtFine_instanceIds.png")
             labels[stem] = ids
     return labels
@@ -123,7 +124,9 @@ def make_cityscapes(root: Path, split: str = "val") -> dict[str, np.ndarray]:
 def make_librispeech(root: Path, subset: str = "dev-clean") -> dict[str, str]:
     """LibriSpeech/<subset>/<speaker>/<chapter>/ with .trans.txt; one utterance lacks its line.
     Returns utterance id -> transcript (None for the one without)."""
-    transcripts = dict(line.split(" ", 1) for line in (SAMPLE_ROOT / "speech" / "transcripts.txt").read_text().splitlines())
+    transcripts = dict(
+        line.split(" ", 1) for line in (SAMPLE_ROOT / "speech" / "transcripts.txt").read_text().splitlines()
+    )
     expected: dict[str, str] = {}
     for number, (key, text) in enumerate(sorted(transcripts.items())):
         speaker, chapter = (84, 121123) if number < 3 else (174, 50561)
@@ -161,7 +164,9 @@ def make_musdb_stem_mp4(root: Path, split: str = "train") -> Path:
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "Sample Artist - Sample Track.stem.mp4"
-    signals = [soundfile.read(SAMPLE_ROOT / "music" / "sample-track" / f"{s}.flac", dtype="float32")[0].T for s in MUSDB_STEMS]
+    signals = [
+        soundfile.read(SAMPLE_ROOT / "music" / "sample-track" / f"{s}.flac", dtype="float32")[0].T for s in MUSDB_STEMS
+    ]
     with av.open(str(path), "w", format="mp4") as container:
         streams = []
         for _ in MUSDB_STEMS:
@@ -193,7 +198,9 @@ def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> 
     with tarfile.open(shard) as tar:
         members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz" if shard.name.endswith(".gz") else "w", format=tarfile.USTAR_FORMAT) as tar:
+    with tarfile.open(
+        fileobj=out, mode="w:gz" if shard.name.endswith(".gz") else "w", format=tarfile.USTAR_FORMAT
+    ) as tar:
         for info, data in members:
             if info.name == f"{key}.{extension}":
                 assert len(payload) == len(data)

@@ -1,4 +1,5 @@
 """Tiny task models for the eval tests (real computations, no weights to fetch)."""
+
 from __future__ import annotations
 
 import torch

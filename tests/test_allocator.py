@@ -1,4 +1,5 @@
 """glibc malloc tuning (lossyds.allocator), checked in fresh processes: it is process-wide state."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ import textwrap
 
 import pytest
 
-glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="malloc tuning is glibc-only")
+glibc_only = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="malloc tuning is glibc-only"
+)
 
 # Two threads each decode-sized block into a batch the main thread then frees, as the loader's
 # decode threads and its consumer do; prints the minor page faults of each of 6 rounds.
@@ -42,7 +45,9 @@ FAULTS_SCRIPT = textwrap.dedent(
 
 def run_python(code: str, **env: str) -> dict:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LOSSYDS_TUNE_MALLOC"}
-    result = subprocess.run([sys.executable, "-c", code], env={**environment, **env}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**environment, **env}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

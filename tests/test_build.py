@@ -1,4 +1,5 @@
 """Building the sample with every standard codec, checked by independent readers."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,8 @@ import pytest
 from PIL import Image
 
 from lossyds.build import BuildOptions, build
-from lossyds.manifest import JOURNAL_NAME
 from lossyds.errors import BuildStateError, SourceError
+from lossyds.manifest import JOURNAL_NAME
 
 from .conftest import STANDARD_CODECS, build_sample, file_hashes
 from .fixtures import corrupt_jpeg_bytes, make_image_folder
@@ -55,7 +56,9 @@ def test_every_standard_codec_builds_standard_files_and_counts_bits_exactly(buil
     assert manifest["bits"]["container"] == sum(s["bytes"] for s in manifest["shards"]) * 8
     assert manifest["bits"]["per_sample_mean"] == manifest["bits"]["payload"] / manifest["num_samples"]
     if manifest["modality"] == "image":
-        pixels = sum(json.loads(d)["height"] * json.loads(d)["width"] for n, d in members.items() if n.endswith(".json"))
+        pixels = sum(
+            json.loads(d)["height"] * json.loads(d)["width"] for n, d in members.items() if n.endswith(".json")
+        )
         assert manifest["bits"]["bpp"] == pytest.approx(manifest["bits"]["payload"] / pixels)
     else:
         metas = [json.loads(d) for n, d in members.items() if n.endswith(".json")]
@@ -79,7 +82,10 @@ def test_music_stems_are_lossless_references(built, tmp_path):
 
     members = tar_members(built("opus", split="music", rate={"kbps": 32}))
     for stem in ("drums", "bass", "other", "vocals"):
-        assert members[f"sample-music-sample-track.stems.{stem}.flac"] == (SAMPLE_ROOT / "music" / "sample-track" / f"{stem}.flac").read_bytes()
+        assert (
+            members[f"sample-music-sample-track.stems.{stem}.flac"]
+            == (SAMPLE_ROOT / "music" / "sample-track" / f"{stem}.flac").read_bytes()
+        )
 
 
 def test_audio_defaults_to_compact_gzip_shards_readable_by_tarfile(built):
@@ -120,7 +126,10 @@ def test_interrupted_build_resumes_to_identical_result(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build(BuildOptions(codec="webp", out=interrupted, codec_options={"quality": 0}, shard_samples=2, workers=1), stop_after_four)
+        build(
+            BuildOptions(codec="webp", out=interrupted, codec_options={"quality": 0}, shard_samples=2, workers=1),
+            stop_after_four,
+        )
     assert (interrupted / JOURNAL_NAME).exists() and not (interrupted / "manifest.json").exists()
     assert not list(interrupted.glob("*.partial"))
     with pytest.raises(BuildStateError, match="other settings"):
@@ -132,19 +141,42 @@ def test_interrupted_build_resumes_to_identical_result(tmp_path):
 
 def test_sigkill_mid_build_then_rerun_matches_uninterrupted(tmp_path):
     source = make_image_folder(tmp_path / "src", copies=6)
-    args = ["--codec", "avif", "--quality", "30", "--dataset", "imagefolder", "--root", str(source), "--split", "train", "--shard-samples", "3", "--workers", "1"]
+    args = [
+        "--codec",
+        "avif",
+        "--quality",
+        "30",
+        "--dataset",
+        "imagefolder",
+        "--root",
+        str(source),
+        "--split",
+        "train",
+        "--shard-samples",
+        "3",
+        "--workers",
+        "1",
+    ]
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(reference)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(reference)], check=True, capture_output=True
+    )
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(killed.glob("*.tar"))) < 2:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "manifest.json").exists(), "the build finished before it could be killed"
-    subprocess.run([sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(killed)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "build", *args, "--out", str(killed)], check=True, capture_output=True
+    )
     assert file_hashes(killed) == file_hashes(reference)
 
 
@@ -152,10 +184,31 @@ def test_unreadable_source_is_skipped_with_its_reason(tmp_path):
     source = make_image_folder(tmp_path / "src", copies=1)
     (source / "train" / "cat" / "broken.jpg").write_bytes(corrupt_jpeg_bytes())
     (source / "train" / "cat" / "empty.png").write_bytes(b"")
-    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "out", codec_options={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1))
+    manifest = build(
+        BuildOptions(
+            codec="jpeg",
+            out=tmp_path / "out",
+            codec_options={"quality": 50},
+            dataset="imagefolder",
+            root=source,
+            split="train",
+            workers=1,
+        )
+    )
     skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {"cat-broken", "cat-empty"}
     assert "broken.jpg" in skipped["cat-broken"]
     assert manifest["num_samples"] + manifest["num_skipped"] == 8
     with pytest.raises(SourceError, match="cat-broken"):
-        build(BuildOptions(codec="jpeg", out=tmp_path / "strict", codec_options={"quality": 50}, dataset="imagefolder", root=source, split="train", workers=1, strict=True))
+        build(
+            BuildOptions(
+                codec="jpeg",
+                out=tmp_path / "strict",
+                codec_options={"quality": 50},
+                dataset="imagefolder",
+                root=source,
+                split="train",
+                workers=1,
+                strict=True,
+            )
+        )

@@ -1,4 +1,5 @@
 """Every dataset builder on fixtures in its exact official layout, built and loaded back."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ import torch
 
 import lossyds
 from lossyds.build import BuildOptions, build, merge
+from lossyds.errors import UsageError
 from lossyds.sources import get as get_builder
 from lossyds.sources.cityscapes import add_train_ids, train_ids
-from lossyds.errors import UsageError
 
 from .fixtures import (
     MUSDB_STEMS,
@@ -32,8 +33,22 @@ from .fixtures import (
 
 
 def run_build(out: Path, codec: str, dataset: str, root: Path, split: str, **extra) -> dict:
-    rate = extra.pop("rate", {"jpeg": {"quality": 30}, "opus": {"kbps": 12}, "webp": {"quality": 20}, "mp3": {"kbps": 64}}.get(codec, {}))
-    return build(BuildOptions(codec=codec, out=out, codec_options=rate, dataset=dataset, root=root, split=split, workers=extra.pop("workers", 1), **extra))
+    rate = extra.pop(
+        "rate",
+        {"jpeg": {"quality": 30}, "opus": {"kbps": 12}, "webp": {"quality": 20}, "mp3": {"kbps": 64}}.get(codec, {}),
+    )
+    return build(
+        BuildOptions(
+            codec=codec,
+            out=out,
+            codec_options=rate,
+            dataset=dataset,
+            root=root,
+            split=split,
+            workers=extra.pop("workers", 1),
+            **extra,
+        )
+    )
 
 
 def test_imagenet_train_with_cmyk_gray_and_png_named_jpeg(tmp_path):
@@ -104,10 +119,15 @@ def test_librispeech_transcripts_round_trip_and_missing_line_is_skipped(tmp_path
 
 def test_musdb_hq_chunks_keep_exact_offsets_and_lossless_aligned_stems(tmp_path):
     track = make_musdb_hq(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "mp3", "musdb", tmp_path / "musdb", "test", source_options={"chunk_seconds": 2.0})
+    manifest = run_build(
+        tmp_path / "out", "mp3", "musdb", tmp_path / "musdb", "test", source_options={"chunk_seconds": 2.0}
+    )
     sources = {s: soundfile.read(track / f"{s}.wav", dtype="float32", always_2d=True)[0].T for s in MUSDB_STEMS}
     total = sources["mixture"].shape[1]
-    assert manifest["num_samples"] == 3 and manifest["dataset"]["options"] == {"chunk_seconds": 2.0, "compress_stems": False}
+    assert manifest["num_samples"] == 3 and manifest["dataset"]["options"] == {
+        "chunk_seconds": 2.0,
+        "compress_stems": False,
+    }
     samples = sorted(lossyds.open_dataset(tmp_path / "out"), key=lambda s: s["start_frame"])
     assert [s["start_frame"] for s in samples] == [0, 88200, 176400]
     assert sum(s["num_frames"] for s in samples) == total
@@ -115,13 +135,25 @@ def test_musdb_hq_chunks_keep_exact_offsets_and_lossless_aligned_stems(tmp_path)
         start, frames = sample["start_frame"], sample["num_frames"]
         assert sample["audio"].shape == (2, frames)
         for stem in MUSDB_STEMS[1:]:
-            assert np.array_equal(sample["stems"][stem].numpy(), sources[stem][:, start:start + frames])  # lossless and aligned
-        assert np.allclose(sum(sample["stems"].values()).numpy(), sources["mixture"][:, start:start + frames], atol=2e-4)
+            assert np.array_equal(
+                sample["stems"][stem].numpy(), sources[stem][:, start : start + frames]
+            )  # lossless and aligned
+        assert np.allclose(
+            sum(sample["stems"].values()).numpy(), sources["mixture"][:, start : start + frames], atol=2e-4
+        )
 
 
 def test_musdb_compress_stems_counts_their_bits(tmp_path):
     make_musdb_hq(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "opus", "musdb", tmp_path / "musdb", "test", rate={"kbps": 24}, source_options={"compress_stems": True})
+    manifest = run_build(
+        tmp_path / "out",
+        "opus",
+        "musdb",
+        tmp_path / "musdb",
+        "test",
+        rate={"kbps": 24},
+        source_options={"compress_stems": True},
+    )
     (sample,) = list(lossyds.open_dataset(tmp_path / "out"))
     assert set(sample["stems"]) == {"drums", "bass", "other", "vocals"}
     assert all(s.shape == sample["audio"].shape for s in sample["stems"].values())
@@ -135,7 +167,9 @@ def test_musdb_compress_stems_counts_their_bits(tmp_path):
 
 def test_musdb_stem_mp4_reads_all_five_streams(tmp_path):
     make_musdb_stem_mp4(tmp_path / "musdb")
-    manifest = run_build(tmp_path / "out", "flac", "musdb", tmp_path / "musdb", "train", source_options={"chunk_seconds": 3.0})
+    manifest = run_build(
+        tmp_path / "out", "flac", "musdb", tmp_path / "musdb", "train", source_options={"chunk_seconds": 3.0}
+    )
     assert manifest["num_samples"] == 2
     samples = sorted(lossyds.open_dataset(tmp_path / "out"), key=lambda s: s["start_frame"])
     for sample in samples:
@@ -181,19 +215,46 @@ def keys_and_bits(directory: Path) -> tuple[Counter, int]:
 def test_three_part_build_merges_to_the_single_build(tmp_path):
     make_imagenet(tmp_path / "in")
     single = run_build(tmp_path / "single", "jpeg", "imagenet", tmp_path / "in", "train", shard_samples=2)
-    args = ["--codec", "jpeg", "--quality", "30", "--dataset", "imagenet", "--root", str(tmp_path / "in"), "--split", "train", "--shard-samples", "2", "--workers", "1", "--out", str(tmp_path / "parts")]
+    args = [
+        "--codec",
+        "jpeg",
+        "--quality",
+        "30",
+        "--dataset",
+        "imagenet",
+        "--root",
+        str(tmp_path / "in"),
+        "--split",
+        "train",
+        "--shard-samples",
+        "2",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "parts"),
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    subprocess.run([sys.executable, "-m", "lossyds.cli", "build", *args, "--part", "0/3"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "build", *args, "--part", "0/3"], check=True, capture_output=True, env=env
+    )
     for task in (1, 2):  # SLURM array tasks 1..2 of --array=0-2, variables set by hand
         slurm = {**env, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "3"}
-        subprocess.run([sys.executable, "-m", "lossyds.cli", "build", *args], check=True, capture_output=True, env=slurm)
-    merged = subprocess.run([sys.executable, "-m", "lossyds.cli", "merge", str(tmp_path / "parts")], capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "lossyds.cli", "build", *args], check=True, capture_output=True, env=slurm
+        )
+    merged = subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "merge", str(tmp_path / "parts")], capture_output=True, text=True
+    )
     assert merged.returncode == 0, merged.stderr
     assert keys_and_bits(tmp_path / "parts") == keys_and_bits(tmp_path / "single")
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     assert manifest["dataset"]["source_root_fingerprint"] == single["dataset"]["source_root_fingerprint"]
     assert manifest["num_samples"] == single["num_samples"] and not (tmp_path / "parts" / "parts").exists()
-    ok = subprocess.run([sys.executable, "-m", "lossyds.cli", "verify", "--decode", str(tmp_path / "parts")], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "verify", "--decode", str(tmp_path / "parts")],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -219,8 +280,28 @@ def test_merge_refuses_missing_parts(tmp_path):
 def test_torchrun_two_processes_build_disjoint_parts(tmp_path):
     make_imagenet(tmp_path / "in")
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "--no-python", sys.executable, "-m", "lossyds.cli", "build",
-               "--codec", "jpeg", "--quality", "30", "--dataset", "imagenet", "--root", str(tmp_path / "in"), "--split", "train", "--out", str(tmp_path / "tr")]
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "--no-python",
+        sys.executable,
+        "-m",
+        "lossyds.cli",
+        "build",
+        "--codec",
+        "jpeg",
+        "--quality",
+        "30",
+        "--dataset",
+        "imagenet",
+        "--root",
+        str(tmp_path / "in"),
+        "--split",
+        "train",
+        "--out",
+        str(tmp_path / "tr"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     parts = sorted(p.name for p in (tmp_path / "tr" / "parts").iterdir())
@@ -238,16 +319,42 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
         "  - {name: speech-opus-6k, dataset: sample, split: speech, codec: opus, kbps: 6}\n"
         "  - {name: photos-hific, dataset: sample, split: photos, codec: hific, quality: 1}\n"
     )
-    fail = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec), "--out", str(tmp_path / "grid")], capture_output=True, text=True)
+    fail = subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec), "--out", str(tmp_path / "grid")],
+        capture_output=True,
+        text=True,
+    )
     assert fail.returncode == 2 and "photos-hific" in fail.stderr and "--skip-unavailable" in fail.stderr
-    ok = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec), "--out", str(tmp_path / "grid"), "--skip-unavailable"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lossyds.cli",
+            "build",
+            "--spec",
+            str(spec),
+            "--out",
+            str(tmp_path / "grid"),
+            "--skip-unavailable",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "skip photos-hific" in ok.stdout and "built photos-jpeg-q5" in ok.stdout
     assert (tmp_path / "grid" / "speech-opus-6k" / "manifest.json").is_file()
     from lossyds.build.spec import load_spec
 
     committed = load_spec(Path(__file__).resolve().parents[1] / "manifests" / "mpq-2024.yaml")
-    assert {r["codec"] for r in committed["runs"]} >= {"jpeg", "webp", "mbt2018", "msillm", "mp3", "opus", "encodec-48khz"}
+    assert {r["codec"] for r in committed["runs"]} >= {
+        "jpeg",
+        "webp",
+        "mbt2018",
+        "msillm",
+        "mp3",
+        "opus",
+        "encodec-48khz",
+    }
     from lossyds import codecs
 
     assert {r["codec"] for r in committed["runs"]} <= set(codecs.available())

@@ -1,4 +1,5 @@
 """The `lossyds` console script, run as a user runs it (a real subprocess)."""
+
 from __future__ import annotations
 
 import json
@@ -116,7 +117,9 @@ def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, cod
     assert parallel.returncode == 0 and f"{samples} samples, {samples} decoded" in parallel.stdout
     key = _undecodable_but_consistent(out)
     assert run("verify", str(out)).returncode == 0  # hashes, sizes and CRCs all agree
-    for workers in ("2", "0") if codec == "opus" else ("2",):  # opus: DataLoader worker processes, then this process; jpeg: decode threads
+    for workers in (
+        ("2", "0") if codec == "opus" else ("2",)
+    ):  # opus: DataLoader worker processes, then this process; jpeg: decode threads
         bad = run("verify", "--decode", "--workers", workers, str(out))
         assert bad.returncode == 1, bad
         assert f"sample {key!r} cannot be decoded" in bad.stderr

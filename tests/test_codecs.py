@@ -1,4 +1,5 @@
 """Codec registry and the standard codecs, on the real sample data."""
+
 from __future__ import annotations
 
 import io
@@ -10,7 +11,6 @@ import torch
 from PIL import Image
 
 from lossyds import codecs
-from lossyds.sources import get as get_builder
 from lossyds.codecs.avif import AvifCodec
 from lossyds.codecs.flac import FlacCodec
 from lossyds.codecs.jpeg import JpegCodec
@@ -19,10 +19,19 @@ from lossyds.codecs.opus import OpusCodec
 from lossyds.codecs.png import PngCodec
 from lossyds.codecs.webp import WebpCodec
 from lossyds.errors import CodecError, UsageError
+from lossyds.sources import get as get_builder
 
 from .conftest import STANDARD_CODECS
 
-EXPECTED = {"jpeg": JpegCodec, "webp": WebpCodec, "avif": AvifCodec, "png": PngCodec, "mp3": Mp3Codec, "opus": OpusCodec, "flac": FlacCodec}
+EXPECTED = {
+    "jpeg": JpegCodec,
+    "webp": WebpCodec,
+    "avif": AvifCodec,
+    "png": PngCodec,
+    "mp3": Mp3Codec,
+    "opus": OpusCodec,
+    "flac": FlacCodec,
+}
 
 
 def photos():

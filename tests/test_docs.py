@@ -9,6 +9,7 @@ so a later block can read what an earlier one built. Bash blocks run under
 A block preceded by `<!-- docs-test: skip (REASON) -->` is not run. A reason is required, and
 at most MAX_SKIPPED blocks may be skipped in all the docs: skip only what cannot run offline.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import make_audio_folder, make_cityscapes, make_image_folder, make_imagenet, make_librispeech, make_musdb_hq
+from .fixtures import (
+    make_audio_folder,
+    make_cityscapes,
+    make_image_folder,
+    make_imagenet,
+    make_librispeech,
+    make_musdb_hq,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -61,7 +69,12 @@ def extract_blocks(document: Path) -> list[Block]:
         end = index + 1
         while end < len(lines):
             closing = FENCE.match(lines[end])
-            if closing and closing["fence"][0] == fence[0] and len(closing["fence"]) >= len(fence) and not closing["info"].strip():
+            if (
+                closing
+                and closing["fence"][0] == fence[0]
+                and len(closing["fence"]) >= len(fence)
+                and not closing["info"].strip()
+            ):
                 break
             body.append(lines[end])
             end += 1
@@ -111,7 +124,9 @@ def test_skips_are_few_and_explained():
     skipped = [block for document in DOCUMENTS for block in runnable(document) if block.skip_reason is not None]
     unexplained = [block.where for block in skipped if not block.skip_reason]
     assert not unexplained, "docs-test: skip needs a reason in parentheses: " + "; ".join(unexplained)
-    assert len(skipped) <= MAX_SKIPPED, f"{len(skipped)} blocks skipped (at most {MAX_SKIPPED}): " + "; ".join(b.where for b in skipped)
+    assert len(skipped) <= MAX_SKIPPED, f"{len(skipped)} blocks skipped (at most {MAX_SKIPPED}): " + "; ".join(
+        b.where for b in skipped
+    )
 
 
 def test_extract_blocks(tmp_path):
@@ -143,9 +158,13 @@ def test_document_code_runs(document: Path, source_roots: dict[str, str], tmp_pa
     for number, block in enumerate(blocks, 1):
         script = tmp_path / f".docs-block-{number:02d}.{'sh' if block.language == 'bash' else 'py'}"
         script.write_text(block.code)
-        command = ["bash", "-euo", "pipefail", str(script)] if block.language == "bash" else [sys.executable, str(script)]
+        command = (
+            ["bash", "-euo", "pipefail", str(script)] if block.language == "bash" else [sys.executable, str(script)]
+        )
         try:
-            result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
+            result = subprocess.run(
+                command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"block {number} of {len(blocks)} timed out after {BLOCK_TIMEOUT_S} s: {block.where}")
         if result.returncode != 0:

@@ -1,4 +1,5 @@
 """Quality metrics at build time, task evaluation with real models, and the rate report."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,20 @@ from .fixtures import make_cityscapes
 def speech_builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("speech")
     builds = {}
-    for name, codec, rate in (("flac", "flac", {}), ("opus6", "opus", {"kbps": 6}), ("encodec6", "encodec", {"kbps": 6, "weights": "random:0"})):
-        build(BuildOptions(codec=codec, out=root / name, codec_options=rate, workers=1, metrics=["si-sdr", "stoi", "pesq", "mel-distance"]))
+    for name, codec, rate in (
+        ("flac", "flac", {}),
+        ("opus6", "opus", {"kbps": 6}),
+        ("encodec6", "encodec", {"kbps": 6, "weights": "random:0"}),
+    ):
+        build(
+            BuildOptions(
+                codec=codec,
+                out=root / name,
+                codec_options=rate,
+                workers=1,
+                metrics=["si-sdr", "stoi", "pesq", "mel-distance"],
+            )
+        )
         builds[name] = root / name
     return builds
 
@@ -37,7 +50,9 @@ def test_asr_wer_is_computed_from_real_recognition(speech_builds):
     assert any(hypotheses), "pocketsphinx recognised nothing"
     assert lossless["wer"] == pytest.approx(jiwer.wer([s["reference"] for s in lossless["samples"]], hypotheses))
     assert all(0 <= r["wer"] <= 2 for r in results.values())
-    assert results["opus6"]["bits"]["kbps"] == pytest.approx(json.loads((speech_builds["opus6"] / "manifest.json").read_text())["bits"]["kbps"])
+    assert results["opus6"]["bits"]["kbps"] == pytest.approx(
+        json.loads((speech_builds["opus6"] / "manifest.json").read_text())["bits"]["kbps"]
+    )
     written = json.loads((speech_builds["flac"] / "eval-asr.json").read_text())
     assert written["wer"] == lossless["wer"] and "per_sample_mean" in written["bits"]
 
@@ -71,7 +86,15 @@ def test_report_over_three_builds(speech_builds, tmp_path):
 
 def test_image_metrics_and_classification_with_a_callable(tmp_path):
     build(BuildOptions(codec="png", out=tmp_path / "png", workers=1, metrics=["psnr", "ssim"]))
-    build(BuildOptions(codec="jpeg", out=tmp_path / "jpg", codec_options={"quality": 5}, workers=1, metrics=["psnr", "ssim", "ms-ssim"]))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=tmp_path / "jpg",
+            codec_options={"quality": 5},
+            workers=1,
+            metrics=["psnr", "ssim", "ms-ssim"],
+        )
+    )
     lossless = json.loads((tmp_path / "png" / "manifest.json").read_text())["metrics"]
     lossy = json.loads((tmp_path / "jpg" / "manifest.json").read_text())["metrics"]
     assert lossless["psnr"]["count"] == 0  # infinite PSNR is not averaged
@@ -84,7 +107,17 @@ def test_image_metrics_and_classification_with_a_callable(tmp_path):
 
 def test_segmentation_miou_matches_a_hand_count(tmp_path):
     labels = make_cityscapes(tmp_path / "cs")
-    build(BuildOptions(codec="webp", out=tmp_path / "o", codec_options={"quality": 50}, dataset="cityscapes", root=tmp_path / "cs", split="val", workers=1))
+    build(
+        BuildOptions(
+            codec="webp",
+            out=tmp_path / "o",
+            codec_options={"quality": 50},
+            dataset="cityscapes",
+            root=tmp_path / "cs",
+            split="val",
+            workers=1,
+        )
+    )
     result = evaluate(tmp_path / "o", "segmentation", "tests.task_models:road_everywhere")
     from lossyds.sources.cityscapes import train_ids
 
@@ -115,11 +148,16 @@ def test_lossy_pretraining_example_runs_and_names_its_bits(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "lossy_pretraining.py"
-    result = subprocess.run([sys.executable, str(script), "--epochs", "1", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script), "--epochs", "1", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "bits/sample" in result.stdout and "bpp" in result.stdout
     lines = result.stdout.splitlines()
-    table = lines[lines.index("accuracy      test clean   test lossy") + 1:]
+    table = lines[lines.index("accuracy      test clean   test lossy") + 1 :]
     assert [line.split()[1] for line in table[:2]] == ["lossy", "clean"]
     assert all(0 <= float(v) <= 1 for line in table[:2] for v in line.split()[2:])
 
@@ -140,28 +178,44 @@ def test_parallel_evaluation_scores_the_same_samples_as_serial(tmp_path, speech_
     speech = speech_builds["opus6"]
     serial = evaluate(speech, "asr", cores=0)
     processes = evaluate(speech, "asr", cores=2)
-    assert processes["run"]["decode_threads"] == 0 and processes["run"]["workers"] == 2  # audio decodes in worker processes
+    assert (
+        processes["run"]["decode_threads"] == 0 and processes["run"]["workers"] == 2
+    )  # audio decodes in worker processes
     assert _by_key(serial) == _by_key(processes) and serial["wer"] == processes["wer"]
 
 
 def test_evaluation_with_synthesis_on_a_decode_device(speech_builds, tmp_path):
-    build_copy = shutil.copytree(speech_builds["encodec6"], tmp_path / "encodec6")  # keeps the shared build's eval-asr.json pocketsphinx's
+    build_copy = shutil.copytree(
+        speech_builds["encodec6"], tmp_path / "encodec6"
+    )  # keeps the shared build's eval-asr.json pocketsphinx's
     plain = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=0)
     device = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=1, decode_device="cpu")
     assert device["run"]["decode_device"] == "cpu" and plain["run"]["decode_device"] is None
-    assert [s["hypothesis"] for s in _by_key(device)] == [s["hypothesis"] for s in _by_key(plain)]  # exact lengths, every sample
+    assert [s["hypothesis"] for s in _by_key(device)] == [
+        s["hypothesis"] for s in _by_key(plain)
+    ]  # exact lengths, every sample
     assert device["num_evaluated"] == plain["num_evaluated"] == 5
 
 
 def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds, tmp_path):
     build_copy = shutil.copytree(speech_builds["opus6"], tmp_path / "opus6")
     calls = []
-    result = evaluate(build_copy, "asr", "tests.task_models:duration_words", cores=0, limit=2, progress=lambda done, total: calls.append((done, total)))
+    result = evaluate(
+        build_copy,
+        "asr",
+        "tests.task_models:duration_words",
+        cores=0,
+        limit=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(1, 2), (2, 2)]
     assert result["limit"] == 2 and result["num_evaluated"] == 2 and result["num_samples"] == 5
     assert result["evaluated_bits_per_sample"] == pytest.approx(sum(s["payload_bits"] for s in result["samples"]) / 2)
     make_report([build_copy], tmp_path / "report")
-    assert "Partial evaluations: opus6: asr scored 2 of 5 samples (--limit)." in (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "Partial evaluations: opus6: asr scored 2 of 5 samples (--limit)."
+        in (tmp_path / "report" / "report.md").read_text()
+    )
     with pytest.raises(UsageError, match="limit must be >= 1"):
         evaluate(build_copy, "asr", limit=0)
 
@@ -169,21 +223,36 @@ def test_limited_evaluation_says_so_and_counts_its_own_bits(speech_builds, tmp_p
 def test_eval_command_runs_in_parallel_and_refuses_a_missing_device(tmp_path):
     import subprocess
     import sys
-
     from pathlib import Path
 
     build(BuildOptions(codec="webp", out=tmp_path / "w", codec_options={"quality": 10}, workers=1))
-    script = Path(sys.executable).with_name("lossyds")  # the console script, which does not put the current directory on sys.path
-    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "lossyds.cli"]),
-               "eval", str(tmp_path / "w"), "--task", "classification", "--model", "tests.task_models:brightness_classifier"]
-    repository = Path(__file__).resolve().parents[1]  # `tests.task_models` is found from here, as `python -m` would find it
-    result = subprocess.run([*command, "--cores", "2", "--limit", "4"], capture_output=True, text=True, timeout=300, cwd=repository)
+    script = Path(sys.executable).with_name(
+        "lossyds"
+    )  # the console script, which does not put the current directory on sys.path
+    command = [
+        str(script) if script.exists() else sys.executable,
+        *([] if script.exists() else ["-m", "lossyds.cli"]),
+        "eval",
+        str(tmp_path / "w"),
+        "--task",
+        "classification",
+        "--model",
+        "tests.task_models:brightness_classifier",
+    ]
+    repository = (
+        Path(__file__).resolve().parents[1]
+    )  # `tests.task_models` is found from here, as `python -m` would find it
+    result = subprocess.run(
+        [*command, "--cores", "2", "--limit", "4"], capture_output=True, text=True, timeout=300, cwd=repository
+    )
     assert result.returncode == 0, result.stderr
     assert "4 of 6 samples" in result.stdout and "top1=" in result.stdout
     written = json.loads((tmp_path / "w" / "eval-classification.json").read_text())
     assert written["run"]["decode_threads"] == 2 and written["limit"] == 4 and len(written["samples"]) == 4
     if not torch.cuda.is_available():
-        refused = subprocess.run([*command, "--device", "cuda"], capture_output=True, text=True, timeout=300, cwd=repository)
+        refused = subprocess.run(
+            [*command, "--device", "cuda"], capture_output=True, text=True, timeout=300, cwd=repository
+        )
         assert refused.returncode == 2 and "no CUDA device" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -202,7 +271,10 @@ def test_report_correlates_each_samples_metric_with_its_own_outcome(speech_build
     # the same figure from the files directly: tarfile for each KEY.json, jiwer for each utterance
     xs, ys = [], []
     for path in speech_builds.values():
-        outcomes = {s["key"]: jiwer.wer(s["reference"], s["hypothesis"]) for s in json.loads((path / "eval-asr.json").read_text())["samples"]}
+        outcomes = {
+            s["key"]: jiwer.wer(s["reference"], s["hypothesis"])
+            for s in json.loads((path / "eval-asr.json").read_text())["samples"]
+        }
         for shard in json.loads((path / "manifest.json").read_text())["shards"]:
             with tarfile.open(path / shard["path"]) as tar:
                 for member in tar:

@@ -1,4 +1,5 @@
 """Hugging Face: dataset card, push plan, offline `datasets` loading, streaming from URLs."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -25,7 +26,12 @@ def card_metadata(card: str) -> dict:
 
 def test_push_dry_run_prints_files_and_a_card_whose_patterns_match_the_shards(built):
     directory = built("jpeg", shard_samples=2)
-    result = subprocess.run([sys.executable, "-m", "lossyds.cli", "push", str(directory), "--repo", "someone/photos-q5", "--dry-run"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "lossyds.cli", "push", str(directory), "--repo", "someone/photos-q5", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr
     listing = result.stdout.split("--- README.md", 1)[0]
     listed = [line.strip() for line in listing.splitlines() if line.startswith("  ")]
@@ -44,7 +50,24 @@ def test_push_dry_run_prints_files_and_a_card_whose_patterns_match_the_shards(bu
 def test_push_refuses_unknown_license_and_files_outside_the_folder(tmp_path):
     source = make_image_folder(tmp_path / "src", copies=1)
     out = tmp_path / "out"
-    lossyds_build = [sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "40", "--dataset", "imagefolder", "--root", str(source), "--split", "train", "--out", str(out)]
+    lossyds_build = [
+        sys.executable,
+        "-m",
+        "lossyds.cli",
+        "build",
+        "--codec",
+        "jpeg",
+        "--quality",
+        "40",
+        "--dataset",
+        "imagefolder",
+        "--root",
+        str(source),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+    ]
     subprocess.run(lossyds_build, check=True, capture_output=True)
     with pytest.raises(UsageError, match="--license"):
         plan_push(out, "me/pets")
@@ -65,7 +88,9 @@ def test_push_uploads_exactly_the_planned_files(built, tmp_path, monkeypatch):
 
     directory = built("opus")
     calls = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo, **kwargs: calls.append(("create", repo, kwargs)))
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, repo, **kwargs: calls.append(("create", repo, kwargs))
+    )
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kwargs: calls.append(("upload", kwargs)))
     plan = plan_push(directory, "me/speech")
     push(plan, private=True, revision="v1")

@@ -1,4 +1,5 @@
 """Shards are read by the webdataset package and by Hugging Face datasets, offline."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ def test_webdataset_package_reads_every_sample(built, codec):
     extension = manifest["codec"]["extension"]
     assert sum(len(s[extension]) for s in samples) * 8 == manifest["bits"]["payload"]
     if codec == "jpeg":
-        decoded = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8").to_tuple("jpg", "cls"))
+        decoded = list(
+            wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8").to_tuple("jpg", "cls")
+        )
         assert len(decoded) == manifest["num_samples"] and decoded[0][0].ndim == 3
 
 
@@ -37,7 +40,9 @@ def test_hugging_face_datasets_loads_the_shards_offline(built, codec, monkeypatc
     directory = built(codec, shard_samples=2)
     manifest = json.loads((directory / "manifest.json").read_text())
     files = [str(directory / s["path"]) for s in manifest["shards"]]
-    loaded = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "cache"))
+    loaded = datasets.load_dataset(
+        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert len(loaded) == manifest["num_samples"]
     row = loaded[0]
     extension = manifest["codec"]["extension"]

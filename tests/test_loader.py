@@ -1,4 +1,5 @@
 """The decoding loader with real DataLoader workers and a real two-process gloo group."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,18 @@ def many_shards(tmp_path_factory) -> Path:
     out = root / "out"
     from lossyds.build import BuildOptions, build
 
-    build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 20}, dataset="imagefolder", root=root, split="train", shard_samples=5, workers=1))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=out,
+            codec_options={"quality": 20},
+            dataset="imagefolder",
+            root=root,
+            split="train",
+            shard_samples=5,
+            workers=1,
+        )
+    )
     return out
 
 
@@ -119,7 +131,9 @@ def crop_rgb(sample):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_channels_last_collate_matches_default_collate(many_shards, num_workers):
     dataset = lossyds.open_dataset(many_shards, transform=crop_rgb)
-    ours = list(lossyds.DataLoader(dataset, batch_size=5, num_workers=num_workers, collate_fn=lossyds.collate_channels_last))
+    ours = list(
+        lossyds.DataLoader(dataset, batch_size=5, num_workers=num_workers, collate_fn=lossyds.collate_channels_last)
+    )
     theirs = list(lossyds.DataLoader(dataset, batch_size=5, num_workers=num_workers))
     assert len(ours) == len(theirs) > 1
     for mine, reference in zip(ours, theirs, strict=True):
@@ -129,7 +143,11 @@ def test_channels_last_collate_matches_default_collate(many_shards, num_workers)
         assert mine["image"].is_contiguous(memory_format=torch.channels_last)
         for key in reference:
             if key != "image":
-                assert mine[key] == reference[key] if not torch.is_tensor(reference[key]) else torch.equal(mine[key], reference[key])
+                assert (
+                    mine[key] == reference[key]
+                    if not torch.is_tensor(reference[key])
+                    else torch.equal(mine[key], reference[key])
+                )
 
 
 def test_channels_last_collate_copies_full_size_decoded_images_as_they_lie(built):
@@ -261,7 +279,8 @@ def test_an_undecodable_bitstream_fails_alone_in_its_decode_chunk(tmp_path, deco
 
 @pytest.mark.parametrize("threads", [1, 2, 8])
 def test_decode_threads_read_at_most_their_window_ahead_and_keep_order(threads):
-    from lossyds.load.parallel import decode_window, threaded_map as _threaded_map
+    from lossyds.load.parallel import decode_window
+    from lossyds.load.parallel import threaded_map as _threaded_map
 
     window = decode_window(threads)
     assert window > threads  # every thread busy, one chunk at least waiting
@@ -288,7 +307,9 @@ def test_without_decode_threads_the_first_sample_waits_for_one_decode_only(many_
     serial = lossyds.open_dataset(many_shards)
     for dataset in (serial, threaded):
         original = dataset.codec.decode_many
-        monkeypatch.setattr(dataset.codec, "decode_many", lambda items, original=original: decoded.append(len(items)) or original(items))
+        monkeypatch.setattr(
+            dataset.codec, "decode_many", lambda items, original=original: decoded.append(len(items)) or original(items)
+        )
     next(iter(serial))
     assert decoded == [1]  # a slow neural codec's first sample is not held back by a chunk of others
     decoded.clear()
@@ -305,10 +326,14 @@ def member_size(shard: Path, name: str) -> int:
 def test_make_loader_sets_each_codec_up_the_recommended_way(built, many_shards):
     images = lossyds.make_loader(many_shards, batch_size=5, cores=2, transform=resize, shuffle=True, seed=1)
     assert images.dataset.decode_threads == 2 and images.num_workers == 0  # JPEG: decode threads, no worker processes
-    assert sorted(keys_of(images)) == sorted(keys_of(lossyds.DataLoader(lossyds.open_dataset(many_shards, transform=resize), batch_size=5)))
+    assert sorted(keys_of(images)) == sorted(
+        keys_of(lossyds.DataLoader(lossyds.open_dataset(many_shards, transform=resize), batch_size=5))
+    )
     assert images.bits.summary()["samples"] == 24
     speech = lossyds.make_loader(built("opus"), batch_size=2, cores=2, collate_fn=list)
-    assert speech.dataset.decode_threads == 0 and speech.num_workers == 2 and speech.persistent_workers  # audio: worker processes
+    assert (
+        speech.dataset.decode_threads == 0 and speech.num_workers == 2 and speech.persistent_workers
+    )  # audio: worker processes
     samples = [sample for batch in speech for sample in batch]
     assert sorted(s["key"] for s in samples) == sorted(s["key"] for s in lossyds.open_dataset(built("opus")))
     assert all(s["audio"].dtype == torch.float32 and s["sample_rate"] == 16000 for s in samples)

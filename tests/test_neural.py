@@ -1,4 +1,5 @@
 """Neural codecs (CompressAI models, EnCodec) with test weights made here: random init with a seed."""
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lossyds
 from lossyds import codecs
 from lossyds.build import BuildOptions, build
-from lossyds.sources import get as get_builder
 from lossyds.codecs import lsyn
 from lossyds.errors import CodecError, UsageError
+from lossyds.sources import get as get_builder
 from lossyds.verify import verify
 from lossyds.weights import WeightsError
-
 
 COMPRESSAI = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "msillm"]
 
@@ -35,9 +36,17 @@ def member_sizes(directory: Path, extension: str) -> int:
 
 
 # The autoregressive models decode at ~2.5 s per sample photo on these CPUs: marked slow.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("mbt2018", "cheng2020-anchor", "msillm") else n for n in COMPRESSAI])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("mbt2018", "cheng2020-anchor", "msillm") else n
+        for n in COMPRESSAI
+    ],
+)
 def test_compressai_codec_builds_the_sample_and_decodes(tmp_path, name):
-    manifest = build(BuildOptions(codec=name, out=tmp_path, codec_options={"quality": 1, "weights": "random:0"}, workers=1))
+    manifest = build(
+        BuildOptions(codec=name, out=tmp_path, codec_options={"quality": 1, "weights": "random:0"}, workers=1)
+    )
     assert manifest["num_samples"] == 6 and manifest["codec"]["extension"] == "lsyn"
     assert manifest["codec"]["weights"]["source"] == "random" and len(manifest["codec"]["weights"]["sha256"]) == 64
     assert manifest["bits"]["payload"] == member_sizes(tmp_path, "lsyn") * 8
@@ -57,14 +66,27 @@ def test_slow_codecs_on_small_images(tmp_path, name):
         folder.mkdir(parents=True)
         from PIL import Image
 
-        Image.fromarray(np.random.default_rng(index).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / "x.png")
-    manifest = build(BuildOptions(codec=name, out=tmp_path / "o", codec_options={"quality": 2, "weights": "random:3"}, dataset="imagefolder", root=source, workers=1))
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            folder / "x.png"
+        )
+    manifest = build(
+        BuildOptions(
+            codec=name,
+            out=tmp_path / "o",
+            codec_options={"quality": 2, "weights": "random:3"},
+            dataset="imagefolder",
+            root=source,
+            workers=1,
+        )
+    )
     assert verify(tmp_path / "o", decode=True).decoded == 2
     assert manifest["bits"]["payload"] == member_sizes(tmp_path / "o", "lsyn") * 8
 
 
 def test_encodec_builds_speech_at_the_nominal_rate_and_matches_encodec_own_decoder(tmp_path):
-    manifest = build(BuildOptions(codec="encodec", out=tmp_path, codec_options={"kbps": 6, "weights": "random:0"}, workers=1))
+    manifest = build(
+        BuildOptions(codec="encodec", out=tmp_path, codec_options={"kbps": 6, "weights": "random:0"}, workers=1)
+    )
     assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.05
     assert manifest["bits"]["payload"] == member_sizes(tmp_path, "ecdc") * 8
     assert verify(tmp_path, decode=True).decoded == 5
@@ -87,14 +109,30 @@ def test_encodec_builds_speech_at_the_nominal_rate_and_matches_encodec_own_decod
 
 
 def test_encodec_48khz_on_stereo_music(tmp_path):
-    manifest = build(BuildOptions(codec="encodec-48khz", out=tmp_path, codec_options={"kbps": 6, "weights": "random:0"}, split="music", workers=1))
+    manifest = build(
+        BuildOptions(
+            codec="encodec-48khz",
+            out=tmp_path,
+            codec_options={"kbps": 6, "weights": "random:0"},
+            split="music",
+            workers=1,
+        )
+    )
     (sample,) = list(lossyds.open_dataset(tmp_path))
     assert sample["audio"].shape == (2, sample["num_frames"]) and sample["sample_rate"] == 44100
     assert abs(manifest["bits"]["kbps"] / 6 - 1) < 0.05
 
 
 def test_other_weights_are_refused_with_both_fingerprints(tmp_path):
-    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path, codec_options={"quality": 1, "weights": "random:0"}, workers=1, limit=2))
+    build(
+        BuildOptions(
+            codec="bmshj2018-hyperprior",
+            out=tmp_path,
+            codec_options={"quality": 1, "weights": "random:0"},
+            workers=1,
+            limit=2,
+        )
+    )
     with pytest.raises(WeightsError) as info:
         lossyds.open_dataset(tmp_path, weights="random:1")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -116,16 +154,70 @@ def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch)
     monkeypatch.setenv("LOSSYDS_NO_DOWNLOAD", "1")
     monkeypatch.setenv("LOSSYDS_WEIGHTS_DIR", str(tmp_path / "w"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    result = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "mbt2018", "--quality", "1", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lossyds.cli",
+            "build",
+            "--codec",
+            "mbt2018",
+            "--quality",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
-    assert "mbt2018-1-3f36cd77.pth.tar" in result.stderr and str(tmp_path / "w") in result.stderr and "random:SEED" in result.stderr
+    assert (
+        "mbt2018-1-3f36cd77.pth.tar" in result.stderr
+        and str(tmp_path / "w") in result.stderr
+        and "random:SEED" in result.stderr
+    )
     assert "Traceback" not in result.stderr
-    bad = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "5", "--weights", "random:0", "--out", str(tmp_path / "j")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lossyds.cli",
+            "build",
+            "--codec",
+            "jpeg",
+            "--quality",
+            "5",
+            "--weights",
+            "random:0",
+            "--out",
+            str(tmp_path / "j"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "takes no option --weights" in bad.stderr
     # EnCodec's entropy LM with model weights from a file: the LM is still the pretrained one, and missing
     checkpoint = tmp_path / "encodec.pth"
     torch.save(codecs.get("encodec", kbps=6, weights="random:0").model.state_dict(), checkpoint)
-    lm = subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "encodec", "--kbps", "6", "--entropy-lm", "--weights", str(checkpoint), "--out", str(tmp_path / "e")], capture_output=True, text=True)
+    lm = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lossyds.cli",
+            "build",
+            "--codec",
+            "encodec",
+            "--kbps",
+            "6",
+            "--entropy-lm",
+            "--weights",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert lm.returncode == 1 and "encodec_lm_24khz-1608e3c0.th" in lm.stderr and str(tmp_path / "w") in lm.stderr
     assert "Traceback" not in lm.stderr
 
@@ -145,7 +237,7 @@ def test_batch_and_thread_count_do_not_change_what_decodes(tmp_path):
     """Encode 4 images as one batch with 2 threads; decode one by one with 1 and with 2 threads."""
     photo = get_builder("sample", root=None, split="photos", modality="image")
     image = photo.load(photo.records()[0]).image  # 512x512 RGB
-    crops = [np.ascontiguousarray(image[i * 40:i * 40 + 192, i * 30:i * 30 + 256]) for i in range(4)]
+    crops = [np.ascontiguousarray(image[i * 40 : i * 40 + 192, i * 30 : i * 30 + 256]) for i in range(4)]
     for name in ("bmshj2018-hyperprior", "mbt2018-mean"):
         codec = codecs.get(name, quality=2, weights="random:0")
         threads = torch.get_num_threads()
@@ -176,7 +268,13 @@ def test_cpu_synthesis_runs_channels_last_and_gives_the_nchw_pixels():
     decoded = codec.decode(data, {})
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in codec.model.g_s.parameters() if p.dim() == 4)
     with torch.no_grad():
-        reference = reference_network(latent.parts[0]).clamp(0, 1).mul(255).round().to(torch.uint8)[0, :, : image.shape[0], : image.shape[1]]
+        reference = (
+            reference_network(latent.parts[0])
+            .clamp(0, 1)
+            .mul(255)
+            .round()
+            .to(torch.uint8)[0, :, : image.shape[0], : image.shape[1]]
+        )
     assert decoded.shape == reference.shape and decoded.is_contiguous()
     difference = (decoded.int() - reference.int()).abs()
     assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) <= 0.001
@@ -219,28 +317,54 @@ def test_neural_rates_and_names_are_checked():
 
 
 def test_decode_cache_serves_identical_tensors_and_is_per_build(tmp_path):
-    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "b", codec_options={"quality": 1, "weights": "random:0"}, workers=1, limit=3))
+    build(
+        BuildOptions(
+            codec="bmshj2018-hyperprior",
+            out=tmp_path / "b",
+            codec_options={"quality": 1, "weights": "random:0"},
+            workers=1,
+            limit=3,
+        )
+    )
     fresh = {s["key"]: s["image"] for s in lossyds.open_dataset(tmp_path / "b")}
     cached = lossyds.open_dataset(tmp_path / "b", decode_cache=tmp_path / "cache")
     first = {s["key"]: s["image"] for s in cached}
     files = list((tmp_path / "cache").rglob("*.npy"))
     assert len(files) == 3
     original = cached.codec.decode
-    cached.codec.decode = lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again"))  # second epoch: cache only
+    cached.codec.decode = lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("decoded again")
+    )  # second epoch: cache only
     try:
         second = {s["key"]: s["image"] for s in cached}
     finally:
         cached.codec.decode = original
     for key in fresh:
         assert torch.equal(fresh[key], first[key]) and torch.equal(fresh[key], second[key])
-    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "c", codec_options={"quality": 2, "weights": "random:1"}, workers=1, limit=3))
+    build(
+        BuildOptions(
+            codec="bmshj2018-hyperprior",
+            out=tmp_path / "c",
+            codec_options={"quality": 2, "weights": "random:1"},
+            workers=1,
+            limit=3,
+        )
+    )
     list(lossyds.open_dataset(tmp_path / "c", decode_cache=tmp_path / "cache"))
     assert len(list((tmp_path / "cache").iterdir())) == 2  # another build, another cache folder
 
 
 def test_neural_decoding_in_dataloader_workers(tmp_path):
     """Forked DataLoader workers decode with a model the parent already ran (no OpenMP deadlock)."""
-    build(BuildOptions(codec="bmshj2018-hyperprior", out=tmp_path / "b", codec_options={"quality": 1, "weights": "random:0"}, workers=2, limit=4))
+    build(
+        BuildOptions(
+            codec="bmshj2018-hyperprior",
+            out=tmp_path / "b",
+            codec_options={"quality": 1, "weights": "random:0"},
+            workers=2,
+            limit=4,
+        )
+    )
     script = (
         "import torch, lossyds, sys\n"
         f"ds = lossyds.open_dataset({str(tmp_path / 'b')!r})\n"
@@ -265,7 +389,9 @@ def test_batched_synthesis_equals_one_by_one_decode_for_images(name):
     streams = [codec.encode(s) for s in samples]
     one_by_one = [codec.decode(s, {}) for s in streams]
     latents = [codec.decode_latent(s, {}) for s in streams]
-    assert {tuple(l.parts[0].shape) for l in latents} != {tuple(latents[0].parts[0].shape)}  # the groups differ in shape
+    assert {tuple(latent.parts[0].shape) for latent in latents} != {
+        tuple(latents[0].parts[0].shape)
+    }  # the groups differ in shape
     batched = codec.synthesize(latents, "cpu")
     for sample, single, together in zip(samples, one_by_one, batched):
         assert together.dtype == torch.uint8 and together.shape == (sample.image.shape[2], *sample.image.shape[:2])
@@ -310,8 +436,28 @@ def test_device_copies_carry_the_same_weights(name, rate):
 @pytest.fixture(scope="module")
 def two_stage_builds(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("two-stage")
-    build(BuildOptions(codec="bmshj2018-hyperprior", out=root / "images", codec_options={"quality": 2, "weights": "random:0"}, dataset="sample", split="photos", workers=1, shard_samples=2))
-    build(BuildOptions(codec="encodec", out=root / "speech", codec_options={"kbps": 6, "weights": "random:0"}, dataset="sample", split="speech", workers=1, shard_samples=2))
+    build(
+        BuildOptions(
+            codec="bmshj2018-hyperprior",
+            out=root / "images",
+            codec_options={"quality": 2, "weights": "random:0"},
+            dataset="sample",
+            split="photos",
+            workers=1,
+            shard_samples=2,
+        )
+    )
+    build(
+        BuildOptions(
+            codec="encodec",
+            out=root / "speech",
+            codec_options={"kbps": 6, "weights": "random:0"},
+            dataset="sample",
+            split="speech",
+            workers=1,
+            shard_samples=2,
+        )
+    )
     return {"image": root / "images", "audio": root / "speech"}
 
 
@@ -319,7 +465,9 @@ def two_stage_builds(tmp_path_factory) -> dict[str, Path]:
 def test_decode_device_through_dataloader_workers_matches_plain_decode(two_stage_builds, modality):
     """Workers entropy-decode, the main process synthesizes each batch, then the user's collate runs."""
     reference = {s["key"]: s for s in lossyds.open_dataset(two_stage_builds[modality])}
-    dataset = lossyds.open_dataset(two_stage_builds[modality], decode_device="cpu", transform=lambda s: {**s, "seen": True})
+    dataset = lossyds.open_dataset(
+        two_stage_builds[modality], decode_device="cpu", transform=lambda s: {**s, "seen": True}
+    )
     loader = lossyds.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=lambda samples: samples)
     got = {s["key"]: s for batch in loader for s in batch}
     assert got.keys() == reference.keys()
@@ -330,27 +478,51 @@ def test_decode_device_through_dataloader_workers_matches_plain_decode(two_stage
         assert float((ours.float() - theirs.float()).abs().max()) <= (0 if modality == "image" else 1e-5)
     assert loader.bits.payload_bits == sum(s["payload_bits"] for s in reference.values())
     # iterated directly (no workers): the dataset synthesizes every synthesis_batch samples itself
-    direct = {s["key"]: s[modality] for s in lossyds.open_dataset(two_stage_builds[modality], decode_device="cpu", synthesis_batch=3)}
+    direct = {
+        s["key"]: s[modality]
+        for s in lossyds.open_dataset(two_stage_builds[modality], decode_device="cpu", synthesis_batch=3)
+    }
     assert all(float((direct[k].float() - reference[k][modality].float()).abs().max()) <= 1e-5 for k in reference)
 
 
 def test_decode_device_default_collate_and_unbatched(two_stage_builds):
-    loader = lossyds.DataLoader(lossyds.open_dataset(two_stage_builds["audio"], decode_device="cpu"), batch_size=None, num_workers=1)
+    loader = lossyds.DataLoader(
+        lossyds.open_dataset(two_stage_builds["audio"], decode_device="cpu"), batch_size=None, num_workers=1
+    )
     samples = list(loader)
     assert len(samples) == 5 and all(s["audio"].ndim == 2 for s in samples)
     crop = lambda s: {"image": s["image"].expand(3, -1, -1)[:, :64, :64], "payload_bits": s["payload_bits"]}  # noqa: E731  (gray -> 3 channels)
-    batches = list(lossyds.DataLoader(lossyds.open_dataset(two_stage_builds["image"], decode_device="cpu", transform=crop), batch_size=3, num_workers=2))
+    batches = list(
+        lossyds.DataLoader(
+            lossyds.open_dataset(two_stage_builds["image"], decode_device="cpu", transform=crop),
+            batch_size=3,
+            num_workers=2,
+        )
+    )
     assert sum(b["image"].shape[0] for b in batches) == 6 and batches[0]["image"].dtype == torch.uint8
 
 
 def test_decode_device_refuses_what_it_cannot_do(two_stage_builds, tmp_path):
     with pytest.raises(UsageError, match="lossyds.DataLoader"):
-        list(torch.utils.data.DataLoader(lossyds.open_dataset(two_stage_builds["image"], decode_device="cpu"), batch_size=2, num_workers=1))
+        list(
+            torch.utils.data.DataLoader(
+                lossyds.open_dataset(two_stage_builds["image"], decode_device="cpu"), batch_size=2, num_workers=1
+            )
+        )
     with pytest.raises(UsageError, match="alternatives"):
         lossyds.open_dataset(two_stage_builds["image"], decode_device="cpu", decode_cache=tmp_path / "cache")
     with pytest.raises(UsageError, match="not a torch device"):
         lossyds.open_dataset(two_stage_builds["image"], decode_device="gpu-please")
-    build(BuildOptions(codec="jpeg", out=tmp_path / "jpeg", codec_options={"quality": 50}, dataset="sample", split="photos", workers=1))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=tmp_path / "jpeg",
+            codec_options={"quality": 50},
+            dataset="sample",
+            split="photos",
+            workers=1,
+        )
+    )
     with pytest.raises(UsageError, match="decodes in one"):
         lossyds.open_dataset(tmp_path / "jpeg", decode_device="cpu")
 
@@ -362,8 +534,24 @@ def test_entropy_lm_bitstreams_decode_to_the_same_codes_and_are_read_by_encodec(
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        manifest = build(BuildOptions(codec="encodec", out=tmp_path / "lm", codec_options={"kbps": 6, "weights": "random:0", "entropy_lm": True}, workers=1, limit=2))
-        build(BuildOptions(codec="encodec", out=tmp_path / "plain", codec_options={"kbps": 6, "weights": "random:0"}, workers=1, limit=2))
+        manifest = build(
+            BuildOptions(
+                codec="encodec",
+                out=tmp_path / "lm",
+                codec_options={"kbps": 6, "weights": "random:0", "entropy_lm": True},
+                workers=1,
+                limit=2,
+            )
+        )
+        build(
+            BuildOptions(
+                codec="encodec",
+                out=tmp_path / "plain",
+                codec_options={"kbps": 6, "weights": "random:0"},
+                workers=1,
+                limit=2,
+            )
+        )
         torch.set_num_threads(1)
         with_lm = {s["key"]: s["audio"] for s in lossyds.open_dataset(tmp_path / "lm")}
         plain = {s["key"]: s["audio"] for s in lossyds.open_dataset(tmp_path / "plain")}

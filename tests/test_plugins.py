@@ -35,10 +35,16 @@ def test_a_codec_from_another_package_builds_loads_and_verifies(tmp_path):
     listed = run("codecs")
     assert listed.returncode == 0 and "toy" in listed.stdout and ".toy8" in listed.stdout
     out = tmp_path / "toy"
-    built = run("build", "--codec", "toy", "--gain", "2", "--out", str(out), "--workers", "1")  # its declared option is a flag
+    built = run(
+        "build", "--codec", "toy", "--gain", "2", "--out", str(out), "--workers", "1"
+    )  # its declared option is a flag
     assert built.returncode == 0, built.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["codec"]["name"] == "toy" and manifest["codec"]["params"] == {"gain": 2.0} and manifest["num_samples"] == 5
+    assert (
+        manifest["codec"]["name"] == "toy"
+        and manifest["codec"]["params"] == {"gain": 2.0}
+        and manifest["num_samples"] == 5
+    )
     assert run("verify", "--decode", str(out)).returncode == 0
     bad = run("build", "--codec", "toy", "--gain", "50", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "--gain must be a number in 0.1..10" in bad.stderr

@@ -1,5 +1,6 @@
 """The corpus folders under builders/: every recipe builds through the real CLI on a small
 tree in its corpus's exact layout, and every README agrees with its counts.yaml."""
+
 from __future__ import annotations
 
 import importlib
@@ -8,14 +9,21 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
-from .fixtures import make_audio_folder, make_cityscapes, make_image_folder, make_imagenet, make_librispeech, make_musdb_hq
+from .fixtures import (
+    make_audio_folder,
+    make_cityscapes,
+    make_image_folder,
+    make_imagenet,
+    make_librispeech,
+    make_musdb_hq,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDERS = REPO / "builders"
@@ -49,38 +57,54 @@ class Corpus:
 
 CORPORA = {
     "imagenet": Corpus(
-        "imagenet", "IMAGENET_ROOT", "images",
+        "imagenet",
+        "IMAGENET_ROOT",
+        "images",
         make=lambda root, split: make_imagenet(root),
-        sources=lambda root, split: len(files(root / split, "*", IMAGE_SUFFIXES) + files(root / split, "*/*", IMAGE_SUFFIXES)),
+        sources=lambda root, split: len(
+            files(root / split, "*", IMAGE_SUFFIXES) + files(root / split, "*/*", IMAGE_SUFFIXES)
+        ),
         fixture_files=4,  # the recipe builds val: flat, 4 images, labels in LOC_val_solution.csv
     ),
     "cityscapes": Corpus(
-        "cityscapes", "CITYSCAPES_ROOT", "images",
+        "cityscapes",
+        "CITYSCAPES_ROOT",
+        "images",
         make=lambda root, split: make_cityscapes(root, split=split),
         sources=lambda root, split: len(list(root.glob(f"leftImg8bit/{split}/*/*_leftImg8bit.png"))),
         fixture_files=4,
     ),
     "librispeech": Corpus(
-        "librispeech", "LIBRISPEECH_ROOT", "utterances",
+        "librispeech",
+        "LIBRISPEECH_ROOT",
+        "utterances",
         make=lambda root, split: make_librispeech(root, subset=split),
         sources=lambda root, split: len(list(root.glob(f"LibriSpeech/{split}/*/*/*.flac"))),
         fixture_files=5,
         untranscribed=librispeech_untranscribed,
     ),
     "musdb": Corpus(
-        "musdb", "MUSDB_ROOT", "tracks",
+        "musdb",
+        "MUSDB_ROOT",
+        "tracks",
         make=lambda root, split: make_musdb_hq(root, split=split),
-        sources=lambda root, split: len(list(root.glob(f"{split}/*/mixture.wav")) + list(root.glob(f"{split}/*.stem.mp4"))),
+        sources=lambda root, split: len(
+            list(root.glob(f"{split}/*/mixture.wav")) + list(root.glob(f"{split}/*.stem.mp4"))
+        ),
         fixture_files=1,
     ),
     "imagefolder": Corpus(
-        "imagefolder", "IMAGES_ROOT", "images",
+        "imagefolder",
+        "IMAGES_ROOT",
+        "images",
         make=lambda root, split: make_image_folder(root, copies=1, split=split),
         sources=lambda root, split: len(files(root / split, "*/**/*", IMAGE_SUFFIXES)),
         fixture_files=6,
     ),
     "audiofolder": Corpus(
-        "audiofolder", "AUDIO_ROOT", "files",
+        "audiofolder",
+        "AUDIO_ROOT",
+        "files",
         make=lambda root, split: make_audio_folder(root, split=split),
         sources=lambda root, split: len(files(root / split, "**/*", AUDIO_SUFFIXES)),
         fixture_files=5,
@@ -187,7 +211,18 @@ def test_recipe_builds_the_layout(name, tmp_path):
         corpus.make(root, split)
 
     env = {**os.environ, corpus.env: str(root)}
-    command = [sys.executable, "-m", "lossyds.cli", "build", "--spec", str(recipe_path), "--out", str(out), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "lossyds.cli",
+        "build",
+        "--spec",
+        str(recipe_path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"lossyds build --spec builders/{name}/recipe.yaml failed:\n{result.stderr}"
 

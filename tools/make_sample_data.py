@@ -8,6 +8,7 @@ sum exactly to the mixture (all 16-bit FLAC, MUSDB18-HQ naming).
 
 Needs: apt-get install espeak-ng sox fluidsynth fluid-soundfont-gm; pip install mido soundfile numpy.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -42,7 +43,9 @@ def make_speech(tmp: Path) -> None:
         key = f"sample-speech-{index:04d}"
         wav = tmp / f"{key}.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text.lower()], check=True)
-        subprocess.run(["sox", str(wav), "-r", "16000", "-b", "16", "-c", "1", str(speech_dir / f"{key}.flac")], check=True)
+        subprocess.run(
+            ["sox", str(wav), "-r", "16000", "-b", "16", "-c", "1", str(speech_dir / f"{key}.flac")], check=True
+        )
         lines.append(f"{key} {text}")
     (speech_dir / "transcripts.txt").write_text("\n".join(lines) + "\n")
 
@@ -95,7 +98,26 @@ def make_music(tmp: Path) -> None:
     for name, midi in parts.items():
         mid, wav = tmp / f"{name}.mid", tmp / f"{name}.wav"
         midi.save(mid)
-        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.4", "-R", "0", "-C", "0", "-r", "44100", "-F", str(wav), SOUNDFONT, str(mid)], check=True)
+        subprocess.run(
+            [
+                "fluidsynth",
+                "-ni",
+                "-q",
+                "-g",
+                "0.4",
+                "-R",
+                "0",
+                "-C",
+                "0",
+                "-r",
+                "44100",
+                "-F",
+                str(wav),
+                SOUNDFONT,
+                str(mid),
+            ],
+            check=True,
+        )
         audio, rate = soundfile.read(wav, dtype="int16", always_2d=True)
         assert rate == 44100
         audio = np.pad(audio, ((0, max(0, frames - len(audio))), (0, 0)))[:frames]

@@ -27,4 +27,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["BitMeter", "DataLoader", "LossyDataset", "__version__", "collate_channels_last", "make_loader", "open_dataset"]
+__all__ = [
+    "BitMeter",
+    "DataLoader",
+    "LossyDataset",
+    "__version__",
+    "collate_channels_last",
+    "make_loader",
+    "open_dataset",
+]

@@ -14,6 +14,7 @@ starts. Nothing is changed when the platform's C library is not glibc, when the 
 tunes malloc (MALLOC_*_ environment variables, or a preloaded allocator), or when
 LOSSYDS_TUNE_MALLOC=0.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -61,7 +62,10 @@ def keep_freed_buffers() -> bool:
                     mallopt = ctypes.CDLL(None).mallopt
                     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
                     # mmap first: setting it fixes the threshold, which also stops glibc raising the trim threshold itself.
-                    _state = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+                    _state = (
+                        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+                        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+                    )
                 except (OSError, AttributeError):
                     _state = False
         return _state

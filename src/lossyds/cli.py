@@ -2,6 +2,7 @@
 
 Errors go to stderr as one sentence; exit 2 for bad usage or input, 1 for failures.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,15 @@ def fail(exc: LossydsError) -> None:
 
 
 def progress_bar(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True)
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
@@ -43,23 +52,35 @@ def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
         target = codec["params"]["bpp"]
         params += f"; achieved/target {bits['bpp'] / target:.3f}"
     table.add_row("codec", f"{codec['name']} ({params}) via {codec['library']} {codec['library_version']}")
-    table.add_row("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped")
+    table.add_row(
+        "samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped"
+    )
     table.add_row("achieved rate", achieved_rate_text(manifest))
     if manifest["modality"] == "audio":
         requested = codec["params"].get("kbps") or codec["params"].get("target_kbps")
         if requested and abs(bits["kbps"] - requested) > 0.1 * requested:
-            table.add_row("note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)")
+            table.add_row(
+                "note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)"
+            )
     table.add_row("bits per sample", f"{bits['per_sample_mean']:.0f} (mean payload)")
-    table.add_row("compression", f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files")
+    table.add_row(
+        "compression",
+        f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files",
+    )
     weights = codec.get("weights")
     if weights:
         table.add_row("weights", f"{weights['name']} (sha256 {weights['sha256'][:16]}..., {weights['source']})")
         if weights["source"] == "random":
-            table.add_row("WARNING", "test weights (random initialisation): bitstreams are real, the codec is not a trained one")
+            table.add_row(
+                "WARNING", "test weights (random initialisation): bitstreams are real, the codec is not a trained one"
+            )
     for name, summary in (manifest.get("metrics") or {}).items():
         if summary["mean"] is not None:
             table.add_row(f"mean {name}", f"{summary['mean']:.4f} over {summary['count']} samples")
-    table.add_row("payload / disk", f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)")
+    table.add_row(
+        "payload / disk",
+        f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)",
+    )
     for skip in manifest["skipped"][:5]:
         table.add_row("skipped", f"{skip['key']}: {skip['reason']}")
     if manifest["num_skipped"] > 5:
@@ -122,7 +143,14 @@ def info(directory: Path, as_json: bool) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
-@click.option("--cores", "--workers", "cores", type=click.IntRange(min=0), default=None, help="With --decode: cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)")
+@click.option(
+    "--cores",
+    "--workers",
+    "cores",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --decode: cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)",
+)
 def verify(directory: Path, decode: bool, weights: str | None, cores: int | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
     from .verify import verify as run_verify
@@ -130,7 +158,13 @@ def verify(directory: Path, decode: bool, weights: str | None, cores: int | None
     try:
         with progress_bar("verifying") as bar:
             task = bar.add_task("verify", total=None)
-            report = run_verify(directory, decode=decode, weights=weights, cores=cores, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = run_verify(
+                directory,
+                decode=decode,
+                weights=weights,
+                cores=cores,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except LossydsError as exc:
         fail(exc)
     decoded = f", {report.decoded} decoded" if decode else ""
@@ -142,11 +176,16 @@ def verify(directory: Path, decode: bool, weights: str | None, cores: int | None
 @click.option("--repo", required=True, help="Hugging Face dataset repo, OWNER/NAME.")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--revision", help="Branch to upload to.")
-@click.option("--license", "license_id", help="Hugging Face license id (required when the source's license is unknown).")
+@click.option(
+    "--license", "license_id", help="Hugging Face license id (required when the source's license is unknown)."
+)
 @click.option("--dry-run", is_flag=True, help="Print the files and the dataset card; upload nothing.")
-def push(directory: Path, repo: str, private: bool, revision: str | None, license_id: str | None, dry_run: bool) -> None:
+def push(
+    directory: Path, repo: str, private: bool, revision: str | None, license_id: str | None, dry_run: bool
+) -> None:
     """Upload a build (shards, manifest.json, a generated dataset card) to the Hugging Face Hub."""
-    from .hub import plan_push, push as run_push
+    from .hub import plan_push
+    from .hub import push as run_push
 
     try:
         plan = plan_push(directory, repo, license_id)
@@ -172,34 +211,87 @@ def push(directory: Path, repo: str, private: bool, revision: str | None, licens
 @main.command(name="eval")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
-@click.option("--model", help="asr: pocketsphinx (default) or module:function; classification: torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.")
-@click.option("--cores", "--workers", "cores", type=click.IntRange(min=0), default=None, help="Cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)")
-@click.option("--device", default="cpu", show_default=True, help="Where the task model runs: cpu, cuda, cuda:1, ... or auto (CUDA when present).")
-@click.option("--decode-device", default=None, help="Run a neural codec's synthesis batched on this device (e.g. cuda); entropy decoding stays in the CPU workers.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N samples (a quick check; recorded in the result).")
-@click.option("--weights", default=None, help="Neural codecs: the weights the build used (PATH or random:SEED), as for build.")
-def eval_command(directory: Path, task: str, model: str | None, cores: int | None, device: str, decode_device: str | None, limit: int | None, weights: str | None) -> None:
+@click.option(
+    "--model",
+    help="asr: pocketsphinx (default) or module:function; classification: torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.",
+)
+@click.option(
+    "--cores",
+    "--workers",
+    "cores",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the task model runs: cpu, cuda, cuda:1, ... or auto (CUDA when present).",
+)
+@click.option(
+    "--decode-device",
+    default=None,
+    help="Run a neural codec's synthesis batched on this device (e.g. cuda); entropy decoding stays in the CPU workers.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Score only the first N samples (a quick check; recorded in the result).",
+)
+@click.option(
+    "--weights", default=None, help="Neural codecs: the weights the build used (PATH or random:SEED), as for build."
+)
+def eval_command(
+    directory: Path,
+    task: str,
+    model: str | None,
+    cores: int | None,
+    device: str,
+    decode_device: str | None,
+    limit: int | None,
+    weights: str | None,
+) -> None:
     """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
     from .evaluate import evaluate
 
     try:
         with progress_bar(f"eval {task}") as bar:
             job = bar.add_task("eval", total=None)
-            result = evaluate(directory, task, model, cores=cores, device=device, decode_device=decode_device, limit=limit, weights=weights,
-                              progress=lambda done, total: bar.update(job, completed=done, total=total))
+            result = evaluate(
+                directory,
+                task,
+                model,
+                cores=cores,
+                device=device,
+                decode_device=decode_device,
+                limit=limit,
+                weights=weights,
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
     except LossydsError as exc:
         fail(exc)
     score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}
     rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
-    scope = f"{result['num_evaluated']} of {result['num_samples']} samples" if result["limit"] else f"{result['num_evaluated']} samples"
+    scope = (
+        f"{result['num_evaluated']} of {result['num_samples']} samples"
+        if result["limit"]
+        else f"{result['num_evaluated']} samples"
+    )
     run = result["run"]
-    out.print(f"{task} ({result['model']}) on {directory}: " + ", ".join(f"{k}={v:.4f}" for k, v in score.items())
-              + f"  [{rate}; {scope}, {run['samples_per_second']} samples/s]")
+    out.print(
+        f"{task} ({result['model']}) on {directory}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in score.items())
+        + f"  [{rate}; {scope}, {run['samples_per_second']} samples/s]"
+    )
 
 
 @main.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for report.png and report.md.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for report.png and report.md."
+)
 def report(directories: tuple[Path, ...], out_dir: Path) -> None:
     """Rate-vs-metric plots and a table over several builds (with their eval-*.json results)."""
     from .report import make_report
@@ -233,10 +325,19 @@ def list_codecs() -> None:
         installed = cls.package_installed() if hasattr(cls, "package_installed") else True
         if not installed:
             missing.add(cls.package)
-        table.add_row(name, cls.modality, f".{cls.extension}", options or "lossless", cls.library, "yes" if installed else f"needs {cls.package}")
+        table.add_row(
+            name,
+            cls.modality,
+            f".{cls.extension}",
+            options or "lossless",
+            cls.library,
+            "yes" if installed else f"needs {cls.package}",
+        )
     out.print(table)
     if missing:
-        out.print("Neural codecs need: pip install 'lossyds[neural]' (compressai, encodec); msillm also pip install --no-deps neuralcompression.")
+        out.print(
+            "Neural codecs need: pip install 'lossyds[neural]' (compressai, encodec); msillm also pip install --no-deps neuralcompression."
+        )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def detect_part(part: str | None) -> tuple[int, int] | None:
         return index, count
     env = os.environ
     if "SLURM_ARRAY_TASK_COUNT" in env and "SLURM_ARRAY_TASK_ID" in env:
-        return int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")), int(env["SLURM_ARRAY_TASK_COUNT"])
+        return int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")), int(
+            env["SLURM_ARRAY_TASK_COUNT"]
+        )
     if int(env.get("WORLD_SIZE", "1")) > 1 and "RANK" in env:
         return int(env["RANK"]), int(env["WORLD_SIZE"])
     return None
@@ -54,7 +56,9 @@ def declared_flags() -> tuple[dict[str, list[tuple[type, Option]]], dict[str, li
         raise RuntimeError(f"option {name!r} is declared by a codec and by a dataset; rename one")
     for name, owners in {**codec_options, **source_options}.items():
         if len({option.kind for _, option in owners}) > 1:
-            raise RuntimeError(f"option {name!r} is declared with different types by {', '.join(cls.name for cls, _ in owners)}")
+            raise RuntimeError(
+                f"option {name!r} is declared with different types by {', '.join(cls.name for cls, _ in owners)}"
+            )
     return codec_options, source_options
 
 
@@ -81,13 +85,25 @@ def parse_codec_opts(pairs: tuple[str, ...]) -> dict[str, str]:
 
 GENERIC = [
     click.Option(["--codec", "codec_name"], help="Codec name (see `lossyds codecs`)."),
-    click.Option(["--out", "out_dir"], type=click.Path(path_type=Path), help="Output folder for shards and manifest.json."),
+    click.Option(
+        ["--out", "out_dir"], type=click.Path(path_type=Path), help="Output folder for shards and manifest.json."
+    ),
     click.Option(["--dataset"], default="sample", show_default=True, help="Source dataset layout."),
     click.Option(["--root"], type=click.Path(path_type=Path), help="Folder that holds the source dataset."),
     click.Option(["--split"], help="The dataset's own split name."),
-    click.Option(["--codec-opt", "codec_opts"], multiple=True, help="Any declared codec option as KEY=VALUE (repeatable)."),
-    click.Option(["--shard-samples"], default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard."),
-    click.Option(["--shard-mb"], default=1024.0, show_default=True, type=click.FloatRange(min=0.01), help="Most megabytes (10^6 bytes) per shard."),
+    click.Option(
+        ["--codec-opt", "codec_opts"], multiple=True, help="Any declared codec option as KEY=VALUE (repeatable)."
+    ),
+    click.Option(
+        ["--shard-samples"], default=1000, show_default=True, type=click.IntRange(min=1), help="Most samples per shard."
+    ),
+    click.Option(
+        ["--shard-mb"],
+        default=1024.0,
+        show_default=True,
+        type=click.FloatRange(min=0.01),
+        help="Most megabytes (10^6 bytes) per shard.",
+    ),
     click.Option(
         ["--shard-format", "--container", "shard_format"],
         type=click.Choice(["auto", "tar", "tar.gz"]),
@@ -95,20 +111,40 @@ GENERIC = [
         show_default=True,
         help="Shard files: plain tar (fastest reads) or gzip-compressed tar (compact); auto = tar.gz for audio, tar for images. (--container: old spelling.)",
     ),
-    click.Option(["--workers"], default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core)."),
-    click.Option(["--part"], help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent."),
+    click.Option(
+        ["--workers"], default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core)."
+    ),
+    click.Option(
+        ["--part"],
+        help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent.",
+    ),
     click.Option(["--limit"], type=click.IntRange(min=1), help="Encode only the first N samples."),
     click.Option(["--strict"], is_flag=True, help="Stop on the first unreadable source file instead of skipping it."),
     click.Option(["--force"], is_flag=True, help="Rebuild a folder that already holds a finished build."),
-    click.Option(["--metrics", "metric_list"], help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance)."),
-    click.Option(["--spec"], type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Run a declarative grid (dataset x codec x rate) from a YAML file."),
-    click.Option(["--skip-unavailable"], is_flag=True, help="With --spec: skip runs whose codec or dataset root is not available here."),
+    click.Option(
+        ["--metrics", "metric_list"],
+        help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips; audio: si-sdr,pesq,stoi,mel-distance).",
+    ),
+    click.Option(
+        ["--spec"],
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="Run a declarative grid (dataset x codec x rate) from a YAML file.",
+    ),
+    click.Option(
+        ["--skip-unavailable"],
+        is_flag=True,
+        help="With --spec: skip runs whose codec or dataset root is not available here.",
+    ),
 ]
 
 
 def build_command() -> click.Command:
     codec_flags, source_flags = declared_flags()
-    params = GENERIC + [option_flag(n, o) for n, o in sorted(codec_flags.items())] + [option_flag(n, o) for n, o in sorted(source_flags.items())]
+    params = (
+        GENERIC
+        + [option_flag(n, o) for n, o in sorted(codec_flags.items())]
+        + [option_flag(n, o) for n, o in sorted(source_flags.items())]
+    )
 
     def run(**given: Any) -> None:
         from .cli import fail, out, summary_table
@@ -121,7 +157,9 @@ def build_command() -> click.Command:
             return
         if "part" in manifest:
             p = manifest["part"]
-            out.print(f"part {p['index']}/{p['count']} done; run `lossyds merge {given['out_dir']}` once every part has finished.")
+            out.print(
+                f"part {p['index']}/{p['count']} done; run `lossyds merge {given['out_dir']}` once every part has finished."
+            )
         out.print(summary_table(manifest, given["out_dir"]))
 
     return click.Command(

@@ -27,8 +27,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,11 @@ def load_callable(spec: str) -> Callable:
 
 def bits_of(dataset: LossyDataset) -> dict[str, Any]:
     bits = dataset.manifest["bits"]
-    keys = ("per_sample_mean", "bpp") if dataset.modality == "image" else ("per_sample_mean", "kbps", "bits_per_audio_sample")
+    keys = (
+        ("per_sample_mean", "bpp")
+        if dataset.modality == "image"
+        else ("per_sample_mean", "kbps", "bits_per_audio_sample")
+    )
     return {k: bits[k] for k in keys if k in bits}
 
 
@@ -101,7 +106,14 @@ def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device
         hypothesis = normalize_text(recognize(sample["audio"].cpu().numpy(), sample["sample_rate"]))
         references.append(reference)
         hypotheses.append(hypothesis)
-        per_sample.append({"key": sample["key"], "reference": reference, "hypothesis": hypothesis, "payload_bits": sample["payload_bits"]})
+        per_sample.append(
+            {
+                "key": sample["key"],
+                "reference": reference,
+                "hypothesis": hypothesis,
+                "payload_bits": sample["payload_bits"],
+            }
+        )
     if not references:
         raise UsageError("no samples to evaluate.")
     return {"wer": float(jiwer.wer(references, hypotheses)), "samples": per_sample}
@@ -110,15 +122,19 @@ def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device
 # -- classification ------------------------------------------------------------------------
 
 
-def torchvision_classifier(name: str, device: torch.device = torch.device("cpu")) -> Callable[[torch.Tensor], torch.Tensor]:
+def torchvision_classifier(name: str, device: torch.device | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     import torchvision
+
+    device = device or torch.device("cpu")
 
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
         network = torchvision.models.get_model(name, weights=None)
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not cached.is_file():
-            raise UsageError(f"pretrained weights for torchvision:{name} are not cached; put {Path(weights.url).name} in {cached.parent} (from {weights.url}).")
+            raise UsageError(
+                f"pretrained weights for torchvision:{name} are not cached; put {Path(weights.url).name} in {cached.parent} (from {weights.url})."
+            )
         network.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
     except ValueError as exc:
         raise UsageError(f"torchvision has no model {name!r}.") from exc
@@ -146,13 +162,24 @@ def classification_input(sample: dict[str, Any]) -> dict[str, Any]:
     the image centre-cropped to 224x224 (`center_crop_224`), the label checked."""
     if not isinstance(sample.get("label"), int):
         raise UsageError(f"sample {sample['key']!r} has no integer label.")
-    return {"key": sample["key"], "label": sample["label"], "payload_bits": sample["payload_bits"], "image": center_crop_224(sample["image"])}
+    return {
+        "key": sample["key"],
+        "label": sample["label"],
+        "payload_bits": sample["payload_bits"],
+        "image": center_crop_224(sample["image"]),
+    }
 
 
-def eval_classification(samples: Iterator[dict[str, Any]], model: str, device: torch.device, batch: int = 32) -> dict[str, Any]:
+def eval_classification(
+    samples: Iterator[dict[str, Any]], model: str, device: torch.device, batch: int = 32
+) -> dict[str, Any]:
     """Top-1 / top-5 over samples already passed through `classification_input`; the model
     gets uint8 [N, 3, 224, 224] on `device`. Per sample: key, label, the top-5 predictions."""
-    classify = torchvision_classifier(model.split(":", 1)[1], device) if model.startswith("torchvision:") else load_callable(model)
+    classify = (
+        torchvision_classifier(model.split(":", 1)[1], device)
+        if model.startswith("torchvision:")
+        else load_callable(model)
+    )
     per_sample: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
 
@@ -160,7 +187,15 @@ def eval_classification(samples: Iterator[dict[str, Any]], model: str, device: t
         logits = classify(torch.stack([s["image"] for s in pending]).to(device))
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
         for sample, top in zip(pending, best.tolist()):
-            per_sample.append({"key": sample["key"], "label": sample["label"], "top5": top, "correct": top[0] == sample["label"], "payload_bits": sample["payload_bits"]})
+            per_sample.append(
+                {
+                    "key": sample["key"],
+                    "label": sample["label"],
+                    "top5": top,
+                    "correct": top[0] == sample["label"],
+                    "payload_bits": sample["payload_bits"],
+                }
+            )
         pending.clear()
 
     for sample in samples:
@@ -180,7 +215,9 @@ def eval_classification(samples: Iterator[dict[str, Any]], model: str, device: t
 # -- segmentation ---------------------------------------------------------------------------
 
 
-def eval_segmentation(samples: Iterator[dict[str, Any]], model: str, device: torch.device, classes: int = 19) -> dict[str, Any]:
+def eval_segmentation(
+    samples: Iterator[dict[str, Any]], model: str, device: torch.device, classes: int = 19
+) -> dict[str, Any]:
     """Cityscapes mIoU; the model gets uint8 [1, 3, H, W] on `device`. Per sample: key and pixel accuracy."""
     from .sources.cityscapes import train_ids
 
@@ -195,7 +232,9 @@ def eval_segmentation(samples: Iterator[dict[str, Any]], model: str, device: tor
         with torch.no_grad():
             prediction = segment(image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image)[0].argmax(0).cpu()
         valid = target != 255
-        confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(classes, classes)
+        confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(
+            classes, classes
+        )
         accuracy = float((prediction[valid] == target[valid]).float().mean()) if valid.any() else float("nan")
         per_sample.append({"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]})
     if not per_sample:
@@ -203,8 +242,12 @@ def eval_segmentation(samples: Iterator[dict[str, Any]], model: str, device: tor
     intersection = confusion.diag().float()
     union = confusion.sum(0).float() + confusion.sum(1).float() - intersection
     present = union > 0
-    iou = (intersection[present] / union[present])
-    return {"miou": float(iou.mean()) if present.any() else float("nan"), "iou_per_class": {int(c): float(v) for c, v in zip(present.nonzero().flatten(), iou)}, "samples": per_sample}
+    iou = intersection[present] / union[present]
+    return {
+        "miou": float(iou.mean()) if present.any() else float("nan"),
+        "iou_per_class": {int(c): float(v) for c, v in zip(present.nonzero().flatten(), iou)},
+        "samples": per_sample,
+    }
 
 
 # -- separation -----------------------------------------------------------------------------
@@ -219,11 +262,19 @@ def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 def oracle_irm(mixture: np.ndarray, stems: dict[str, np.ndarray], n_fft: int = 2048) -> dict[str, np.ndarray]:
     """Ideal ratio masks |S_i| / sum |S_j| from the reference stems, applied to the (decoded) mixture."""
     window = torch.hann_window(n_fft)
-    spec = lambda x: torch.stft(torch.from_numpy(np.ascontiguousarray(x)), n_fft, n_fft // 4, window=window, return_complex=True)  # noqa: E731
+
+    def spec(x):
+        return torch.stft(
+            torch.from_numpy(np.ascontiguousarray(x)), n_fft, n_fft // 4, window=window, return_complex=True
+        )  # noqa: E731
+
     mix = spec(mixture)
     magnitudes = {name: spec(stem).abs() for name, stem in stems.items()}
     total = sum(magnitudes.values()) + 1e-8
-    return {name: torch.istft(mix * (magnitude / total), n_fft, n_fft // 4, window=window, length=mixture.shape[-1]).numpy() for name, magnitude in magnitudes.items()}
+    return {
+        name: torch.istft(mix * (magnitude / total), n_fft, n_fft // 4, window=window, length=mixture.shape[-1]).numpy()
+        for name, magnitude in magnitudes.items()
+    }
 
 
 def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
@@ -237,7 +288,11 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
         if not stems:
             raise UsageError(f"sample {sample['key']!r} has no reference stems.")
         mixture = sample["audio"].cpu().numpy()
-        estimates = oracle_irm(mixture, stems) if separate is None else {k: np.asarray(v) for k, v in separate(mixture, sample["sample_rate"]).items()}
+        estimates = (
+            oracle_irm(mixture, stems)
+            if separate is None
+            else {k: np.asarray(v) for k, v in separate(mixture, sample["sample_rate"]).items()}
+        )
         sample_scores = {name: sdr(reference, estimates[name]) for name, reference in stems.items()}
         for name, value in sample_scores.items():
             scores.setdefault(name, []).append(value)
@@ -245,7 +300,12 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
     if not per_sample:
         raise UsageError("no samples to evaluate.")
     per_stem = {name: float(np.mean(values)) for name, values in scores.items()}
-    return {"sdr": float(np.mean(list(per_stem.values()))), "sdr_per_stem": per_stem, "sdr_kind": "plain SDR (not BSSEval)", "samples": per_sample}
+    return {
+        "sdr": float(np.mean(list(per_stem.values()))),
+        "sdr_per_stem": per_stem,
+        "sdr_kind": "plain SDR (not BSSEval)",
+        "samples": per_sample,
+    }
 
 
 def _timed(samples: Iterator[dict[str, Any]], clock: dict[str, float]) -> Iterator[dict[str, Any]]:
@@ -255,7 +315,9 @@ def _timed(samples: Iterator[dict[str, Any]], clock: dict[str, float]) -> Iterat
         yield sample
 
 
-def _counted(samples: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None]) -> Iterator[dict[str, Any]]:
+def _counted(
+    samples: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None]
+) -> Iterator[dict[str, Any]]:
     for done, sample in enumerate(samples, 1):
         progress(done, total)
         yield sample
@@ -306,11 +368,21 @@ def evaluate(
     if cores < 0:
         raise UsageError(f"cores must be >= 0 (got {cores}).")
     model_device = _device(device, "device")
-    dataset = LossyDataset(directory, weights=weights, decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
-                           transform=classification_input if task == "classification" else None,
-                           decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], cores),
-                           rank=0, world_size=1)  # the whole dataset, under torchrun too
-    runner = {"asr": eval_asr, "classification": eval_classification, "segmentation": eval_segmentation, "separation": eval_separation}[task]
+    dataset = LossyDataset(
+        directory,
+        weights=weights,
+        decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
+        transform=classification_input if task == "classification" else None,
+        decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], cores),
+        rank=0,
+        world_size=1,
+    )  # the whole dataset, under torchrun too
+    runner = {
+        "asr": eval_asr,
+        "classification": eval_classification,
+        "segmentation": eval_segmentation,
+        "separation": eval_separation,
+    }[task]
     samples = decoded_samples(dataset, cores)
     if limit is not None:
         samples = itertools.islice(samples, limit)
@@ -334,9 +406,14 @@ def evaluate(
         "bits": bits_of(dataset),
         "evaluated_bits_per_sample": sum(s["payload_bits"] for s in scores["samples"]) / evaluated,
         **scores,
-        "run": {"device": str(model_device), "decode_device": None if dataset.decode_device is None else str(dataset.decode_device),
-                "decode_threads": dataset.decode_threads, "workers": 0 if dataset.decode_threads > 1 else cores,
-                "seconds": round(end - clock["start"], 3), "samples_per_second": round(evaluated / steady, 2) if steady > 0 else None},
+        "run": {
+            "device": str(model_device),
+            "decode_device": None if dataset.decode_device is None else str(dataset.decode_device),
+            "decode_threads": dataset.decode_threads,
+            "workers": 0 if dataset.decode_threads > 1 else cores,
+            "seconds": round(end - clock["start"], 3),
+            "samples_per_second": round(evaluated / steady, 2) if steady > 0 else None,
+        },
     }
     if Path(str(directory)).is_dir():
         write_json_atomic(Path(directory) / f"eval-{task}.json", result)

@@ -5,6 +5,7 @@ The card's YAML maps the build's split to its shards (`configs` / `data_files`),
 achieved bits and sample counts. Tokens come from the standard Hugging Face login and
 are never read, printed or written by lossyds.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,19 +39,40 @@ def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str
         "pretty_name": f"{dataset['name']} {dataset.get('split') or ''} / {codec['name']} (lossyds)".replace("  ", " "),
         "tags": ["lossyds", "lossy-compression", codec["name"], "webdataset"],
         "task_categories": dataset.get("tasks") or [],
-        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": "*." + (shard_format_of(manifest["shards"][0]["path"]) if manifest["shards"] else "tar")}]}],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [
+                    {
+                        "split": split,
+                        "path": "*."
+                        + (shard_format_of(manifest["shards"][0]["path"]) if manifest["shards"] else "tar"),
+                    }
+                ],
+            }
+        ],
     }
     params = ", ".join(f"{k}={v}" for k, v in codec["params"].items()) or "defaults"  # every setting, for the record
     weights = codec.get("weights")
-    weights_text = "none (not a learned codec)" if not weights else f"{weights.get('name')} sha256 {weights.get('sha256', '')[:16]} ({weights.get('source')})"
+    weights_text = (
+        "none (not a learned codec)"
+        if not weights
+        else f"{weights.get('name')} sha256 {weights.get('sha256', '')[:16]} ({weights.get('source')})"
+    )
     rows = [
         ("source dataset", f"{dataset['name']}, split `{dataset.get('split')}`"),
         ("codec", f"`{codec['name']}` ({params}), {codec['library']} {codec['library_version']}"),
         ("bitstream member", f"`.{codec['extension']}`"),
         ("achieved rate", achieved_rate_text(manifest)),
         ("mean payload bits per sample", f"{bits['per_sample_mean']:.0f}"),
-        ("compression", f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files"),
-        ("samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s); {manifest['num_skipped']} source files skipped"),
+        (
+            "compression",
+            f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files",
+        ),
+        (
+            "samples",
+            f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s); {manifest['num_skipped']} source files skipped",
+        ),
         ("payload / bytes on disk", f"{bits['payload_to_container']:.3f}"),
         ("weights", weights_text),
     ]
@@ -59,9 +81,9 @@ def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str
 {yaml.safe_dump(metadata, sort_keys=False).rstrip()}
 ---
 
-# {metadata['pretty_name']}
+# {metadata["pretty_name"]}
 
-Precompressed with [lossyds](https://pypi.org/project/lossyds/): each sample's `.{codec['extension']}`
+Precompressed with [lossyds](https://pypi.org/project/lossyds/): each sample's `.{codec["extension"]}`
 member is the real bitstream; targets are stored losslessly beside it. Rates are
 achieved rates, counting the whole bitstream (`manifest.json` has the accounting).
 
@@ -98,24 +120,34 @@ def plan_push(directory: str | Path, repo: str, license: str | None = None) -> P
     root = Path(directory).resolve()
     manifest = load_manifest(root)
     if not (license or manifest["dataset"].get("license")):
-        raise UsageError("the source dataset's license is unknown; pass --license (a Hugging Face license id such as cc-by-4.0).")
+        raise UsageError(
+            "the source dataset's license is unknown; pass --license (a Hugging Face license id such as cc-by-4.0)."
+        )
     names = [MANIFEST_NAME, CARD_NAME] + [shard["path"] for shard in manifest["shards"]]
     total = 0
     for name in names[:1] + names[2:]:
-        path = (root / name)
+        path = root / name
         if path.is_symlink() or not path.resolve().is_relative_to(root) or not path.is_file():
-            raise UsageError(f"{name} is not a regular file inside {root}; push uploads nothing from outside the build folder.")
+            raise UsageError(
+                f"{name} is not a regular file inside {root}; push uploads nothing from outside the build folder."
+            )
         size = path.stat().st_size
         if size > HUB_MAX_FILE_BYTES:
-            raise UsageError(f"{name} is {size / 1e9:.1f} GB, over the Hub's 50 GB per-file limit; rebuild with a smaller --shard-mb.")
+            raise UsageError(
+                f"{name} is {size / 1e9:.1f} GB, over the Hub's 50 GB per-file limit; rebuild with a smaller --shard-mb."
+            )
         total += size
     notes = []
     big = [n for n in names[2:] if (root / n).stat().st_size > HUB_RECOMMENDED_FILE_BYTES]
     if big:
         notes.append(f"{len(big)} shard(s) exceed the Hub's recommended 20 GB per file.")
     if len(names) > HUB_MAX_FILES_PER_FOLDER:
-        raise UsageError(f"{len(names)} files in one folder exceed the Hub's 10,000 per folder; rebuild with larger shards.")
-    notes.append(f"Hub limits: 50 GB per file (20 GB recommended), 10,000 files per folder; this upload: {len(names)} files, {total / 1e6:.1f} MB.")
+        raise UsageError(
+            f"{len(names)} files in one folder exceed the Hub's 10,000 per folder; rebuild with larger shards."
+        )
+    notes.append(
+        f"Hub limits: 50 GB per file (20 GB recommended), 10,000 files per folder; this upload: {len(names)} files, {total / 1e6:.1f} MB."
+    )
     return PushPlan(root, repo, names, total, dataset_card(manifest, license, repo), notes)
 
 
@@ -127,7 +159,14 @@ def push(plan: PushPlan, *, private: bool = False, revision: str | None = None) 
     # The network calls: create the repo if needed, then upload exactly the planned files.
     api = HfApi()
     api.create_repo(plan.repo, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(repo_id=plan.repo, folder_path=plan.directory, repo_type="dataset", revision=revision, allow_patterns=plan.files, commit_message=f"lossyds push: {len(plan.files)} files")
+    api.upload_folder(
+        repo_id=plan.repo,
+        folder_path=plan.directory,
+        repo_type="dataset",
+        revision=revision,
+        allow_patterns=plan.files,
+        commit_message=f"lossyds push: {len(plan.files)} files",
+    )
 
 
 def hf_transform(directory: str | Path):
@@ -149,7 +188,9 @@ def hf_transform(directory: str | Path):
         for value, meta in zip(batch[column], batch["json"]):
             data = value.get("bytes") if isinstance(value, dict) else value
             if not isinstance(data, (bytes, bytearray)):
-                raise UsageError(f"column {column!r} holds {type(value).__name__}, not bytes; load it with decoding off (datasets' decode=False on that column).")
+                raise UsageError(
+                    f"column {column!r} holds {type(value).__name__}, not bytes; load it with decoding off (datasets' decode=False on that column)."
+                )
             decoded.append(codec.decode(bytes(data), meta))
         return {**batch, field_name: decoded}
 

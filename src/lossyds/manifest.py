@@ -81,7 +81,18 @@ def setting_text(manifest: dict[str, Any]) -> str:
     return f"{manifest['codec']['name']} {describe_setting(manifest['codec']['params'])}"
 
 
-def bits_summary(*, modality: str, num_samples: int, payload_bytes: int, container_bytes: int, source_bytes: int, raw_bits: int, pixels: int, seconds: float, audio_samples: int) -> dict[str, Any]:
+def bits_summary(
+    *,
+    modality: str,
+    num_samples: int,
+    payload_bytes: int,
+    container_bytes: int,
+    source_bytes: int,
+    raw_bits: int,
+    pixels: int,
+    seconds: float,
+    audio_samples: int,
+) -> dict[str, Any]:
     """The manifest's "bits" section from byte totals (see module docstring for units)."""
     payload = payload_bytes * 8
     bits: dict[str, Any] = {
@@ -127,7 +138,9 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     try:
         text = read_location(path)
     except (OSError, ValueError) as exc:  # fsspec raises FileNotFoundError (an OSError) for URLs too
-        raise UsageError(f"{directory} holds no readable {MANIFEST_NAME}; is it a finished lossyds build? ({exc.__class__.__name__})") from exc
+        raise UsageError(
+            f"{directory} holds no readable {MANIFEST_NAME}; is it a finished lossyds build? ({exc.__class__.__name__})"
+        ) from exc
     try:
         manifest = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -142,7 +155,14 @@ def check_manifest(manifest: Any, where: str = MANIFEST_NAME) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ShardError(f"{where}: format_version {version!r} is not supported (this lossyds reads {FORMAT_VERSION})")
-    for key, kind in (("codec", dict), ("dataset", dict), ("shards", list), ("bits", dict), ("num_samples", int), ("modality", str)):
+    for key, kind in (
+        ("codec", dict),
+        ("dataset", dict),
+        ("shards", list),
+        ("bits", dict),
+        ("num_samples", int),
+        ("modality", str),
+    ):
         if not isinstance(manifest.get(key), kind):
             raise ShardError(f"{where}: key {key!r} is missing or not a {kind.__name__}")
     if manifest["modality"] not in ("image", "audio"):
@@ -151,7 +171,12 @@ def check_manifest(manifest: Any, where: str = MANIFEST_NAME) -> dict[str, Any]:
         raise ShardError(f"{where}: codec.name is missing")
     total = 0
     for shard in manifest["shards"]:
-        if not isinstance(shard, dict) or not isinstance(shard.get("path"), str) or not isinstance(shard.get("num_samples"), int) or shard["num_samples"] < 0:
+        if (
+            not isinstance(shard, dict)
+            or not isinstance(shard.get("path"), str)
+            or not isinstance(shard.get("num_samples"), int)
+            or shard["num_samples"] < 0
+        ):
             raise ShardError(f"{where}: malformed shard entry {shard!r}")
         name = shard["path"]
         if name.startswith("/") or ".." in Path(name).parts or "\\" in name:

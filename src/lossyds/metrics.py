@@ -3,10 +3,12 @@
 One registry: name -> (modality, function). Images: uint8 arrays [H, W, C] in, audio:
 float32 [channels, frames] in. Higher is better except `mel_distance` and `lpips`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +51,9 @@ def lpips(source: np.ndarray, decoded: np.ndarray) -> float:
 
             _lpips_model = _lpips.LPIPS(net="alex", verbose=False)
         except Exception as exc:  # the AlexNet backbone is a download
-            raise UsageError(f"lpips needs the lpips package and its AlexNet backbone weights in torch hub's cache ({exc.__class__.__name__}).") from exc
+            raise UsageError(
+                f"lpips needs the lpips package and its AlexNet backbone weights in torch hub's cache ({exc.__class__.__name__})."
+            ) from exc
     to = lambda a: _to_nchw(a if a.shape[2] == 3 else np.repeat(a, 3, axis=2)) / 127.5 - 1  # noqa: E731
     with torch.no_grad():
         return float(_lpips_model(to(source), to(decoded)))
@@ -65,7 +69,9 @@ def si_sdr(source: np.ndarray, decoded: np.ndarray) -> float:
         estimate = estimate - estimate.mean()
         scale = np.dot(estimate, reference) / (np.dot(reference, reference) + 1e-12)
         target = scale * reference
-        values.append(10 * math.log10((np.dot(target, target) + 1e-12) / (np.dot(estimate - target, estimate - target) + 1e-12)))
+        values.append(
+            10 * math.log10((np.dot(target, target) + 1e-12) / (np.dot(estimate - target, estimate - target) + 1e-12))
+        )
     return float(np.mean(values))
 
 
@@ -76,8 +82,8 @@ def _mono16k(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def pesq_wb(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
-    from pesq import pesq as _pesq
     from pesq import PesqError
+    from pesq import pesq as _pesq
 
     try:
         return float(_pesq(16000, _mono16k(source, rate), _mono16k(decoded, rate), "wb"))
@@ -95,14 +101,26 @@ def mel_distance(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
     """Mean absolute difference of log-mel spectrograms (64 bands, 25 ms / 10 ms), in nepers."""
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=rate, n_fft=int(0.025 * rate), hop_length=int(0.010 * rate), n_mels=64)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=rate, n_fft=int(0.025 * rate), hop_length=int(0.010 * rate), n_mels=64
+    )
     a = torch.log(mel(torch.from_numpy(np.ascontiguousarray(source))) + 1e-5)
     b = torch.log(mel(torch.from_numpy(np.ascontiguousarray(decoded))) + 1e-5)
     return float((a - b).abs().mean())
 
 
-IMAGE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"psnr": psnr, "ssim": ssim, "ms-ssim": ms_ssim, "lpips": lpips}
-AUDIO_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {"si-sdr": lambda s, d, r: si_sdr(s, d), "pesq": pesq_wb, "stoi": stoi, "mel-distance": mel_distance}
+IMAGE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "psnr": psnr,
+    "ssim": ssim,
+    "ms-ssim": ms_ssim,
+    "lpips": lpips,
+}
+AUDIO_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
+    "si-sdr": lambda s, d, r: si_sdr(s, d),
+    "pesq": pesq_wb,
+    "stoi": stoi,
+    "mel-distance": mel_distance,
+}
 
 
 def check_metrics(names: list[str], modality: str) -> list[str]:

@@ -74,7 +74,9 @@ def describe(sample: SourceSample, codec_name: str, payload_members: list[str]) 
     return meta
 
 
-def members(extension: str, bitstream: bytes, meta: dict[str, Any], attachments: dict[str, bytes]) -> list[tuple[str, bytes]]:
+def members(
+    extension: str, bitstream: bytes, meta: dict[str, Any], attachments: dict[str, bytes]
+) -> list[tuple[str, bytes]]:
     """Every member of one sample as (extension, bytes), in record order (module docstring).
     `meta` is KEY.json without its crc32 field, which is added here."""
     others = [(extension, bitstream)]
@@ -133,7 +135,11 @@ def read(shard: MappedShard, entry: SampleEntry, extension: str) -> StoredRecord
     if not isinstance(meta, dict):
         raise bad("metadata is not a JSON object")
     names = meta.get("payload_members", [extension])
-    if not isinstance(names, list) or extension not in names or not all(isinstance(n, str) and n in entry.members for n in names):
+    if (
+        not isinstance(names, list)
+        or extension not in names
+        or not all(isinstance(n, str) and n in entry.members for n in names)
+    ):
         raise bad(f"lists payload members {names!r} that are not all in the shard")
     bits = sum(entry.members[name][1] for name in names) * 8
     if meta.get("payload_bits") != bits:
@@ -145,7 +151,9 @@ def check(shard: MappedShard, entry: SampleEntry, extension: str) -> int:
     """Metadata, payload size and every member's CRC-32 of one sample; its payload bits."""
     stored = read(shard, entry, extension)
     if not isinstance(stored.meta.get("crc32") or {}, dict):
-        raise ShardError(f"shard {shard.name}: sample {entry.key!r} has malformed CRC-32 metadata", shard=shard.name, key=entry.key)
+        raise ShardError(
+            f"shard {shard.name}: sample {entry.key!r} has malformed CRC-32 metadata", shard=shard.name, key=entry.key
+        )
     for member in entry.members:
         if member != META:
             stored.read(member)

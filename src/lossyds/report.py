@@ -11,6 +11,7 @@ correct 0/1, the utterance's WER, pixel accuracy, mean SDR over stems), joined o
 key; Spearman within each build and over all builds' samples pooled (does the metric
 predict which samples the machine fails on, across codecs and rates?).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
 from .codecs.base import describe_setting
+from .errors import UsageError
 from .manifest import load_manifest
 
 TASK_SCORES = ("wer", "top1", "top5", "miou", "sdr")
@@ -57,7 +58,11 @@ def sample_metrics(directory: Path) -> dict[str, dict[str, float]]:
         with MappedShard(Path(directory) / shard_info["path"], shard_info["path"]) as shard:
             for entry in shard.entries:
                 meta = record.read(shard, entry, extension).meta
-                values = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
+                values = {
+                    k: float(v)
+                    for k, v in (meta.get("metrics") or {}).items()
+                    if isinstance(v, (int, float)) and math.isfinite(v)
+                }
                 if values:
                     found[entry.key] = values
     return found
@@ -94,7 +99,15 @@ def per_sample_correlations(directories: list[Path]) -> list[dict[str, Any]]:
     for (build, metric, outcome), pairs in sorted(groups.items()):
         if len(pairs) >= 3 and len({x for x, _ in pairs}) > 1 and len({y for _, y in pairs}) > 1:
             xs, ys = zip(*pairs)
-            out.append({"build": build, "quality_metric": metric, "outcome": outcome, "samples": len(pairs), "spearman": float(stats.spearmanr(xs, ys)[0])})
+            out.append(
+                {
+                    "build": build,
+                    "quality_metric": metric,
+                    "outcome": outcome,
+                    "samples": len(pairs),
+                    "spearman": float(stats.spearmanr(xs, ys)[0]),
+                }
+            )
     return out
 
 
@@ -109,7 +122,11 @@ def collect(directory: Path) -> dict[str, Any]:
         "rate": bits["bpp"] if manifest["modality"] == "image" else bits["kbps"],
         "bits_per_sample": bits["per_sample_mean"],
         "scores": {},
-        "quality": {name: summary["mean"] for name, summary in (manifest.get("metrics") or {}).items() if summary.get("mean") is not None},
+        "quality": {
+            name: summary["mean"]
+            for name, summary in (manifest.get("metrics") or {}).items()
+            if summary.get("mean") is not None
+        },
         "partial": [],  # notes on evaluations scored with --limit
     }
     for path in sorted(Path(directory).glob("eval-*.json")):
@@ -118,7 +135,9 @@ def collect(directory: Path) -> dict[str, Any]:
             if isinstance(result.get(name), (int, float)):
                 row["scores"][name] = result[name]
         if result.get("limit"):  # scored with --limit: said beside the table
-            row["partial"].append(f"{result['task']} scored {result.get('num_evaluated')} of {result.get('num_samples')} samples (--limit)")
+            row["partial"].append(
+                f"{result['task']} scored {result.get('num_evaluated')} of {result.get('num_samples')} samples (--limit)"
+            )
     return row
 
 
@@ -130,11 +149,23 @@ def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     score_names = sorted({s for r in rows for s in r["scores"]})
     for quality in quality_names:
         for score in score_names:
-            pairs = [(r["quality"][quality], r["scores"][score]) for r in rows if quality in r["quality"] and score in r["scores"]]
+            pairs = [
+                (r["quality"][quality], r["scores"][score])
+                for r in rows
+                if quality in r["quality"] and score in r["scores"]
+            ]
             pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
             if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
                 xs, ys = zip(*pairs)
-                out.append({"quality_metric": quality, "task_metric": score, "builds": len(pairs), "pearson": float(stats.pearsonr(xs, ys)[0]), "spearman": float(stats.spearmanr(xs, ys)[0])})
+                out.append(
+                    {
+                        "quality_metric": quality,
+                        "task_metric": score,
+                        "builds": len(pairs),
+                        "pearson": float(stats.pearsonr(xs, ys)[0]),
+                        "spearman": float(stats.spearmanr(xs, ys)[0]),
+                    }
+                )
     return out
 
 
@@ -147,7 +178,9 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
     unit = "bits per pixel (payload)" if modality == "image" else "kbps (payload)"
     panels = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
     if not panels:
-        raise UsageError("the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first.")
+        raise UsageError(
+            "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +189,11 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for axis, panel in zip(axes[0], panels):
         for codec in sorted({r["codec"] for r in rows}):
-            points = sorted((r["rate"], (r["scores"] | r["quality"])[panel]) for r in rows if r["codec"] == codec and panel in (r["scores"] | r["quality"]))
+            points = sorted(
+                (r["rate"], (r["scores"] | r["quality"])[panel])
+                for r in rows
+                if r["codec"] == codec and panel in (r["scores"] | r["quality"])
+            )
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=codec)
         rates = [r["rate"] for r in rows if r["rate"] > 0]
@@ -174,22 +211,44 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
     plt.close(figure)
 
     columns = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
-    lines = [f"| build | codec | setting | {'bpp' if modality == 'image' else 'kbps'} | bits/sample | " + " | ".join(columns) + " |", "|" + "---|" * (5 + len(columns))]
+    lines = [
+        f"| build | codec | setting | {'bpp' if modality == 'image' else 'kbps'} | bits/sample | "
+        + " | ".join(columns)
+        + " |",
+        "|" + "---|" * (5 + len(columns)),
+    ]
     for r in sorted(rows, key=lambda r: (r["codec"], r["rate"])):
         values = [(r["scores"] | r["quality"]).get(c) for c in columns]
-        lines.append(f"| {Path(r['build']).name} | {r['codec']} | {r['setting']} | {r['rate']:.4f} | {r['bits_per_sample']:.0f} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |")
+        lines.append(
+            f"| {Path(r['build']).name} | {r['codec']} | {r['setting']} | {r['rate']:.4f} | {r['bits_per_sample']:.0f} | "
+            + " | ".join("" if v is None else f"{v:.4f}" for v in values)
+            + " |"
+        )
     table = "\n".join(lines)
     partial = [f"{Path(r['build']).name}: {note}" for r in rows for note in r["partial"]]
     if partial:
         table += "\n\nPartial evaluations: " + "; ".join(partial) + "."
     found = correlations(rows)
     if found:
-        table += "\n\n| quality metric | task metric | builds | Pearson | Spearman |\n|---|---|---|---|---|\n" + "\n".join(f"| {c['quality_metric']} | {c['task_metric']} | {c['builds']} | {c['pearson']:.3f} | {c['spearman']:.3f} |" for c in found)
+        table += (
+            "\n\n| quality metric | task metric | builds | Pearson | Spearman |\n|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {c['quality_metric']} | {c['task_metric']} | {c['builds']} | {c['pearson']:.3f} | {c['spearman']:.3f} |"
+                for c in found
+            )
+        )
     per_sample = per_sample_correlations([Path(d) for d in directories])
     if per_sample:
-        table += ("\n\nPer sample (each sample's quality metric against its own task outcome):\n\n| builds | quality metric | outcome | samples | Spearman |\n|---|---|---|---|---|\n"
-                  + "\n".join(f"| {c['build'] if c['build'] == 'all' else Path(c['build']).name} | {c['quality_metric']} | {c['outcome']} | {c['samples']} | {c['spearman']:.3f} |" for c in per_sample))
+        table += (
+            "\n\nPer sample (each sample's quality metric against its own task outcome):\n\n| builds | quality metric | outcome | samples | Spearman |\n|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {c['build'] if c['build'] == 'all' else Path(c['build']).name} | {c['quality_metric']} | {c['outcome']} | {c['samples']} | {c['spearman']:.3f} |"
+                for c in per_sample
+            )
+        )
     markdown = out / "report.md"
     markdown.write_text(f"# lossyds report\n\n![rate vs metrics](report.png)\n\n{table}\n")
-    (out / "report.json").write_text(json.dumps({"rows": rows, "correlations": found, "per_sample_correlations": per_sample}, indent=2))
+    (out / "report.json").write_text(
+        json.dumps({"rows": rows, "correlations": found, "per_sample_correlations": per_sample}, indent=2)
+    )
     return [png, markdown, out / "report.json"]

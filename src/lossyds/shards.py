@@ -76,7 +76,15 @@ class ShardWriter:
 
     `add` returns the shard it finished when the limit rolled over (before adding), else None."""
 
-    def __init__(self, out_dir: Path, *, shard_samples: int = 1000, shard_mb: float = 1024.0, first_shard: int = 0, shard_format: str = "tar"):
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        shard_samples: int = 1000,
+        shard_mb: float = 1024.0,
+        first_shard: int = 0,
+        shard_format: str = "tar",
+    ):
         if shard_samples < 1 or shard_mb * MEGABYTE < 1024:
             raise ValueError("shard_samples must be >= 1 and shard_mb >= 0.001024")
         if shard_format not in SHARD_FORMATS:
@@ -94,7 +102,11 @@ class ShardWriter:
         partial = self.out_dir / (name + PARTIAL_SUFFIX)
         raw = open(partial, "wb")
         # gzip: fixed mtime and no file name in its header, so compressed shards stay byte-reproducible.
-        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if self.shard_format == "tar.gz" else None
+        stream = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0)
+            if self.shard_format == "tar.gz"
+            else None
+        )
         tar = tarfile.open(fileobj=stream or raw, mode="w", format=tarfile.PAX_FORMAT)
         self.next_shard += 1
         return _OpenShard(final, partial, tar, (raw, stream))
@@ -102,7 +114,9 @@ class ShardWriter:
     def would_roll_over(self, members: list[tuple[str, bytes]]) -> bool:
         """Whether adding these members starts a new shard."""
         shard = self.current
-        return shard is not None and (shard.num_samples >= self.shard_samples or shard.data_bytes + member_bytes(members) > self.max_bytes)
+        return shard is not None and (
+            shard.num_samples >= self.shard_samples or shard.data_bytes + member_bytes(members) > self.max_bytes
+        )
 
     def add(self, key: str, members: list[tuple[str, bytes]]) -> FinishedShard | None:
         """Add one sample: `members` = [(extension, data), ...], written as KEY.extension in order."""
@@ -180,7 +194,9 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, extension
 
 
-def index_tar(source: str | Path | bytes | mmap.mmap, shard_name: str, damage: list[ShardError] | None = None) -> list[SampleEntry]:
+def index_tar(
+    source: str | Path | bytes | mmap.mmap, shard_name: str, damage: list[ShardError] | None = None
+) -> list[SampleEntry]:
     """Index a shard's members (no member data read). Refuses links, directories, absolute or
     `..` paths and bad header checksums. `source` is a path or the shard's bytes / mmap.
 
@@ -216,7 +232,9 @@ def _index_into(entries: list[SampleEntry], buffer: bytes | mmap.mmap, shard_nam
         if not entries or key != entries[-1].key:
             entries.append(SampleEntry(key, {}))
         elif extension in entries[-1].members:
-            raise ShardError(f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key)
+            raise ShardError(
+                f"shard {shard_name}: sample {key!r} has two {extension!r} members", shard=shard_name, key=key
+            )
         entries[-1].members[extension] = (offset, size)
 
 
@@ -225,7 +243,11 @@ _ZERO_BLOCK = b"\0" * 512
 
 
 def _damaged(shard_name: str, position: int, last: str | None, why: str) -> ShardError:
-    return ShardError(f"shard {shard_name} is damaged at byte {position} after member {last!r}: {why}", shard=shard_name, key=split_member_name(last)[0] if last else None)
+    return ShardError(
+        f"shard {shard_name} is damaged at byte {position} after member {last!r}: {why}",
+        shard=shard_name,
+        key=split_member_name(last)[0] if last else None,
+    )
 
 
 def _octal(field: bytes) -> int:
@@ -249,7 +271,7 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
     pending_size: int | None = None
     last = None
     while position + 512 <= total:
-        header = buffer[position:position + 512]
+        header = buffer[position : position + 512]
         if header == _ZERO_BLOCK:
             return  # end-of-archive blocks
         damaged = functools.partial(_damaged, shard_name, position, last)
@@ -266,7 +288,7 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
         if data + size > total:
             raise damaged(f"member of {size} bytes runs past the end of the file (truncated)")
         if kind in (b"x", b"L", b"g"):
-            payload = bytes(buffer[data:data + size])
+            payload = bytes(buffer[data : data + size])
             if kind == b"L":
                 pending_name = payload.rstrip(b"\0").decode("utf-8", "replace")
             elif kind == b"x":
@@ -278,7 +300,10 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
             position = end
             continue
         if kind not in _REGULAR:
-            raise ShardError(f"shard {shard_name} holds a non-file member (type {kind!r}) after {last!r}: links and folders are refused", shard=shard_name)
+            raise ShardError(
+                f"shard {shard_name} holds a non-file member (type {kind!r}) after {last!r}: links and folders are refused",
+                shard=shard_name,
+            )
         if pending_size is not None:
             size = pending_size
             end = data + size + (-size % 512)
@@ -296,12 +321,14 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
         yield name, data, size
         position = end
     if position < total and any(buffer[position:total]):
-        raise ShardError(f"shard {shard_name} ends in a partial header after member {last!r} (truncated)", shard=shard_name)
+        raise ShardError(
+            f"shard {shard_name} ends in a partial header after member {last!r} (truncated)", shard=shard_name
+        )
 
 
 def _pax_records(payload: bytes, damaged) -> Iterator[tuple[str, str]]:
     position = 0
-    while position < len(payload) and payload[position:position + 1] != b"\0":
+    while position < len(payload) and payload[position : position + 1] != b"\0":
         space = payload.find(b" ", position)
         if space < 0:
             raise damaged("malformed PAX record")
@@ -311,7 +338,7 @@ def _pax_records(payload: bytes, damaged) -> Iterator[tuple[str, str]]:
             raise damaged("malformed PAX record length") from None
         if length <= 0 or position + length > len(payload):
             raise damaged("PAX record runs past its header")
-        record = payload[space + 1:position + length - 1].decode("utf-8", "replace")
+        record = payload[space + 1 : position + length - 1].decode("utf-8", "replace")
         key, _, value = record.partition("=")
         yield key, value
         position += length
@@ -344,7 +371,13 @@ class MappedShard:
     (streaming); a `.tar.gz` shard is decompressed into memory when opened.
     """
 
-    def __init__(self, location: str | Path, shard_name: str | None = None, tolerate_damage: bool = False, index: list[SampleEntry] | None = None):
+    def __init__(
+        self,
+        location: str | Path,
+        shard_name: str | None = None,
+        tolerate_damage: bool = False,
+        index: list[SampleEntry] | None = None,
+    ):
         """With `tolerate_damage`, a damaged shard keeps the samples before the damage and
         records the error in `self.damage` instead of raising. `index`: this shard's entries
         from an earlier opening of the same, unchanged file (skips the header scan)."""
@@ -372,16 +405,24 @@ class MappedShard:
             raise
         if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
-        self.entries = index if index is not None else index_tar(self._map, self.name, self.damage if tolerate_damage else None)
+        self.entries = (
+            index if index is not None else index_tar(self._map, self.name, self.damage if tolerate_damage else None)
+        )
 
     def read(self, entry: SampleEntry, extension: str, crc32: int | None = None) -> bytes:
         """A member's bytes; with `crc32`, checked against it (ShardError naming shard and key)."""
         offset, size = entry.members[extension]
         if offset + size > len(self._map):
-            raise ShardError(f"shard {self.name} is truncated inside sample {entry.key!r}", shard=self.name, key=entry.key)
-        data = self._map[offset:offset + size]
+            raise ShardError(
+                f"shard {self.name} is truncated inside sample {entry.key!r}", shard=self.name, key=entry.key
+            )
+        data = self._map[offset : offset + size]
         if crc32 is not None and zlib.crc32(data) != crc32:
-            raise ShardError(f"shard {self.name}: sample {entry.key!r} member .{extension} is corrupt (CRC-32 mismatch)", shard=self.name, key=entry.key)
+            raise ShardError(
+                f"shard {self.name}: sample {entry.key!r} member .{extension} is corrupt (CRC-32 mismatch)",
+                shard=self.name,
+                key=entry.key,
+            )
         return data
 
     def close(self) -> None:
@@ -397,7 +438,7 @@ class MappedShard:
         except Exception:
             pass
 
-    def __enter__(self) -> "MappedShard":
+    def __enter__(self) -> MappedShard:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@
 Units: image arrays are uint8 [H, W, C] with C in {1, 3}; audio arrays are float32
 [channels, frames] in [-1, 1] at `sample_rate` frames per second.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ class SourceSample:
     targets: dict[str, Any] = field(default_factory=dict)  # JSON-able targets: label, text, speaker_id, ...
     attachments: dict[str, bytes] = field(default_factory=dict)  # lossless members: "mask.png" -> file bytes
     reference_audio: dict[str, np.ndarray] = field(default_factory=dict)  # stored as FLAC: "stems.drums" -> [C, T]
-    extra_audio: dict[str, np.ndarray] = field(default_factory=dict)  # signals the codec also encodes: "stems.drums" -> [C, T]
+    extra_audio: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # signals the codec also encodes: "stems.drums" -> [C, T]
     source_bytes: int = 0  # bytes of the source file(s) as read
     source_sha256: str = ""  # hex sha256 of the source bytes as read
     source_path: str = ""  # path relative to the dataset root

@@ -1,14 +1,14 @@
 """`lossyds verify`: re-hash every shard, parse every sample, optionally decode every sample."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from . import codecs
+from . import codecs, record
 from .errors import ShardError
 from .manifest import load_manifest
-from . import record
 from .shards import MappedShard, sha256_file
 
 
@@ -20,8 +20,14 @@ class VerifyReport:
     payload_bits: int
 
 
-def verify(directory: str | Path, *, decode: bool = False, weights: str | None = None, cores: int | None = None,
-           progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+def verify(
+    directory: str | Path,
+    *,
+    decode: bool = False,
+    weights: str | None = None,
+    cores: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
     """Check a build; raises ShardError naming the first bad shard (and sample) found.
 
     First every shard's size and sha256 and every sample's metadata, payload size and member
@@ -40,7 +46,9 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
 
         cores = default_cores() if cores is None else cores
         threads = decode_threads_for(manifest["codec"]["name"], cores)
-        dataset = LossyDataset(root, weights=weights, decode_threads=threads, rank=0, world_size=1)  # every sample, under torchrun too
+        dataset = LossyDataset(
+            root, weights=weights, decode_threads=threads, rank=0, world_size=1
+        )  # every sample, under torchrun too
     for shard_info in manifest["shards"]:
         name = shard_info["path"]
         path = root / name
@@ -50,17 +58,25 @@ def verify(directory: str | Path, *, decode: bool = False, weights: str | None =
         if size != shard_info["bytes"]:
             raise ShardError(f"shard {name} is {size} bytes but the manifest says {shard_info['bytes']}", shard=name)
         if sha256_file(path) != shard_info["sha256"]:
-            raise ShardError(f"shard {name} does not match its sha256 in the manifest (corrupt or changed){locate_damage(path, name, extension)}", shard=name)
+            raise ShardError(
+                f"shard {name} does not match its sha256 in the manifest (corrupt or changed){locate_damage(path, name, extension)}",
+                shard=name,
+            )
         with MappedShard(path, name) as shard:
             if len(shard.entries) != shard_info["num_samples"]:
-                raise ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}", shard=name)
+                raise ShardError(
+                    f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}",
+                    shard=name,
+                )
             for entry in shard.entries:
                 payload += record.check(shard, entry, extension)
                 samples += 1
                 if progress:
                     progress(samples, total)
     if payload != manifest["bits"]["payload"]:
-        raise ShardError(f"bitstreams hold {payload} bits but the manifest's bits.payload says {manifest['bits']['payload']}")
+        raise ShardError(
+            f"bitstreams hold {payload} bits but the manifest's bits.payload says {manifest['bits']['payload']}"
+        )
     if decode:
         from .load import decoded_samples
 

@@ -13,6 +13,7 @@
 The fingerprint of a model is the sha256 of its state dict (names and tensor bytes in
 sorted order), so the same weights match whichever file or seed they came from.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,7 +68,9 @@ def parse_spec(spec: str | None) -> tuple[str, Any]:
             raise UsageError(f"--weights random:SEED needs an integer seed (got {spec!r}).") from None
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise UsageError(f"--weights {spec} is not a file (give a checkpoint path, random:SEED, or nothing for the pretrained weights).")
+        raise UsageError(
+            f"--weights {spec} is not a file (give a checkpoint path, random:SEED, or nothing for the pretrained weights)."
+        )
     return "file", path
 
 
@@ -76,7 +79,9 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
-        raise WeightsError(f"cannot read weights {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        raise WeightsError(
+            f"cannot read weights {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -101,11 +106,16 @@ def find_pretrained(filename: str, url: str | None) -> Path:
     if url and not os.environ.get("LOSSYDS_NO_DOWNLOAD"):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with urllib.request.urlopen(url, timeout=20) as response, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            with (
+                urllib.request.urlopen(url, timeout=20) as response,
+                tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp,
+            ):
                 shutil.copyfileobj(response, tmp)
             os.replace(tmp.name, target)
             return target
         except OSError:
             pass
     places = " or ".join(str(d / filename) for d in cache_dirs())
-    raise WeightsError(f"pretrained weights {filename} are not here and could not be downloaded; put the file at {places} (from {url}), pass --weights PATH, or --weights random:SEED for test weights.")
+    raise WeightsError(
+        f"pretrained weights {filename} are not here and could not be downloaded; put the file at {places} (from {url}), pass --weights PATH, or --weights random:SEED for test weights."
+    )

@@ -1,4 +1,5 @@
 """Counts what the reliability tests tried, printed as one summary line at the end of the run."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Bad and unusual source files, each converted by a documented rule or skipped with its key and reason."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,8 @@ from PIL import Image
 
 import lossyds
 from lossyds.build import BuildOptions, build
-from lossyds.sources.sample import SAMPLE_ROOT, skimage_data_dir
 from lossyds.errors import SourceError
+from lossyds.sources.sample import SAMPLE_ROOT, skimage_data_dir
 
 from ..fixtures import corrupt_jpeg_bytes
 
@@ -41,7 +42,12 @@ def bad_images(tmp_path_factory):
     return root
 
 
-EXPECTED_SKIPS = {"x-truncated-jpeg": "truncated-jpeg.jpg", "x-truncated-png": "truncated-png.png", "x-zero-bytes": "zero-bytes.jpg", "x-bomb": "over the limit"}
+EXPECTED_SKIPS = {
+    "x-truncated-jpeg": "truncated-jpeg.jpg",
+    "x-truncated-png": "truncated-png.png",
+    "x-zero-bytes": "zero-bytes.jpg",
+    "x-bomb": "over the limit",
+}
 
 
 def test_bad_images_are_converted_or_skipped(bad_images, tmp_path, tally):
@@ -57,14 +63,29 @@ def test_bad_images_are_converted_or_skipped(bad_images, tmp_path, tally):
     assert samples["x-cmyk"].shape == (3, 80, 120) and samples["x-palette"].shape == (3, 80, 120)
     assert samples["x-rgba"].shape == (3, 80, 120) and samples["x-png-named"].shape == (3, 80, 120)
     sixteen = samples["x-sixteen-bit"]
-    assert sixteen.shape == (1, 80, 120) and int(sixteen.min()) == 0 and int(sixteen.max()) == 255  # scaled by full range
+    assert (
+        sixteen.shape == (1, 80, 120) and int(sixteen.min()) == 0 and int(sixteen.max()) == 255
+    )  # scaled by full range
     with pytest.raises(SourceError, match="x-truncated-jpeg|x-bomb|x-truncated-png|x-zero-bytes"):
-        build(BuildOptions(codec="png", out=tmp_path / "strict", dataset="imagefolder", root=bad_images, workers=1, strict=True))
+        build(
+            BuildOptions(
+                codec="png", out=tmp_path / "strict", dataset="imagefolder", root=bad_images, workers=1, strict=True
+            )
+        )
 
 
 def test_pixel_limit_is_configurable(bad_images, tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSYDS_MAX_PIXELS", "5000")
-    manifest = build(BuildOptions(codec="jpeg", out=tmp_path / "o", codec_options={"quality": 50}, dataset="imagefolder", root=bad_images, workers=1))
+    manifest = build(
+        BuildOptions(
+            codec="jpeg",
+            out=tmp_path / "o",
+            codec_options={"quality": 50},
+            dataset="imagefolder",
+            root=bad_images,
+            workers=1,
+        )
+    )
     assert any("over the limit of 5000" in s["reason"] for s in manifest["skipped"] if s["key"] == "x-good")
 
 
@@ -85,14 +106,25 @@ def bad_audio(tmp_path_factory):
     import soxr
 
     for target_rate in (8000, 44100, 96000):
-        soundfile.write(root / f"rate-{target_rate}.wav", soxr.resample(speech, rate, target_rate), target_rate, subtype="PCM_16")
+        soundfile.write(
+            root / f"rate-{target_rate}.wav", soxr.resample(speech, rate, target_rate), target_rate, subtype="PCM_16"
+        )
     soundfile.write(root / "stereo.wav", np.stack([speech, speech[::-1]], axis=1), rate, subtype="PCM_16")
     soundfile.write(root / "six-channels.wav", np.stack([speech] * 6, axis=1), 48000, subtype="PCM_16")
     return root
 
 
 def test_bad_and_unusual_audio(bad_audio, tmp_path, tally):
-    manifest = build(BuildOptions(codec="opus", out=tmp_path / "o", codec_options={"kbps": 24}, dataset="audiofolder", root=bad_audio, workers=1))
+    manifest = build(
+        BuildOptions(
+            codec="opus",
+            out=tmp_path / "o",
+            codec_options={"kbps": 24},
+            dataset="audiofolder",
+            root=bad_audio,
+            workers=1,
+        )
+    )
     tally["bad inputs tried"] += 10
     skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
     assert "empty" in skipped and "no samples" in skipped["empty"]
@@ -102,7 +134,12 @@ def test_bad_and_unusual_audio(bad_audio, tmp_path, tally):
     assert manifest["num_samples"] + manifest["num_skipped"] == 10
     tally["samples lost"] += 10 - manifest["num_samples"] - manifest["num_skipped"]
     samples = {s["key"]: s for s in lossyds.open_dataset(tmp_path / "o")}
-    for name, rate, channels in (("rate-8000", 8000, 1), ("rate-44100", 44100, 1), ("rate-96000", 96000, 1), ("stereo", 16000, 2)):
+    for name, rate, channels in (
+        ("rate-8000", 8000, 1),
+        ("rate-44100", 44100, 1),
+        ("rate-96000", 96000, 1),
+        ("stereo", 16000, 2),
+    ):
         sample = samples[name]
         source, source_rate = soundfile.read(bad_audio / f"{name}.wav", dtype="float32", always_2d=True)
         assert sample["sample_rate"] == source_rate == rate and sample["audio"].shape == (channels, len(source))

@@ -1,4 +1,5 @@
 """Kills, a full disk, and damaged shards: nothing half-written under a final name, every damage named."""
+
 from __future__ import annotations
 
 import errno
@@ -17,8 +18,8 @@ import torch
 import lossyds
 import lossyds.shards
 from lossyds.build import BuildOptions, build
-from lossyds.manifest import JOURNAL_NAME
 from lossyds.errors import LossydsError, ShardError
+from lossyds.manifest import JOURNAL_NAME
 from lossyds.verify import verify
 
 from ..conftest import file_hashes
@@ -31,8 +32,28 @@ def photos(tmp_path_factory):
 
 
 def cli_build(out: Path, source: Path) -> list[str]:
-    return [sys.executable, "-m", "lossyds.cli", "build", "--codec", "avif", "--quality", "30", "--dataset", "imagefolder",
-            "--root", str(source), "--split", "train", "--shard-samples", "3", "--workers", "2", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "lossyds.cli",
+        "build",
+        "--codec",
+        "avif",
+        "--quality",
+        "30",
+        "--dataset",
+        "imagefolder",
+        "--root",
+        str(source),
+        "--split",
+        "train",
+        "--shard-samples",
+        "3",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
 
 
 def test_repeated_sigkill_then_resume_matches_an_uninterrupted_build(photos, tmp_path, tally):
@@ -79,7 +100,18 @@ class FullDisk:
 
 def test_full_disk_leaves_no_half_shard_and_resumes(photos, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
-    build(BuildOptions(codec="jpeg", out=reference, codec_options={"quality": 40}, dataset="imagefolder", root=photos, split="train", shard_samples=4, workers=1))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=reference,
+            codec_options={"quality": 40},
+            dataset="imagefolder",
+            root=photos,
+            split="train",
+            shard_samples=4,
+            workers=1,
+        )
+    )
     budget = [200_000]  # enough for the first shard or two, not for the build
     real_open = open
 
@@ -90,19 +122,52 @@ def test_full_disk_leaves_no_half_shard_and_resumes(photos, tmp_path, monkeypatc
     monkeypatch.setattr(lossyds.shards, "open", failing_open, raising=False)
     out = tmp_path / "full"
     with pytest.raises(LossydsError, match="No space left on device"):
-        build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 40}, dataset="imagefolder", root=photos, split="train", shard_samples=4, workers=1))
+        build(
+            BuildOptions(
+                codec="jpeg",
+                out=out,
+                codec_options={"quality": 40},
+                dataset="imagefolder",
+                root=photos,
+                split="train",
+                shard_samples=4,
+                workers=1,
+            )
+        )
     monkeypatch.undo()
     assert not list(out.glob("*.partial"))
     journal = json.loads((out / JOURNAL_NAME).read_text())
     finished = {s["path"] for s in journal["shards"]}
     assert finished and {p.name for p in out.glob("shard-*")} == finished  # only complete shards under final names
-    build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 40}, dataset="imagefolder", root=photos, split="train", shard_samples=4, workers=1))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=out,
+            codec_options={"quality": 40},
+            dataset="imagefolder",
+            root=photos,
+            split="train",
+            shard_samples=4,
+            workers=1,
+        )
+    )
     assert file_hashes(out) == file_hashes(reference)
 
 
 def test_every_corrupt_byte_is_named_by_verify_and_the_loader(photos, tmp_path, tally):
     clean = tmp_path / "clean"
-    build(BuildOptions(codec="jpeg", out=clean, codec_options={"quality": 40}, dataset="imagefolder", root=photos, split="train", shard_samples=10, workers=1))
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=clean,
+            codec_options={"quality": 40},
+            dataset="imagefolder",
+            root=photos,
+            split="train",
+            shard_samples=10,
+            workers=1,
+        )
+    )
     shard = sorted(clean.glob("shard-*"))[1]
     size = shard.stat().st_size
     rng = random.Random(7)

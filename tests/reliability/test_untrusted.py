@@ -1,4 +1,5 @@
 """Fuzzing every parser of untrusted bytes, and the security promises."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,8 @@ import sys
 import tarfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lossyds.errors import LossydsError, ShardError
 from lossyds.manifest import check_manifest
@@ -81,12 +83,20 @@ def test_shard_reader_on_random_bytes_raises_only_shard_errors(blob):
         pass
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                           lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["format_version", "codec", "dataset", "shards", "bits", "num_samples", "modality"]), json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(["format_version", "codec", "dataset", "shards", "bits", "num_samples", "modality"]),
+        json_values,
+    )
+)
 def test_manifest_checker_raises_only_lossyds_errors(document):
     try:
         check_manifest(document)
@@ -95,7 +105,14 @@ def test_manifest_checker_raises_only_lossyds_errors(document):
 
 
 def test_manifest_shard_paths_cannot_leave_the_folder():
-    base = {"format_version": 1, "codec": {"name": "jpeg"}, "dataset": {}, "bits": {}, "num_samples": 1, "modality": "image"}
+    base = {
+        "format_version": 1,
+        "codec": {"name": "jpeg"},
+        "dataset": {},
+        "bits": {},
+        "num_samples": 1,
+        "modality": "image",
+    }
     for path in ("../x.tar", "/abs/x.tar", "a/../../x.tar"):
         with pytest.raises(ShardError, match="outside"):
             check_manifest({**base, "shards": [{"path": path, "num_samples": 1}]})
@@ -106,11 +123,23 @@ def test_tokens_never_reach_output_manifest_or_card(tmp_path):
     env = {**os.environ, "HF_TOKEN": secret, "HUGGING_FACE_HUB_TOKEN": secret, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "b"
     results = [
-        subprocess.run([sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "5", "--out", str(out)], capture_output=True, text=True, env=env),
-        subprocess.run([sys.executable, "-m", "lossyds.cli", "push", str(out), "--repo", "me/x", "--dry-run"], capture_output=True, text=True, env=env),
+        subprocess.run(
+            [sys.executable, "-m", "lossyds.cli", "build", "--codec", "jpeg", "--quality", "5", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+        ),
+        subprocess.run(
+            [sys.executable, "-m", "lossyds.cli", "push", str(out), "--repo", "me/x", "--dry-run"],
+            capture_output=True,
+            text=True,
+            env=env,
+        ),
     ]
     assert all(r.returncode == 0 for r in results)
-    for text in [r.stdout + r.stderr for r in results] + [p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".json", ".md")]:
+    for text in [r.stdout + r.stderr for r in results] + [
+        p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".json", ".md")
+    ]:
         assert secret not in text
 
 

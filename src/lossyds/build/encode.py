@@ -52,7 +52,12 @@ def encode_sample(source: Source, codec: Codec, ref: SourceRef, metric_names: li
             member = f"{name}.{codec.extension}"
             if member in attachments:
                 raise CodecError(f"{member} would be both a lossless reference and a codec bitstream")
-            extra = SourceSample(key=f"{sample.key}/{name}", audio=signal, sample_rate=sample.sample_rate, audio_bit_depth=sample.audio_bit_depth)
+            extra = SourceSample(
+                key=f"{sample.key}/{name}",
+                audio=signal,
+                sample_rate=sample.sample_rate,
+                audio_bit_depth=sample.audio_bit_depth,
+            )
             attachments[member] = codec.encode(extra)
             payload_members.append(member)
             extra_payload += len(attachments[member])
@@ -115,7 +120,12 @@ TASK_SAMPLES = 4  # source samples per worker task: amortises the pool's per-tas
 
 
 def encode_all(
-    source: Source, codec: Codec, codec_options: dict[str, Any], refs: list[SourceRef], workers: int, metric_names: list[str]
+    source: Source,
+    codec: Codec,
+    codec_options: dict[str, Any],
+    refs: list[SourceRef],
+    workers: int,
+    metric_names: list[str],
 ) -> Iterator[Encoded | Skipped]:
     """Results in source order. With workers > 1, encoding runs in worker processes with a
     bounded window of tasks in flight, so memory does not grow with the dataset."""
@@ -125,9 +135,13 @@ def encode_all(
         return
     # fork is fast, but a parent that has run torch ops (a neural codec's model) leaves
     # OpenMP thread pools that deadlock in forked children: spawn fresh processes then.
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and not codec.uses_weights else "spawn")
+    context = multiprocessing.get_context(
+        "fork" if sys.platform.startswith("linux") and not codec.uses_weights else "spawn"
+    )
     size = 1 if codec.uses_weights else TASK_SAMPLES  # neural samples are slow enough on their own
-    with context.Pool(workers, initializer=_init_worker, initargs=(source, codec.name, codec_options, metric_names)) as pool:
+    with context.Pool(
+        workers, initializer=_init_worker, initargs=(source, codec.name, codec_options, metric_names)
+    ) as pool:
         window: deque = deque()
         for start in range(0, len(refs), size):
             window.append(pool.apply_async(_work, (refs[start : start + size],)))

@@ -38,7 +38,9 @@ def assemble_manifest(
 ) -> dict[str, Any]:
     """manifest.json's content. `dataset`: name, split, license, tasks, options."""
     num_samples = sum(s.num_samples for s in shards)
-    fingerprint = add_digests([s.source_digest for s in shards] + [key_digest(f"skipped:{s['key']}", "") for s in skipped])
+    fingerprint = add_digests(
+        [s.source_digest for s in shards] + [key_digest(f"skipped:{s['key']}", "") for s in skipped]
+    )
     bits = bits_summary(
         modality=modality,
         num_samples=num_samples,

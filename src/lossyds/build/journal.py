@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildStateError, UsageError
-from ..manifest import BUILD_INFO_NAME, CARD_NAME, JOURNAL_NAME, MANIFEST_NAME, PARTIAL_SUFFIX, is_shard_name, write_json_atomic
+from ..manifest import (
+    BUILD_INFO_NAME,
+    CARD_NAME,
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    PARTIAL_SUFFIX,
+    is_shard_name,
+    write_json_atomic,
+)
 
 TOTAL_KEYS = ("raw_bits", "source_bytes", "pixels", "seconds", "audio_samples", "payload_bytes")
 OWNED = (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME, CARD_NAME)  # files a build writes besides shards
@@ -38,7 +46,13 @@ class ShardStats:
     source_digest: str  # lossyds.manifest.add_digests of its samples' key digests
 
     def to_manifest(self) -> dict[str, Any]:
-        return {"path": self.path, "num_samples": self.num_samples, "bytes": self.bytes, "sha256": self.sha256, "payload_bytes": self.payload_bytes}
+        return {
+            "path": self.path,
+            "num_samples": self.num_samples,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "payload_bytes": self.payload_bytes,
+        }
 
 
 @dataclass
@@ -95,5 +109,7 @@ def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
             path.unlink()
     for shard in journal.shards:
         if not (out / shard["path"]).is_file():
-            raise BuildStateError(f"{out}: shard {shard['path']} recorded as finished is missing; pass --force to rebuild.")
+            raise BuildStateError(
+                f"{out}: shard {shard['path']} recorded as finished is missing; pass --force to rebuild."
+            )
     return journal

@@ -40,8 +40,13 @@ def load_parts(out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
         for key in ("codec", "modality"):
             if manifest[key] != first[key]:
                 raise BuildStateError(f"part {folder.name} was built with another {key} than part {folders[0].name}.")
-        if _dataset_identity(manifest) != _dataset_identity(first) or manifest["part"]["total_records"] != first["part"]["total_records"]:
-            raise BuildStateError(f"part {folder.name} was built from another dataset or split than part {folders[0].name}.")
+        if (
+            _dataset_identity(manifest) != _dataset_identity(first)
+            or manifest["part"]["total_records"] != first["part"]["total_records"]
+        ):
+            raise BuildStateError(
+                f"part {folder.name} was built from another dataset or split than part {folders[0].name}."
+            )
     ordered = sorted(zip(manifests, folders), key=lambda pair: pair[0]["part"]["index"])
     return [folder for _, folder in ordered], [manifest for manifest, _ in ordered]
 
@@ -82,17 +87,30 @@ def merge(out: str | Path) -> dict[str, Any]:
         for shard, digest in zip(manifest["shards"], manifest["source_digests"]):
             name = shard_name(len(shards), shard_format_of(shard["path"]))
             link_or_copy(folder / shard["path"], out / name)
-            shards.append(ShardStats(name, shard["num_samples"], shard["bytes"], shard["sha256"], shard["payload_bytes"], 0, 0, digest))
+            shards.append(
+                ShardStats(
+                    name, shard["num_samples"], shard["bytes"], shard["sha256"], shard["payload_bytes"], 0, 0, digest
+                )
+            )
         skipped += manifest["skipped"]
         for key in TOTAL_KEYS:
             totals[key] += manifest["totals"][key]
     first = manifests[0]
     merged = assemble_manifest(
-        dataset=_dataset_identity(first), codec_entry=first["codec"], modality=first["modality"], shards=shards, skipped=skipped, totals=totals
+        dataset=_dataset_identity(first),
+        codec_entry=first["codec"],
+        modality=first["modality"],
+        shards=shards,
+        skipped=skipped,
+        totals=totals,
     )
     merged["merged_from_parts"] = first["part"]["count"]
     if first.get("metrics"):
         merged["metrics"] = merged_metrics(manifests)
-    finish_folder(out, merged, {"merged_parts": [f.name for f in folders], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    finish_folder(
+        out,
+        merged,
+        {"merged_parts": [f.name for f in folders], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
     shutil.rmtree(out / PARTS_DIR)
     return merged

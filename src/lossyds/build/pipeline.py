@@ -48,7 +48,9 @@ class Plan:
 
 def plan(options: BuildOptions) -> Plan:
     codec = codecs.get(options.codec, **options.codec_options)
-    source = sources.get(options.dataset, root=options.root, split=options.split, modality=codec.modality, **options.source_options)
+    source = sources.get(
+        options.dataset, root=options.root, split=options.split, modality=codec.modality, **options.source_options
+    )
     refs = source.records()
     if options.limit is not None:
         refs = refs[: options.limit]
@@ -69,8 +71,12 @@ def plan(options: BuildOptions) -> Plan:
         part = {"index": index, "count": count, "first_record": first, "num_records": len(refs), "total_records": total}
         out = part_folder(out, options.part)
     if options.shard_format not in (*SHARD_FORMATS, "auto"):
-        raise UsageError(f"shard_format must be one of {', '.join(SHARD_FORMATS)}, auto (got {options.shard_format!r}).")
-    shard_format = options.shard_format if options.shard_format != "auto" else ("tar.gz" if codec.modality == "audio" else "tar")
+        raise UsageError(
+            f"shard_format must be one of {', '.join(SHARD_FORMATS)}, auto (got {options.shard_format!r})."
+        )
+    shard_format = (
+        options.shard_format if options.shard_format != "auto" else ("tar.gz" if codec.modality == "audio" else "tar")
+    )
     settings = {
         "shard_format": shard_format,
         "codec": codec.manifest_entry(),
@@ -97,7 +103,13 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
 
         metrics.check_metrics(options.metrics, job.codec.modality)
     journal = prepare_output(job.out, options.force, job.settings)
-    writer = ShardWriter(job.out, shard_samples=options.shard_samples, shard_mb=options.shard_mb, first_shard=len(journal.shards), shard_format=job.shard_format)
+    writer = ShardWriter(
+        job.out,
+        shard_samples=options.shard_samples,
+        shard_mb=options.shard_mb,
+        first_shard=len(journal.shards),
+        shard_format=job.shard_format,
+    )
     stage = ShardStage(job.out, writer, journal, job.codec.extension, with_metrics=bool(options.metrics))
     rates = RateKeeper(job.codec.rate_target(), journal, stage.pending)
     workers = options.workers or os.cpu_count() or 1
@@ -105,10 +117,14 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
     if progress:
         progress(done, len(job.refs))
     try:
-        for result in encode_all(job.source, job.codec, options.codec_options, job.refs[done:], workers, options.metrics):
+        for result in encode_all(
+            job.source, job.codec, options.codec_options, job.refs[done:], workers, options.metrics
+        ):
             if isinstance(result, Skipped):
                 if options.strict:
-                    raise SourceError(f"sample {result.key!r} cannot be used: {result.reason} (build stopped by --strict)")
+                    raise SourceError(
+                        f"sample {result.key!r} cannot be used: {result.reason} (build stopped by --strict)"
+                    )
                 stage.skip(result.key, result.reason)
             else:
                 chosen = rates.choose(result)
@@ -128,7 +144,13 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         raise
     source = job.source
     manifest = assemble_manifest(
-        dataset={"name": source.name, "split": source.split, "license": source.license, "tasks": source.tasks(), "options": source.options},
+        dataset={
+            "name": source.name,
+            "split": source.split,
+            "license": source.license,
+            "tasks": source.tasks(),
+            "options": source.options,
+        },
         codec_entry=job.codec.manifest_entry(),
         modality=job.codec.modality,
         shards=journal.shard_stats(),

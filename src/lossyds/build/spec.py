@@ -67,14 +67,20 @@ def load_spec(path: Path) -> dict[str, Any]:
         unknown = set({**(spec.get("defaults") or {}), **run}) - set(RUN_KEYS) - codec_keys - source_keys
         if unknown:
             valid = sorted(set(RUN_KEYS) | codec_keys | source_keys)
-            raise UsageError(f"{path}: run {run['name']!r} has unknown keys {', '.join(sorted(unknown))}; valid here: {', '.join(valid)}.")
+            raise UsageError(
+                f"{path}: run {run['name']!r} has unknown keys {', '.join(sorted(unknown))}; valid here: {', '.join(valid)}."
+            )
     return spec
 
 
-def run_options(spec: dict[str, Any], run: dict[str, Any], out: Path, workers: int, force: bool, limit: int | None) -> BuildOptions:
+def run_options(
+    spec: dict[str, Any], run: dict[str, Any], out: Path, workers: int, force: bool, limit: int | None
+) -> BuildOptions:
     merged = {**(spec.get("defaults") or {}), **run}
     codec_keys, source_keys = declared_keys(merged)
-    codec_keys = codec_keys if codec_keys is not None else set(merged) - set(RUN_KEYS)  # unknown codec: kept for the report
+    codec_keys = (
+        codec_keys if codec_keys is not None else set(merged) - set(RUN_KEYS)
+    )  # unknown codec: kept for the report
     source_keys = source_keys or set()
     root = (spec.get("roots") or {}).get(merged["dataset"])
     codec_options = {k: merged[k] for k in codec_keys if k in merged}
@@ -139,6 +145,8 @@ def run_spec(
             echo(f"done {name}: {options.out} is already built")
             continue
         manifest = progress(f"{name}", build, options)
-        echo(f"built {name}: {manifest['num_samples']} samples, {achieved_rate_text(manifest)}, {manifest['num_skipped']} skipped -> {options.out}")
+        echo(
+            f"built {name}: {manifest['num_samples']} samples, {achieved_rate_text(manifest)}, {manifest['num_skipped']} skipped -> {options.out}"
+        )
         manifests.append(manifest)
     return manifests

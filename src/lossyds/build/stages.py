@@ -29,7 +29,10 @@ class RateKeeper:
         unit, bits_per_unit = self.target
         bits = (self.journal.totals["payload_bytes"] + self.pending["payload_bytes"] + encoded.extra_payload) * 8
         units = self.journal.totals[unit] + self.pending[unit] + getattr(encoded, unit)
-        return min(range(len(encoded.candidates)), key=lambda i: abs(bits + len(encoded.candidates[i][1]) * 8 - bits_per_unit * units))
+        return min(
+            range(len(encoded.candidates)),
+            key=lambda i: abs(bits + len(encoded.candidates[i][1]) * 8 - bits_per_unit * units),
+        )
 
 
 @dataclass
@@ -65,7 +68,11 @@ class ShardStage:
         """Add source sample number `index` with its candidate `chosen`."""
         settings_used, bitstream = encoded.candidates[chosen]
         payload = len(bitstream) + encoded.extra_payload
-        meta = {**encoded.meta, "payload_bits": payload * 8, **({"codec_settings": settings_used} if settings_used else {})}
+        meta = {
+            **encoded.meta,
+            "payload_bits": payload * 8,
+            **({"codec_settings": settings_used} if settings_used else {}),
+        }
         if self.with_metrics:
             meta["metrics"] = metrics
         members = record.members(self.extension, bitstream, meta, encoded.attachments)
@@ -80,7 +87,9 @@ class ShardStage:
         if self.tally is None:
             self.tally = _ShardTally(first_index=index)
         self.tally.payload_bytes += payload
-        self.tally.source_sum = (self.tally.source_sum + int(key_digest(encoded.key, encoded.source_sha256), 16)) % DIGEST_MODULUS
+        self.tally.source_sum = (
+            self.tally.source_sum + int(key_digest(encoded.key, encoded.source_sha256), 16)
+        ) % DIGEST_MODULUS
         for name in TOTAL_KEYS[:-1]:
             self.pending[name] += getattr(encoded, name)
         self.pending["payload_bytes"] += payload

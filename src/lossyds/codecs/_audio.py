@@ -3,6 +3,7 @@
 Audio arrays are float32 [channels, frames]. Resampling uses libsoxr (python-soxr), whose
 whole-signal `resample` compensates its filter delay, so output stays sample-aligned.
 """
+
 from __future__ import annotations
 
 import io
@@ -64,7 +65,9 @@ def pyav_encode(
     buffer = io.BytesIO()
     options = {"fflags": "+bitexact", **(muxer_options or {})}
     with av.open(buffer, mode="w", format=muxer, container_options=options) as container:
-        stream = container.add_stream(encoder, rate=sample_rate, options={"flags": "+bitexact", **(encoder_options or {})})
+        stream = container.add_stream(
+            encoder, rate=sample_rate, options={"flags": "+bitexact", **(encoder_options or {})}
+        )
         stream.layout = layout
         stream.bit_rate = bit_rate
         planar = np.ascontiguousarray(audio, dtype=np.float32)

@@ -10,6 +10,7 @@ scales and means) runs on CPU: learned entropy coding may not decode across devi
 (CompressAI #279, #309), which the manifest records. The synthesis network `g_s` may run
 anywhere, batched (`synthesize`), since nothing is entropy-decoded from its output.
 """
+
 from __future__ import annotations
 
 import copy
@@ -111,7 +112,20 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         streams = []
         for index in range(len(images)):
             strings = [[group[index]] for group in groups]
-            streams.append(lsyn.pack(lsyn.NeuralBitstream(self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in shape], strings)))
+            streams.append(
+                lsyn.pack(
+                    lsyn.NeuralBitstream(
+                        self.name,
+                        self.params["quality"],
+                        prefix,
+                        height,
+                        width,
+                        channels,
+                        [int(d) for d in shape],
+                        strings,
+                    )
+                )
+            )
         return streams
 
     def encode(self, sample: SourceSample) -> bytes:
@@ -134,14 +148,20 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         """Bitstream -> Latent: parts [y_hat [1, M, Hp/16, Wp/16]], finish {height, width, channels}."""
         stream = lsyn.unpack(bytes(data))
         if stream.codec != self.name or stream.quality != self.params["quality"]:
-            raise CodecError(f"bitstream is {stream.codec} quality {stream.quality}, not {self.name} quality {self.params['quality']}")
+            raise CodecError(
+                f"bitstream is {stream.codec} quality {stream.quality}, not {self.name} quality {self.params['quality']}"
+            )
         have = self.weights_info().sha256[:16]
         if stream.weights_prefix.hex() != have:
-            raise WeightsError(f"{self.name}: this bitstream was made with weights {stream.weights_prefix.hex()}..., but the weights given are {have}...; decoding would be wrong.")
+            raise WeightsError(
+                f"{self.name}: this bitstream was made with weights {stream.weights_prefix.hex()}..., but the weights given are {have}...; decoding would be wrong."
+            )
         model, capture = self._entropy_view()
         with torch.no_grad():
             self.decompress_tensor(model, stream.strings, stream.latent_shape)
-        return Latent(self.name, [capture.take()], {"height": stream.height, "width": stream.width, "channels": stream.channels})
+        return Latent(
+            self.name, [capture.take()], {"height": stream.height, "width": stream.width, "channels": stream.channels}
+        )
 
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Latents -> uint8 [C, H, W] images on `device`; latents of one shape run as one batch."""
@@ -152,7 +172,9 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         images: list[torch.Tensor] = [torch.empty(0)] * len(latents)
         with torch.no_grad():
             for indices in groups.values():
-                x_hat = synthesis(torch.cat([latents[i].parts[0] for i in indices]).to(device).contiguous(memory_format=layout))
+                x_hat = synthesis(
+                    torch.cat([latents[i].parts[0] for i in indices]).to(device).contiguous(memory_format=layout)
+                )
                 for row, index in zip(x_hat, indices):
                     finish = latents[index].finish
                     x = row[:, : finish["height"], : finish["width"]].clamp(0, 1).mul_(255).round_().to(torch.uint8)

@@ -21,6 +21,7 @@ which runs step by step on CPU), so without the LM the decoder network is the co
 ones without changing their output; the 48 kHz model's 1 s segments batch with segments
 of the same length.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,10 +33,10 @@ import numpy as np
 import torch
 
 from ..errors import CodecError
+from ..options import Option
 from ..types import SourceSample
 from ..weights import WeightsError, WeightsInfo, parse_spec
 from ._audio import fit_length, resample
-from ..options import Option
 from ._neural import WEIGHTS_OPTION, NeuralModelMixin, resolve_weights
 from .base import AudioCodec, Latent
 
@@ -47,7 +48,12 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     checkpoint: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = (
         WEIGHTS_OPTION,
-        Option("entropy_lm", bool, "EnCodec: entropy-code the codes with its LM (random:SEED weights give a random LM).", default=False),
+        Option(
+            "entropy_lm",
+            bool,
+            "EnCodec: entropy-code the codes with its LM (random:SEED weights give a random LM).",
+            default=False,
+        ),
     )
     causal: ClassVar[bool]  # the model's output at step t depends on codes up to t only
     lm_checkpoint: ClassVar[str]  # encodec's pretrained entropy-LM file
@@ -70,7 +76,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
     def _constructor(self):
         from encodec import EncodecModel
 
-        return EncodecModel.encodec_model_24khz if self.model_name == "encodec_24khz" else EncodecModel.encodec_model_48khz
+        return (
+            EncodecModel.encodec_model_24khz if self.model_name == "encodec_24khz" else EncodecModel.encodec_model_48khz
+        )
 
     def new_model(self) -> torch.nn.Module:
         model = self._constructor()(pretrained=False)
@@ -98,7 +106,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
                 "the decoder network may run on any device (decode_device)"
             )
         else:
-            entry["decode_portability"] = "codes are bit-packed: decodable anywhere; the decoder network may run on any device (decode_device)"
+            entry["decode_portability"] = (
+                "codes are bit-packed: decodable anywhere; the decoder network may run on any device (decode_device)"
+            )
         entry["model_sample_rate"] = self.model.sample_rate
         return entry
 
@@ -110,7 +120,13 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         model = self.model
 
         def new_lm() -> torch.nn.Module:  # encodec's get_lm_model architecture
-            return LMModel(model.quantizer.n_q, model.quantizer.bins, num_layers=5, dim=200, past_context=int(3.5 * model.frame_rate))
+            return LMModel(
+                model.quantizer.n_q,
+                model.quantizer.bins,
+                num_layers=5,
+                dim=200,
+                past_context=int(3.5 * model.frame_rate),
+            )
 
         def lm_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
             lm = new_lm()
@@ -118,9 +134,13 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             return lm
 
         kind, value = parse_spec(self.params.get("weights"))
-        kind = "random" if kind == "random" else "pretrained"  # with a model checkpoint file, the LM is still encodec's pretrained one
+        kind = (
+            "random" if kind == "random" else "pretrained"
+        )  # with a model checkpoint file, the LM is still encodec's pretrained one
         url = f"https://dl.fbaipublicfiles.com/encodec/v0/{self.lm_checkpoint}"
-        self._lm, self._lm_info = resolve_weights(kind, value, new_lm, lm_from_state, lambda: (self.lm_checkpoint, url), f"{self.name}'s entropy LM")
+        self._lm, self._lm_info = resolve_weights(
+            kind, value, new_lm, lm_from_state, lambda: (self.lm_checkpoint, url), f"{self.name}'s entropy LM"
+        )
 
     @property
     def lm(self) -> torch.nn.Module:
@@ -141,15 +161,25 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         super().check_weights(recorded)
         expected_lm_sha256 = (recorded.get("lm") or {}).get("sha256")
         if expected_lm_sha256 is not None and self.lm_info().sha256 != expected_lm_sha256:
-            raise WeightsError(f"{self.name}: the dataset's entropy LM has weights sha256 {expected_lm_sha256[:16]}..., but the LM given ({self.lm_info().name}) is {self.lm_info().sha256[:16]}...; pass the weights it was built with.")
+            raise WeightsError(
+                f"{self.name}: the dataset's entropy LM has weights sha256 {expected_lm_sha256[:16]}..., but the LM given ({self.lm_info().name}) is {self.lm_info().sha256[:16]}...; pass the weights it was built with."
+            )
 
     def _to_model(self, audio: np.ndarray, rate: int) -> torch.Tensor:
         channels = self.model.channels
         if audio.shape[0] != channels:
-            audio = audio.mean(axis=0, keepdims=True) if channels == 1 else np.repeat(audio[:1], channels, axis=0) if audio.shape[0] == 1 else None
+            audio = (
+                audio.mean(axis=0, keepdims=True)
+                if channels == 1
+                else np.repeat(audio[:1], channels, axis=0)
+                if audio.shape[0] == 1
+                else None
+            )
             if audio is None:
                 raise CodecError(f"{self.name} takes mono or stereo audio")
-        return torch.from_numpy(np.ascontiguousarray(resample(np.asarray(audio, np.float32), rate, self.model.sample_rate)))
+        return torch.from_numpy(
+            np.ascontiguousarray(resample(np.asarray(audio, np.float32), rate, self.model.sample_rate))
+        )
 
     def encode(self, sample: SourceSample) -> bytes:
         if sample.audio is None or sample.sample_rate is None:
@@ -175,7 +205,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             raise CodecError(f".ecdc bitstream is for model {header.get('m')!r}, not {self.model_name!r}")
         use_lm = bool(header.get("lm"))
         if use_lm and not self.params["entropy_lm"]:
-            raise CodecError(f"{self.name}: this bitstream is coded with the entropy LM but the codec was set up without it")
+            raise CodecError(
+                f"{self.name}: this bitstream is coded with the entropy LM but the codec was set up without it"
+            )
         length, codebooks = int(header["al"]), int(header["nc"])
         model = self.model
         segment = model.segment_length or length
@@ -189,7 +221,11 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
                 if len(raw) != 4:
                     raise CodecError(".ecdc bitstream is truncated")
                 scale = torch.tensor(struct.unpack("!f", raw)[0]).view(1)
-            codes = self._pull_lm_codes(handle, steps, codebooks) if use_lm else self._pull_packed_codes(handle, steps, codebooks)
+            codes = (
+                self._pull_lm_codes(handle, steps, codebooks)
+                if use_lm
+                else self._pull_packed_codes(handle, steps, codebooks)
+            )
             frames.append((codes, scale))
         return frames, length
 
@@ -216,7 +252,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             for step in range(steps):
                 probabilities, states, offset = self.lm(previous, states, offset)
                 for book in range(codebooks):
-                    code = decoder.pull(build_stable_quantized_cdf(probabilities[0, :, book, 0], decoder.total_range_bits, check=False))
+                    code = decoder.pull(
+                        build_stable_quantized_cdf(probabilities[0, :, book, 0], decoder.total_range_bits, check=False)
+                    )
                     if code is None:
                         raise CodecError(".ecdc bitstream ended sooner than expected")
                     codes[0, book, step] = code
@@ -235,8 +273,14 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         audio_np = audio.cpu().numpy()
         channels = int(meta.get("channels", audio_np.shape[0]))
         if audio_np.shape[0] != channels:
-            audio_np = np.repeat(audio_np, channels, axis=0) if audio_np.shape[0] == 1 else audio_np.mean(axis=0, keepdims=True)
-        audio_np = resample(np.ascontiguousarray(audio_np, dtype=np.float32), self.model.sample_rate, int(meta["sample_rate"]))
+            audio_np = (
+                np.repeat(audio_np, channels, axis=0)
+                if audio_np.shape[0] == 1
+                else audio_np.mean(axis=0, keepdims=True)
+            )
+        audio_np = resample(
+            np.ascontiguousarray(audio_np, dtype=np.float32), self.model.sample_rate, int(meta["sample_rate"])
+        )
         return torch.from_numpy(np.ascontiguousarray(fit_length(audio_np, int(meta["num_frames"]))))
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
@@ -259,7 +303,11 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         from encodec.utils import _linear_overlap_add  # encodec's own overlap-add of segments, as its decode uses
 
         model = self.module_on(device)
-        jobs = [(index, position, codes, scale) for index, latent in enumerate(latents) for position, (codes, scale) in enumerate(latent.parts)]
+        jobs = [
+            (index, position, codes, scale)
+            for index, latent in enumerate(latents)
+            for position, (codes, scale) in enumerate(latent.parts)
+        ]
         groups: dict[int, list[tuple[int, int, torch.Tensor, torch.Tensor | None]]] = {}
         for job in jobs:
             groups.setdefault(0 if self.causal else job[2].shape[-1], []).append(job)
@@ -267,7 +315,9 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         with torch.no_grad():
             for group in groups.values():
                 longest = max(codes.shape[-1] for _, _, codes, _ in group)
-                codes = torch.cat([torch.nn.functional.pad(c, (0, longest - c.shape[-1])) for _, _, c, _ in group]).to(device)
+                codes = torch.cat([torch.nn.functional.pad(c, (0, longest - c.shape[-1])) for _, _, c, _ in group]).to(
+                    device
+                )
                 out = model.decoder(model.quantizer.decode(codes.transpose(0, 1)))
                 if group[0][3] is not None:
                     out = out * torch.cat([s for _, _, _, s in group]).to(device).view(-1, 1, 1)
@@ -281,6 +331,7 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             wave = frames[0] if len(frames) == 1 else _linear_overlap_add(frames, model.segment_stride or 1)
             results.append(self._to_source(wave[0, :, : latent.finish["length"]], latent.finish).to(device))
         return results
+
 
 class _GivenLM:
     """Stands in for EncodecModel.get_lm_model: returns the LM lossyds resolved."""

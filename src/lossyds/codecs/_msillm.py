@@ -6,6 +6,7 @@ Its hyperprior strings (CompressAI entropy models) go into lossyds's `.lsyn` con
 like the CompressAI codecs. `neuralcompression` pins scipy<=1.11.1 for parts lossyds does
 not use: install it with `pip install --no-deps neuralcompression fvcore lpips torchmetrics`.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -14,7 +15,14 @@ import torch
 
 from ._compressai import LearnedImageCodec
 
-TARGETS = {1: "target_0.035bpp", 2: "target_0.07bpp", 3: "target_0.14bpp", 4: "target_0.3bpp", 5: "target_0.45bpp", 6: "target_0.9bpp"}
+TARGETS = {
+    1: "target_0.035bpp",
+    2: "target_0.07bpp",
+    3: "target_0.14bpp",
+    4: "target_0.3bpp",
+    5: "target_0.45bpp",
+    6: "target_0.9bpp",
+}
 
 
 class MsIllmCodec(LearnedImageCodec):
@@ -48,5 +56,10 @@ class MsIllmCodec(LearnedImageCodec):
     def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
         from neuralcompression import HyperpriorCompressedOutput
 
-        packed = HyperpriorCompressedOutput(latent_strings=strings[0], hyper_latent_strings=strings[1], image_size=tuple(shape), padded_size=tuple(shape))
+        packed = HyperpriorCompressedOutput(
+            latent_strings=strings[0],
+            hyper_latent_strings=strings[1],
+            image_size=tuple(shape),
+            padded_size=tuple(shape),
+        )
         model.decompress(packed)

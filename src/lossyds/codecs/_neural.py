@@ -1,8 +1,10 @@
 """Shared machinery of neural codecs: lazy model construction from checked weights."""
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
@@ -10,7 +12,9 @@ from ..options import Option
 from ..weights import WeightsError, WeightsInfo, find_pretrained, load_checkpoint, parse_spec, state_dict_sha256
 
 WEIGHTS_OPTION = Option(
-    "weights", str, "Neural codecs: a checkpoint path, or random:SEED for test weights (default: the pretrained weights)."
+    "weights",
+    str,
+    "Neural codecs: a checkpoint path, or random:SEED for test weights (default: the pretrained weights).",
 )
 
 
@@ -101,7 +105,9 @@ class NeuralModelMixin:
 
     def _load(self) -> None:
         kind, value = parse_spec(self.params.get("weights"))
-        self._model, self._weights = resolve_weights(kind, value, self.new_model, self.model_from_state, self.pretrained_source, self.name, self.prepare)
+        self._model, self._weights = resolve_weights(
+            kind, value, self.new_model, self.model_from_state, self.pretrained_source, self.name, self.prepare
+        )
 
     def module_on(self, device: str | torch.device, part: str | None = None) -> torch.nn.Module:
         """`self.model` (or its submodule `part`) on `device`: the model itself on CPU, else a
@@ -112,7 +118,9 @@ class NeuralModelMixin:
             return module
         copies: dict[tuple[str, str | None], torch.nn.Module] = self.__dict__.setdefault("_device_copies", {})
         if (str(device), part) not in copies:
-            copies[(str(device), part)] = self.copy_module(part).to(device).to(memory_format=torch.contiguous_format).eval()  # NCHW: the layout cuDNN kernels are tuned for
+            copies[(str(device), part)] = (
+                self.copy_module(part).to(device).to(memory_format=torch.contiguous_format).eval()
+            )  # NCHW: the layout cuDNN kernels are tuned for
         return copies[(str(device), part)]
 
     def copy_module(self, part: str | None = None) -> torch.nn.Module:
@@ -140,4 +148,6 @@ class NeuralModelMixin:
         expected_sha256 = recorded["sha256"]
         have = self.weights_info().sha256
         if have != expected_sha256:
-            raise WeightsError(f"{self.name}: the dataset was built with weights sha256 {expected_sha256[:16]}..., but the weights given ({self.weights_info().name}) are {have[:16]}...; pass the weights it was built with.")
+            raise WeightsError(
+                f"{self.name}: the dataset was built with weights sha256 {expected_sha256[:16]}..., but the weights given ({self.weights_info().name}) are {have[:16]}...; pass the weights it was built with."
+            )

@@ -4,10 +4,12 @@ Encoding goes through Pillow. Decoding takes torchvision.io's native decoders wh
 they exist for the format (they skip the PIL image object and its conversions, and release
 the GIL), and Pillow otherwise.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL

@@ -9,6 +9,7 @@ list in one call only on CUDA (decode_jpegs_cuda); on CPU its list path is a Pyt
 
 This module has no `from __future__ import annotations`: TorchScript reads the annotations.
 """
+
 import threading
 import warnings
 from typing import Callable, Dict, List, Optional

@@ -17,7 +17,9 @@ class AvifCodec(PillowImageCodec):
     pil_format = "AVIF"
     options = (
         Option("speed", int, "AVIF encoder effort, 0 (slowest, best) .. 10 (fastest).", default=6, span=(0, 10)),
-        Option("subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")),
+        Option(
+            "subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")
+        ),
     )
 
     def save_options(self, quality: int | None) -> dict[str, Any]:

@@ -209,7 +209,9 @@ class ImageCodec(Codec):
         quality = Option("quality", int, "Image codec quality (higher is better).", span=cls.quality_range)
         if not cls.takes_bpp:
             return (quality,)
-        bpp = Option("bpp", float, "Target bits per pixel: quality chosen per image so the mean hits it.", span=(0.0, 24.0))
+        bpp = Option(
+            "bpp", float, "Target bits per pixel: quality chosen per image so the mean hits it.", span=(0.0, 24.0)
+        )
         return quality, bpp
 
     def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +221,9 @@ class ImageCodec(Codec):
             if "quality" in rate:
                 raise OptionError(f"{self.name}: give {{0}} or {{1}}, not both.", "quality", "bpp")
             if rate["bpp"] <= 0:
-                raise OptionError(f"{self.name} {{0}} must be a number of bits per pixel in (0, 24] (got {rate['bpp']!r}).", "bpp")
+                raise OptionError(
+                    f"{self.name} {{0}} must be a number of bits per pixel in (0, 24] (got {rate['bpp']!r}).", "bpp"
+                )
             return {"bpp": rate["bpp"]}
         if "quality" not in rate:
             low, high = self.quality_range

@@ -2,6 +2,7 @@
 
 16-bit sources are stored as 16-bit FLAC, deeper sources as 24-bit.
 """
+
 from __future__ import annotations
 
 import io

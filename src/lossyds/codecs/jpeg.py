@@ -13,6 +13,13 @@ class JpegCodec(PillowImageCodec):
     torchvision_function = "decode_jpeg"
     quality_range = (1, 100)
     options = (
-        Option("optimize", bool, "JPEG: optimal Huffman tables (smaller files, same pixels; baseline, not progressive).", default=True),
-        Option("subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")),
+        Option(
+            "optimize",
+            bool,
+            "JPEG: optimal Huffman tables (smaller files, same pixels; baseline, not progressive).",
+            default=True,
+        ),
+        Option(
+            "subsampling", str, "JPEG/AVIF chroma subsampling.", default="4:2:0", choices=("4:4:4", "4:2:2", "4:2:0")
+        ),
     )

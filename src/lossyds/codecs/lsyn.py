@@ -9,6 +9,7 @@ The payload bits of a sample are the size of this file: everything needed to dec
 (given the weights the prefix names), nothing more. Readers raise CodecError on a wrong
 magic, an unknown version, a truncated file, or lengths that run past the end.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,8 +60,10 @@ class _Reader:
 
     def take(self, count: int) -> bytes:
         if count < 0 or self.position + count > len(self.data):
-            raise CodecError(f"neural bitstream is truncated (needs {count} bytes at offset {self.position} of {len(self.data)})")
-        chunk = self.data[self.position:self.position + count]
+            raise CodecError(
+                f"neural bitstream is truncated (needs {count} bytes at offset {self.position} of {len(self.data)})"
+            )
+        chunk = self.data[self.position : self.position + count]
         self.position += count
         return chunk
 

@@ -6,6 +6,7 @@ the build reports the achieved rate. Sample rates MP3 lacks are resampled to 48 
 FFmpeg reads the LAME tag and removes encoder delay and padding, so decoded audio
 is sample-aligned with the source.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ encoding (never relabelled). Decoding always yields 48 kHz; the result is resamp
 back to the source rate and cut to the source length (pre-skip and end trim are
 applied by FFmpeg from the Ogg stream).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,19 +30,32 @@ class OpusCodec(AudioCodec):
     kbps_range = (6.0, 256.0)  # libopus' own floor is 6 kbps in FFmpeg's wrapper
     options = (
         Option("application", str, "Opus encoder tuning.", default="audio", choices=("audio", "voip", "lowdelay")),
-        Option("frame_ms", float, "Opus frame duration in milliseconds.", default=20.0, choices=(2.5, 5.0, 10.0, 20.0, 40.0, 60.0)),
+        Option(
+            "frame_ms",
+            float,
+            "Opus frame duration in milliseconds.",
+            default=20.0,
+            choices=(2.5, 5.0, 10.0, 20.0, 40.0, 60.0),
+        ),
         Option("vbr", str, "Opus rate control.", default="on", choices=("on", "off", "constrained")),
     )
 
     @classmethod
     def rate_options(cls) -> tuple[Option, ...]:
-        target = Option("target_kbps", float, "Opus: target achieved kbps (whole Ogg files); the encoder setting is chosen per sample.", span=(3.0, 256.0))
+        target = Option(
+            "target_kbps",
+            float,
+            "Opus: target achieved kbps (whole Ogg files); the encoder setting is chosen per sample.",
+            span=(3.0, 256.0),
+        )
         return (*super().rate_options(), target)
 
     def resolve_rate(self, rate: dict[str, Any]) -> dict[str, Any]:
         if "target_kbps" in rate:
             if "kbps" in rate:
-                raise OptionError("opus: give {0} (the encoder setting) or {1} (the achieved rate), not both.", "kbps", "target_kbps")
+                raise OptionError(
+                    "opus: give {0} (the encoder setting) or {1} (the achieved rate), not both.", "kbps", "target_kbps"
+                )
             # The setting is searched per sample (see candidates); the Ogg container is counted.
             return {"target_kbps": rate["target_kbps"]}
         return super().resolve_rate(rate)
@@ -85,7 +99,9 @@ class OpusCodec(AudioCodec):
             raise CodecError(f"opus encodes audio; sample {sample.key!r} has none")
         target = self.params["target_kbps"] * 1000 * sample.audio.shape[1] / sample.sample_rate
         # libopus' setting range in bits per second; 100 b/s steps are finer than its own granularity
-        return bracket_candidates(lambda bit_rate: self.encode_at(sample, bit_rate), 500, 256_000, target, resolution=100, setting="bit_rate")
+        return bracket_candidates(
+            lambda bit_rate: self.encode_at(sample, bit_rate), 500, 256_000, target, resolution=100, setting="bit_rate"
+        )
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         audio, rate = pyav_decode(data, "ogg")

@@ -77,7 +77,9 @@ def collate_channels_last(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
     if not batch or not isinstance(batch[0], dict) or "image" not in batch[0]:
         return default_collate(batch)
-    pixels = [sample["image"].permute(1, 2, 0) for sample in batch]  # [H, W, C] views: contiguous for torchvision's output
+    pixels = [
+        sample["image"].permute(1, 2, 0) for sample in batch
+    ]  # [H, W, C] views: contiguous for torchvision's output
     out = None
     if torch.utils.data.get_worker_info() is not None:
         first = pixels[0]

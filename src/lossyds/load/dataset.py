@@ -82,17 +82,25 @@ class LossyDataset(torch.utils.data.IterableDataset):
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
         cache = cache_folder(decode_cache, self.manifest) if decode_cache is not None else None
-        self.decoder = Decoder(codec, self.modality, cache, self._check_decode_device(codec, decode_device, decode_cache))
+        self.decoder = Decoder(
+            codec, self.modality, cache, self._check_decode_device(codec, decode_device, decode_cache)
+        )
 
     @staticmethod
-    def _check_decode_device(codec: codecs.Codec, device: str | torch.device | None, decode_cache: Any) -> torch.device | None:
+    def _check_decode_device(
+        codec: codecs.Codec, device: str | torch.device | None, decode_cache: Any
+    ) -> torch.device | None:
         if device is None:
             return None
         if not codec.batched_synthesis:
             two_stage = ", ".join(n for n in codecs.available() if codecs.codec_class(n).batched_synthesis)
-            raise UsageError(f"decode_device is for neural codecs that decode in two stages ({two_stage}); {codec.name} decodes in one, on the CPU.")
+            raise UsageError(
+                f"decode_device is for neural codecs that decode in two stages ({two_stage}); {codec.name} decodes in one, on the CPU."
+            )
         if decode_cache is not None:
-            raise UsageError("decode_device and decode_cache are alternatives: the cache serves decoded samples, the device decodes them.")
+            raise UsageError(
+                "decode_device and decode_cache are alternatives: the cache serves decoded samples, the device decodes them."
+            )
         try:
             return torch.device(device)
         except (RuntimeError, TypeError) as exc:
@@ -136,14 +144,20 @@ class LossyDataset(torch.utils.data.IterableDataset):
         rank, world = self.rank_and_world()
         part, parts = rank * num_workers + worker_id, world * num_workers
         order = split.shard_order(len(self.shards), self.shuffle, self.seed, self.epoch)
-        references: Iterator[Reference] = (ref for r in split.ranges(self.shards, order, part, parts) for ref in self.reader.references(*r))
+        references: Iterator[Reference] = (
+            ref for r in split.ranges(self.shards, order, part, parts) for ref in self.reader.references(*r)
+        )
         if self.shuffle_buffer > 1:  # shuffles references, not decoded tensors: memory stays small
-            references = parallel.shuffled(references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part))))
+            references = parallel.shuffled(
+                references, self.shuffle_buffer, random.Random(hash((self.seed, self.epoch, part)))
+            )
         # Chunks share the work among decode threads; one thread gains nothing from them (and a
         # slow neural codec's first sample would wait for a whole chunk), so it takes one at a time.
         chunks = parallel.chunked(references, parallel.DECODE_CHUNK if self.decode_threads > 1 else 1)
         if self.decode_threads > 1:
-            results = parallel.threaded_map(self._process, chunks, self.decode_threads, window=parallel.decode_window(self.decode_threads))
+            results = parallel.threaded_map(
+                self._process, chunks, self.decode_threads, window=parallel.decode_window(self.decode_threads)
+            )
         else:
             results = map(self._process, chunks)
         samples = parallel.unchunked(results)
@@ -196,7 +210,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
             decoded = self.codec.synthesize([latent for _, _, latent in found], self.decode_device)
         except (LossydsError, ValueError, RuntimeError) as exc:
             keys = [samples[p].get("key") for p in pending]
-            raise LossydsError(f"{self.codec.name} synthesis on {self.decode_device} failed for samples {keys}: {exc}") from exc
+            raise LossydsError(
+                f"{self.codec.name} synthesis on {self.decode_device} failed for samples {keys}: {exc}"
+            ) from exc
         for (holder, name, _), value in zip(found, decoded):
             holder[name] = value
         if self.transform is not None:

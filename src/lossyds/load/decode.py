@@ -37,7 +37,12 @@ def undecodable(shard_name: str, key: str, exc: BaseException) -> ShardError:
 def cache_folder(base: str | Path, manifest: dict[str, Any]) -> Path:
     """One folder per (dataset fingerprint, codec settings, weights, shards): a cache never serves another build."""
     identity = json.dumps(
-        [manifest["dataset"].get("source_root_fingerprint"), manifest["codec"], [s["sha256"] for s in manifest["shards"]]], sort_keys=True
+        [
+            manifest["dataset"].get("source_root_fingerprint"),
+            manifest["codec"],
+            [s["sha256"] for s in manifest["shards"]],
+        ],
+        sort_keys=True,
     )
     folder = Path(base) / hashlib.sha256(identity.encode()).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)

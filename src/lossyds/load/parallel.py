@@ -50,7 +50,9 @@ def unchunked(chunks: Iterator[list[Any]]) -> Iterator[Any]:
             yield sample
 
 
-def threaded_map(function: Callable[[Any], Any], items: Iterator[Any], threads: int, window: int | None = None) -> Iterator[Any]:
+def threaded_map(
+    function: Callable[[Any], Any], items: Iterator[Any], threads: int, window: int | None = None
+) -> Iterator[Any]:
     """Ordered map over a thread pool, with at most `window` items in flight (default 2 x threads).
 
     The loader's items are chunks of DECODE_CHUNK samples (amortising the pool's per-task

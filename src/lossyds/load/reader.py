@@ -19,12 +19,16 @@ class ShardReader:
     """Reads the shards of one build. `tolerate_damage`: a damaged shard serves the samples
     before the damage and the damage is reported through `note` (on_error="skip")."""
 
-    def __init__(self, root: str | Path, shards: list[dict[str, Any]], tolerate_damage: bool, note: Callable[[str], None]):
+    def __init__(
+        self, root: str | Path, shards: list[dict[str, Any]], tolerate_damage: bool, note: Callable[[str], None]
+    ):
         self.root = root
         self.shards = shards
         self.tolerate_damage = tolerate_damage
         self.note = note
-        self._index_cache: dict[str, tuple[tuple[int, int, int], list[SampleEntry]]] = {}  # shard -> (file stamp, entries)
+        self._index_cache: dict[
+            str, tuple[tuple[int, int, int], list[SampleEntry]]
+        ] = {}  # shard -> (file stamp, entries)
         self._index_cached_samples = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -50,7 +54,12 @@ class ShardReader:
         cached = self._index_cache.get(name)
         index = cached[1] if cached is not None and stamp is not None and cached[0] == stamp else None
         shard = MappedShard(location, name, tolerate_damage=self.tolerate_damage, index=index)
-        if index is None and stamp is not None and not shard.damage and self._index_cached_samples + len(shard.entries) <= INDEX_CACHE_SAMPLES:
+        if (
+            index is None
+            and stamp is not None
+            and not shard.damage
+            and self._index_cached_samples + len(shard.entries) <= INDEX_CACHE_SAMPLES
+        ):
             self._index_cache[name] = (stamp, shard.entries)
             self._index_cached_samples += len(shard.entries)
         return shard
@@ -69,7 +78,9 @@ class ShardReader:
         for damage in shard.damage:  # on_error="skip": the samples before the damage are still served
             self.note(f"{damage} (samples after it in this shard are lost)")
         if len(shard.entries) != expected and not shard.damage:
-            error = ShardError(f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name)
+            error = ShardError(
+                f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name
+            )
             if not self.tolerate_damage:
                 raise error
             self.note(str(error))

@@ -14,25 +14,42 @@ from .dataloader import DataLoader, _uncollated
 from .dataset import LossyDataset
 
 
-def make_loader(root: str | Path, batch_size: int | None = 32, *, cores: int | None = None, collate_fn: Callable[[list[Any]], Any] | None = None,
-                pin_memory: bool = False, drop_last: bool = False, **dataset_options: Any) -> "DataLoader":
+def make_loader(
+    root: str | Path,
+    batch_size: int | None = 32,
+    *,
+    cores: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+    **dataset_options: Any,
+) -> DataLoader:
     """A lossyds.DataLoader over the build at `root`, set up the recommended way for its codec
-   : JPEG/WebP/AVIF/PNG decode in `cores` threads of this process (no worker
-    processes); audio and neural codecs in `cores` DataLoader worker processes (persistent);
-    with decode_device (neural codecs), the workers entropy-decode and this process
-    synthesizes each batch there. cores: None = one per core up to 8; 0 = decode in this
-    thread. dataset_options go to open_dataset (shuffle, seed, transform, on_error,
-    decode_device, weights, ...); reach the dataset as `loader.dataset` (set_epoch)."""
+    : JPEG/WebP/AVIF/PNG decode in `cores` threads of this process (no worker
+     processes); audio and neural codecs in `cores` DataLoader worker processes (persistent);
+     with decode_device (neural codecs), the workers entropy-decode and this process
+     synthesizes each batch there. cores: None = one per core up to 8; 0 = decode in this
+     thread. dataset_options go to open_dataset (shuffle, seed, transform, on_error,
+     decode_device, weights, ...); reach the dataset as `loader.dataset` (set_epoch)."""
     if cores is not None and cores < 0:
         raise UsageError(f"cores must be >= 0 (got {cores}).")
     if "decode_threads" in dataset_options:
-        raise UsageError("make_loader chooses decode_threads from cores; to set it yourself, use open_dataset and lossyds.DataLoader.")
+        raise UsageError(
+            "make_loader chooses decode_threads from cores; to set it yourself, use open_dataset and lossyds.DataLoader."
+        )
     cores = default_cores() if cores is None else cores
     threads = decode_threads_for(load_manifest(root)["codec"]["name"], cores)
     dataset = LossyDataset(root, decode_threads=threads, **dataset_options)
     workers = 0 if threads > 1 else cores
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+    )
 
 
 def default_cores() -> int:
@@ -78,6 +95,6 @@ def _unwrapped(exc: LossydsError) -> LossydsError:
     last = text.rstrip().splitlines()[-1]
     prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
     try:
-        return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
+        return type(exc)(last[len(prefix) :] if last.startswith(prefix) else last)
     except Exception:  # a LossydsError subclass with another signature: keep torch's
         return exc

@@ -6,15 +6,17 @@ Image rule: 1-channel sources (L, 1, I;16, I, F) become uint8 grayscale [H, W, 1
 Audio rule: samples become float32 [channels, frames] in [-1, 1] at the file's own
 rate; NaN or infinite samples make the file unreadable (skipped, never patched).
 """
+
 from __future__ import annotations
 
 import abc
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import soundfile
@@ -70,7 +72,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             if width * height > limit:  # checked from the header, before any pixel is decoded
-                raise SourceError(f"image {name} is {width}x{height} = {width * height} pixels, over the limit of {limit} (raise it with LOSSYDS_MAX_PIXELS)")
+                raise SourceError(
+                    f"image {name} is {width}x{height} = {width * height} pixels, over the limit of {limit} (raise it with LOSSYDS_MAX_PIXELS)"
+                )
             img.load()
             mode = img.mode
             if mode in ("L", "1"):
@@ -127,12 +131,16 @@ class Source(abc.ABC):
         given = check_options(f"dataset {self.name!r}", self.declared_options(), options)
         self.options = self.configure({option.name: given.get(option.name, option.default) for option in self.options})
         if modality not in self.modalities:
-            raise UsageError(f"dataset {self.name!r} holds {' and '.join(self.modalities)} data; a {modality} codec cannot encode it.")
+            raise UsageError(
+                f"dataset {self.name!r} holds {' and '.join(self.modalities)} data; a {modality} codec cannot encode it."
+            )
         self.modality = modality
         self.root = self.resolve_root(root)
         self.split = split if split is not None else self.default_split(modality)
         if self.splits and self.split not in self.splits:
-            raise UsageError(f"dataset {self.name!r} has no split {self.split!r}; choose one of: {', '.join(self.splits)}.")
+            raise UsageError(
+                f"dataset {self.name!r} has no split {self.split!r}; choose one of: {', '.join(self.splits)}."
+            )
 
     def configure(self, options: dict[str, Any]) -> dict[str, Any]:
         """Apply the dataset's own options (every declared one, given or at its default);

@@ -5,6 +5,7 @@ The photo is compressed; the label maps are stored as the original PNG files (lo
 pixel-identical) as `KEY.mask.png` and `KEY.instances.png`. `train_ids(mask)` maps label
 ids to the 19 train ids (255 = ignore) with cityscapesscripts' label definitions.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,10 @@ class CityscapesSource(Source):
             stem = path.name[: -len(SUFFIX)]
             city = path.parent.name
             extra = []
-            for attachment, suffix in (("mask.png", "_gtFine_labelIds.png"), ("instances.png", "_gtFine_instanceIds.png")):
+            for attachment, suffix in (
+                ("mask.png", "_gtFine_labelIds.png"),
+                ("instances.png", "_gtFine_instanceIds.png"),
+            ):
                 label = self.root / "gtFine" / self.split / city / f"{stem}{suffix}"
                 if label.is_file():
                     extra.append((attachment, str(label.relative_to(self.root))))

@@ -5,6 +5,7 @@ audiofolder reads optional per-file targets from ROOT/[SPLIT/]metadata.jsonl, on
 {"file_name": "relative/path.flac", ...targets} object per line (Hugging Face's audiofolder rule).
 Without --split the files sit directly under ROOT.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,13 @@ class ImageFolderSource(_FolderSource):
             for path in sorted((folder / class_name).rglob("*")):
                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                     relative = path.relative_to(self.root)
-                    records.append(SourceRef(self.key_for(path.relative_to(folder)), str(relative), {"label": label, "class_name": class_name}))
+                    records.append(
+                        SourceRef(
+                            self.key_for(path.relative_to(folder)),
+                            str(relative),
+                            {"label": label, "class_name": class_name},
+                        )
+                    )
         return records
 
 
@@ -72,5 +79,7 @@ class AudioFolderSource(_FolderSource):
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
                 inner = path.relative_to(folder)
-                records.append(SourceRef(self.key_for(inner), str(path.relative_to(self.root)), targets.get(str(inner), {})))
+                records.append(
+                    SourceRef(self.key_for(inner), str(path.relative_to(self.root)), targets.get(str(inner), {}))
+                )
         return records

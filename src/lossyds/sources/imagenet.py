@@ -10,6 +10,7 @@ Labels follow the standard 0-999 order: sorted wnids (torchvision's order). The 
 the human-readable name (from `LOC_synset_mapping.txt` or the devkit's `meta.mat`) go
 to metadata. CMYK and grayscale JPEGs and the PNG named `.JPEG` are decoded by content.
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,7 +61,9 @@ class ImageNetSource(Source):
         train = self.root / "train"
         wnids = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else sorted(names)
         if not wnids:
-            raise UsageError(f"{self.root} has neither train/<wnid>/ folders nor LOC_synset_mapping.txt or a devkit: cannot tell the 1000 classes.")
+            raise UsageError(
+                f"{self.root} has neither train/<wnid>/ folders nor LOC_synset_mapping.txt or a devkit: cannot tell the 1000 classes."
+            )
         return wnids, names
 
     @staticmethod
@@ -69,7 +72,11 @@ class ImageNetSource(Source):
         from scipy.io import loadmat
 
         synsets = loadmat(devkit / "data" / "meta.mat", squeeze_me=True)["synsets"]
-        return {int(row["ILSVRC2012_ID"]): (str(row["WNID"]), str(row["words"])) for row in synsets if int(row["num_children"]) == 0}
+        return {
+            int(row["ILSVRC2012_ID"]): (str(row["WNID"]), str(row["words"]))
+            for row in synsets
+            if int(row["num_children"]) == 0
+        }
 
     def val_labels(self) -> dict[str, str]:
         """Flat val/: image stem -> wnid."""
@@ -83,7 +90,9 @@ class ImageNetSource(Source):
             ids = self._devkit_ids(devkit)
             truth = (devkit / "data" / "ILSVRC2012_validation_ground_truth.txt").read_text().split()
             return {f"ILSVRC2012_val_{index:08d}": ids[int(label)][0] for index, label in enumerate(truth, 1)}
-        raise UsageError(f"flat {self.root / 'val'} needs its labels: put LOC_val_solution.csv or the ILSVRC2012 devkit under {self.meta_root}.")
+        raise UsageError(
+            f"flat {self.root / 'val'} needs its labels: put LOC_val_solution.csv or the ILSVRC2012 devkit under {self.meta_root}."
+        )
 
     def records(self) -> list[SourceRef]:
         folder = self.root / self.split
@@ -100,7 +109,12 @@ class ImageNetSource(Source):
 
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
         if class_dirs:
-            return [record(path, d.name) for d in class_dirs for path in sorted(d.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+            return [
+                record(path, d.name)
+                for d in class_dirs
+                for path in sorted(d.iterdir())
+                if path.suffix.lower() in IMAGE_SUFFIXES
+            ]
         labels = self.val_labels()
         records = []
         for path in sorted(folder.iterdir()):

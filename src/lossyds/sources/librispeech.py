@@ -6,13 +6,22 @@ ROOT is the `LibriSpeech` folder or its parent; `--split` is the subset folder n
 train-other-500). Transcript, speaker and chapter ids go to metadata. An utterance
 without a transcript line is skipped with that reason.
 """
+
 from __future__ import annotations
 
 from ..errors import SourceError, UsageError
 from ..types import SourceSample
 from .base import Source, SourceRef
 
-SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
+SUBSETS = (
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+)
 
 
 class LibriSpeechSource(Source):
@@ -40,10 +49,17 @@ class LibriSpeechSource(Source):
                 if utterance:
                     texts[utterance] = text
             for audio in sorted(transcript_file.parent.glob("*.flac")):
-                speaker, chapter, _ = audio.stem.split("-", 2) if audio.stem.count("-") >= 2 else (audio.parent.parent.name, audio.parent.name, "")
+                speaker, chapter, _ = (
+                    audio.stem.split("-", 2)
+                    if audio.stem.count("-") >= 2
+                    else (audio.parent.parent.name, audio.parent.name, "")
+                )
                 targets = {"text": texts.get(audio.stem), "speaker_id": int(speaker), "chapter_id": int(chapter)}
                 records.append(SourceRef(audio.stem, str(audio.relative_to(self.root)), targets))
-        orphans = sorted({str(p.parent.relative_to(self.root)) for p in subset.glob("*/*/*.flac")} - {str(t.parent.relative_to(self.root)) for t in subset.glob("*/*/*.trans.txt")})
+        orphans = sorted(
+            {str(p.parent.relative_to(self.root)) for p in subset.glob("*/*/*.flac")}
+            - {str(t.parent.relative_to(self.root)) for t in subset.glob("*/*/*.trans.txt")}
+        )
         for chapter in orphans:  # chapters without a transcript file: still listed, then skipped with the reason
             for audio in sorted((self.root / chapter).glob("*.flac")):
                 records.append(SourceRef(audio.stem, str(audio.relative_to(self.root)), {"text": None}))

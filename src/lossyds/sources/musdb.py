@@ -10,6 +10,7 @@ training targets; their bits then count in the sample's payload.
 `--chunk-seconds S` cuts tracks into chunks of exactly round(S x rate) frames (the last
 one shorter), recording `start_frame` and `num_frames` of each in its metadata.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,7 +65,12 @@ class MusdbSource(Source):
 
     options = (
         Option("chunk_seconds", float, "MUSDB: cut tracks into chunks of this many seconds."),
-        Option("compress_stems", bool, "MUSDB: encode the stems with the codec too (default: lossless FLAC references).", default=False),
+        Option(
+            "compress_stems",
+            bool,
+            "MUSDB: encode the stems with the codec too (default: lossless FLAC references).",
+            default=False,
+        ),
     )
 
     def configure(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +114,15 @@ class MusdbSource(Source):
                 continue
             step = round(self.chunk_seconds * rate)
             for index, start in enumerate(range(0, frames, step)):
-                records.append(SourceRef(f"{safe_key(track)}-c{index:04d}", relative, {"track": track, "chunk": index, "start_frame": start}, start=start, stop=min(frames, start + step)))
+                records.append(
+                    SourceRef(
+                        f"{safe_key(track)}-c{index:04d}",
+                        relative,
+                        {"track": track, "chunk": index, "start_frame": start},
+                        start=start,
+                        stop=min(frames, start + step),
+                    )
+                )
         return records
 
     def load(self, record: SourceRef) -> SourceSample:
@@ -120,7 +134,9 @@ class MusdbSource(Source):
             for name in ("mixture", *STEMS):
                 file = path / f"{name}.wav"
                 try:
-                    audio, rate = soundfile.read(str(file), start=record.start, stop=record.stop, dtype="float32", always_2d=True)
+                    audio, rate = soundfile.read(
+                        str(file), start=record.start, stop=record.stop, dtype="float32", always_2d=True
+                    )
                     total = soundfile.info(str(file)).frames
                 except (soundfile.LibsndfileError, RuntimeError) as exc:
                     raise SourceError(f"cannot read {record.path}/{name}.wav: {exc}") from exc
@@ -128,7 +144,7 @@ class MusdbSource(Source):
                 sizes += round(file.stat().st_size * audio.shape[0] / max(1, total))
         else:
             whole, rate = decode_stem_mp4(str(path))
-            signals = [s[:, record.start:record.stop] for s in whole]
+            signals = [s[:, record.start : record.stop] for s in whole]
             sizes = round(path.stat().st_size * signals[0].shape[1] / max(1, whole[0].shape[1]))
         length = min(s.shape[1] for s in signals)
         if length == 0:
@@ -140,7 +156,16 @@ class MusdbSource(Source):
         digest = hashlib.sha256()
         for signal in signals:
             digest.update(signal.tobytes())
-        sample = SourceSample(key=record.key, audio=signals[0], sample_rate=int(rate), audio_bit_depth=16, targets=dict(record.targets), source_path=record.path, source_bytes=sizes, source_sha256=digest.hexdigest())
+        sample = SourceSample(
+            key=record.key,
+            audio=signals[0],
+            sample_rate=int(rate),
+            audio_bit_depth=16,
+            targets=dict(record.targets),
+            source_path=record.path,
+            source_bytes=sizes,
+            source_sha256=digest.hexdigest(),
+        )
         for name, signal in zip(STEMS, signals[1:]):
             if self.compress_stems:
                 sample.extra_audio[f"stems.{name}"] = signal

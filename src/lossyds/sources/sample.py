@@ -8,6 +8,7 @@ Splits:
   is compressed, the drums/bass/other/vocals stems are stored losslessly beside it.
 Image codecs default to `photos`, audio codecs to `speech`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,11 @@ class SampleSource(Source):
     license = "other"  # scikit-image's photos under their own terms; the speech and music were made for lossyds
 
     def tasks(self) -> list[str]:
-        return {"photos": ["image-classification"], "speech": ["automatic-speech-recognition"], "music": ["audio-to-audio"]}[self.split]
+        return {
+            "photos": ["image-classification"],
+            "speech": ["automatic-speech-recognition"],
+            "music": ["audio-to-audio"],
+        }[self.split]
 
     def resolve_root(self, root):  # the sample ships with the package; --root is ignored
         return SAMPLE_ROOT
@@ -54,7 +59,9 @@ class SampleSource(Source):
         if (self.split == "photos") != (modality == "image"):
             from ..errors import UsageError
 
-            raise UsageError(f"sample split {self.split!r} holds {'images' if self.split == 'photos' else 'audio'}; a {modality} codec cannot encode it.")
+            raise UsageError(
+                f"sample split {self.split!r} holds {'images' if self.split == 'photos' else 'audio'}; a {modality} codec cannot encode it."
+            )
         if self.split == "photos":
             self.root = skimage_data_dir()
 
