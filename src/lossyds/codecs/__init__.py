@@ -7,11 +7,11 @@ package, an entry point in the group `lossyds.codecs` (`NAME = "module:Class"`);
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import UsageError
+from ..registry import load_class
 from .base import AudioCodec, Codec, ImageCodec
 
 # name -> "module:Class" (modules relative to this package). The only place codec names live.
@@ -54,20 +54,7 @@ def available() -> list[str]:
 
 
 def codec_class(name: str) -> type[Codec]:
-    """The class registered under `name`; UsageError naming the valid choices otherwise."""
-    if name in _REGISTRY:
-        module_name, class_name = _REGISTRY[name].split(":")
-        module = importlib.import_module(f"{__name__}.{module_name}")
-    else:
-        target = _plugins().get(name)
-        if target is None:
-            raise UsageError(f"Unknown codec {name!r}; choose one of: {', '.join(available())}.")
-        module_name, class_name = target.split(":")
-        module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    if cls.name != name:  # keeps the registry and the classes from drifting apart
-        raise RuntimeError(f"registry maps {name!r} to {cls.__name__} whose name is {cls.name!r}")
-    return cls
+    return load_class(name, _REGISTRY, __name__, _plugins(), "codec", available())
 
 
 def get(name: str, **settings: Any) -> Codec:

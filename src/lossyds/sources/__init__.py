@@ -8,12 +8,11 @@ repository's top-level `builders/` documents its corpus and holds a recipe.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..registry import load_class
 from .base import Source, SourceRef
 
 _REGISTRY: dict[str, str] = {
@@ -37,19 +36,7 @@ def available() -> list[str]:
 
 
 def source_class(name: str) -> type[Source]:
-    if name in _REGISTRY:
-        module_name, class_name = _REGISTRY[name].split(":")
-        module = importlib.import_module(f"{__name__}.{module_name}")
-    else:
-        target = _plugins().get(name)
-        if target is None:
-            raise UsageError(f"Unknown dataset {name!r}; choose one of: {', '.join(available())}.")
-        module_name, class_name = target.split(":")
-        module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    if cls.name != name:
-        raise RuntimeError(f"registry maps {name!r} to {cls.__name__} whose name is {cls.name!r}")
-    return cls
+    return load_class(name, _REGISTRY, __name__, _plugins(), "dataset", available())
 
 
 def get(name: str, *, root: str | Path | None, split: str | None, modality: str, **options: Any) -> Source:
