@@ -7,6 +7,17 @@ prints `cli_message()`, which names flags where they differ.
 
 from __future__ import annotations
 
+import re
+
+_OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def reason_text(exc: BaseException) -> str:
+    """An error's message for a record (a manifest's skip reason): object reprs such as
+    `<_io.BytesIO object at 0x7f...>`, whose addresses change from run to run, become the
+    type's name, so two builds of the same sources write the same manifest."""
+    return _OBJECT_REPR.sub(lambda match: match.group(1).rsplit(".", 1)[-1], str(exc))
+
 
 class LossydsError(Exception):
     """Base class of every error lossyds raises on purpose."""
@@ -54,6 +65,10 @@ class ShardError(LossydsError):
         super().__init__(message)
         self.shard = shard
         self.key = key
+
+
+class BuildLockedError(LossydsError):
+    """Another process holds the output folder's lock (a build or merge into the same folder)."""
 
 
 class BuildStateError(LossydsError):

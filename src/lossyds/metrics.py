@@ -123,11 +123,35 @@ AUDIO_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
 }
 
 
+# The package each metric imports (module name, pip name); psnr and si-sdr need none.
+METRIC_PACKAGES: dict[str, tuple[str, str]] = {
+    "ssim": ("pytorch_msssim", "pytorch-msssim"),
+    "ms-ssim": ("pytorch_msssim", "pytorch-msssim"),
+    "lpips": ("lpips", "lpips"),
+    "pesq": ("pesq", "pesq"),
+    "stoi": ("pystoi", "pystoi"),
+    "mel-distance": ("torchaudio", "torchaudio"),
+}
+
+
 def check_metrics(names: list[str], modality: str) -> list[str]:
+    """Refuse, in one sentence and before any work, an unknown metric or one whose package is missing."""
+    import importlib
+
     table = IMAGE_METRICS if modality == "image" else AUDIO_METRICS
     for name in names:
         if name not in table:
             raise UsageError(f"unknown {modality} metric {name!r}; choose from: {', '.join(table)}.")
+        module, package = METRIC_PACKAGES.get(name, (None, None))
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            extra = "lossyds[neural]" if name == "lpips" else "lossyds[eval]"
+            raise UsageError(
+                f"metric {name} needs the {package} package, which is not installed: pip install '{extra}' (or {package})."
+            ) from None
     if "lpips" in names:  # fail before the build starts, not in a worker
         lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
     return names

@@ -363,6 +363,33 @@ def read_location(location: str | Path) -> bytes:
         return handle.read()
 
 
+def gunzip(data: bytes, shard_name: str) -> tuple[bytes, ShardError | None]:
+    """Decompress a gzip file (one or more members) as a stream: (bytes, None), or, when
+    the stream is damaged or cut short, (everything decompressed before the damage, the
+    error). `gzip.decompress` would keep nothing of a truncated file."""
+    pieces: list[bytes] = []
+    position = 0
+    while position < len(data):
+        stream = zlib.decompressobj(wbits=31)
+        try:
+            while position < len(data) and not stream.eof:
+                block = data[position : position + CHUNK]
+                pieces.append(stream.decompress(block))
+                position += len(block) - len(stream.unused_data)
+        except zlib.error as exc:
+            return b"".join(pieces), ShardError(
+                f"shard {shard_name} is damaged gzip data near byte {position}: {exc}", shard=shard_name
+            )
+        if not stream.eof:
+            return b"".join(pieces), ShardError(
+                f"shard {shard_name} is a truncated gzip file (it ends after {len(data)} bytes, inside the stream)",
+                shard=shard_name,
+            )
+        if not any(data[position : position + 512]):
+            break  # zero padding after the last member, as some tools write
+    return b"".join(pieces), None
+
+
 class MappedShard:
     """A shard with its sample index; member bytes are sliced from memory.
 
@@ -385,11 +412,11 @@ class MappedShard:
         self.damage: list[ShardError] = []
         self._file = None
         try:
+            gzip_damage = None
             if str(location).endswith(".gz"):
-                try:
-                    self._map: mmap.mmap | bytes = gzip.decompress(read_location(location))
-                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                    raise ShardError(f"shard {self.name} is not a readable gzip file: {exc}", shard=self.name) from exc
+                self._map, gzip_damage = gunzip(read_location(location), self.name)
+                if gzip_damage is not None and (not tolerate_damage or not self._map):
+                    raise gzip_damage
             elif is_url(location):
                 self._map = read_location(location)
             else:
@@ -405,6 +432,13 @@ class MappedShard:
             raise
         if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
+        if gzip_damage is not None:  # the intact prefix of a damaged gzip stream
+            self.damage.append(gzip_damage)
+            cut: list[ShardError] = []
+            self.entries = index_tar(self._map, self.name, cut)
+            if not cut:  # the prefix ends between members: the last sample may lack some of them
+                self.entries = self.entries[:-1]
+            return
         self.entries = (
             index if index is not None else index_tar(self._map, self.name, self.damage if tolerate_damage else None)
         )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-TALLY = {"bad inputs tried": 0, "kills survived": 0, "corruptions detected": 0, "samples lost": 0}
+TALLY = {
+    "bad inputs tried": 0,
+    "kills survived": 0,
+    "corruptions detected": 0,
+    "samples lost": 0,
+    "concurrent builds refused": 0,
+    "duplicates caught": 0,
+}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import codecs, record
 from ..codecs.base import Codec
-from ..errors import CodecError, SourceError
+from ..errors import CodecError, SourceError, reason_text
 from ..sources import Source, SourceRef
 from ..types import SourceSample
 
@@ -42,6 +42,8 @@ class Skipped:
 
 def encode_sample(source: Source, codec: Codec, ref: SourceRef, metric_names: list[str] = ()) -> Encoded | Skipped:
     """Read + encode one source sample; a SourceError/CodecError becomes a Skipped with the reason."""
+    if ref.problem is not None:
+        return Skipped(ref.key, ref.problem)
     try:
         sample = source.load(ref)
         candidates = codec.candidates(sample)
@@ -62,7 +64,7 @@ def encode_sample(source: Source, codec: Codec, ref: SourceRef, metric_names: li
             payload_members.append(member)
             extra_payload += len(attachments[member])
     except (SourceError, CodecError) as exc:
-        return Skipped(ref.key, str(exc))
+        return Skipped(ref.key, reason_text(exc))
     pixels = seconds = audio_samples = 0
     if sample.image is not None:
         pixels = sample.image.shape[0] * sample.image.shape[1]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildStateError, UsageError
+from ..errors import BuildStateError, LossydsError, UsageError
 from ..manifest import (
     BUILD_INFO_NAME,
     CARD_NAME,
@@ -83,11 +83,40 @@ class Journal:
         return [ShardStats(**entry) for entry in self.shards]
 
 
-def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
-    """Refuse a finished folder (unless `force`), resume an interrupted one, or start fresh."""
+def make_folder(out: Path) -> bool:
+    """Create the output folder (and its parents) if needed; True when this call created it."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        return False
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:  # another process made it meanwhile: the lock decides who writes
+        return False
+    except OSError as exc:
+        raise LossydsError(f"cannot create the output folder {out}: {exc.strerror or exc}.") from None
+    return True
+
+
+def remove_if_unused(out: Path) -> None:
+    """Remove a folder this build created when it stops before finishing any shard: only
+    the journal may be in it, and nothing is lost (a rerun starts from the beginning)."""
+    try:
+        journal = Journal.load(out)
+    except BuildStateError:
+        return
+    if journal is not None and journal.shards:
+        return
+    (out / JOURNAL_NAME).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:
+        pass  # not empty: something else is in it, keep it
+
+
+def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
+    """Refuse a finished folder (unless `force`), resume an interrupted one, or start fresh.
+    The folder exists (make_folder) and this process holds its lock (lossyds.build.lock)."""
     if force:
         for path in out.iterdir():
             if path.name in OWNED or is_shard_name(path.name) or path.name.endswith(PARTIAL_SUFFIX):

@@ -12,6 +12,7 @@ from ..errors import BuildStateError, UsageError
 from ..manifest import MANIFEST_NAME, PARTIAL_SUFFIX, PARTS_DIR, load_manifest, shard_format_of, shard_name
 from .finish import assemble_manifest, finish_folder
 from .journal import TOTAL_KEYS, ShardStats, zero_totals
+from .lock import hold_folder
 
 
 def _dataset_identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +78,15 @@ def merge(out: str | Path) -> dict[str, Any]:
     """Combine OUT/parts/part-*-of-N (all finished, same settings) into one dataset in OUT.
 
     Shards are renumbered in part order, then the merged manifest and card are written and
-    the parts folder removed."""
+    the parts folder removed. OUT is locked meanwhile (lossyds.build.lock)."""
     out = Path(out)
+    if not out.is_dir():
+        raise UsageError(f"{out} is not a folder.")
+    with hold_folder(out, "merge"):
+        return _merge_locked(out)
+
+
+def _merge_locked(out: Path) -> dict[str, Any]:
     folders, manifests = load_parts(out)
     shards: list[ShardStats] = []
     totals = zero_totals()

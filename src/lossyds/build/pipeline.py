@@ -28,7 +28,8 @@ from ..shards import ShardWriter
 from ..sources import Source, SourceRef
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
-from .journal import prepare_output
+from .journal import make_folder, prepare_output, remove_if_unused
+from .lock import hold_folder
 from .options import BuildOptions
 from .stages import RateKeeper, ShardStage
 
@@ -46,6 +47,17 @@ class Plan:
     settings: dict[str, Any]  # what a resumed build must match
 
 
+def check_unique_keys(refs: list[SourceRef]) -> None:
+    """Refuse two samples with one key, naming both source files."""
+    first_path: dict[str, str] = {}
+    for ref in refs:
+        if ref.key in first_path:
+            raise UsageError(
+                f"source files {first_path[ref.key]} and {ref.path} map to the same sample key {ref.key!r}; rename one of them."
+            )
+        first_path[ref.key] = ref.path
+
+
 def plan(options: BuildOptions) -> Plan:
     codec = codecs.get(options.codec, **options.codec_options)
     source = sources.get(
@@ -56,12 +68,8 @@ def plan(options: BuildOptions) -> Plan:
         refs = refs[: options.limit]
     if not refs:
         raise UsageError(f"dataset {options.dataset!r} split {source.split!r} at {source.root} holds no samples.")
-    seen: set[str] = set()
-    for ref in refs:
-        if ref.key in seen:
-            raise UsageError(f"two source files map to the same sample key {ref.key!r}; rename one of them.")
-        seen.add(ref.key)
-    total, out, part = len(refs), options.out, None
+    check_unique_keys(refs)
+    total, out, part = len(refs), Path(options.out), None
     if options.part is not None:
         index, count = options.part
         if not (count >= 1 and 0 <= index < count):
@@ -95,13 +103,30 @@ def plan(options: BuildOptions) -> Plan:
 
 
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run a build and return its manifest (also written to OUT/manifest.json, or to the part's folder)."""
+    """Run a build and return its manifest (also written to OUT/manifest.json, or to the part's folder).
+
+    The output folder is locked for the whole build (lossyds.build.lock): a second build
+    into it refuses at once. A folder this build created is removed again when the build
+    stops before finishing a shard."""
     started = time.time()
     job = plan(options)
     if options.metrics:
         from .. import metrics
 
         metrics.check_metrics(options.metrics, job.codec.modality)
+    created = make_folder(job.out)
+    try:
+        with hold_folder(job.out, "build"):
+            return _build_locked(job, options, progress, started)
+    except BaseException:
+        if created:
+            remove_if_unused(job.out)
+        raise
+
+
+def _build_locked(
+    job: Plan, options: BuildOptions, progress: ProgressCallback | None, started: float
+) -> dict[str, Any]:
     journal = prepare_output(job.out, options.force, job.settings)
     writer = ShardWriter(
         job.out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,14 +17,18 @@ from .parallel import threaded_map
 class BitMeter:
     """Running account of the bits delivered: samples, payload bits, and bpp or kbps.
 
-    Fed with sample dicts or collated batches (tensors of `payload_bits`, `pixels`,
-    `num_frames`, `sample_rate`)."""
+    lossyds.DataLoader feeds it each batch's samples before your collate_fn runs, so what it
+    counts does not depend on the collate. `update` also takes sample dicts or collated
+    batches (tensors of `payload_bits`, `pixels`, `num_frames`, `sample_rate`) for your own
+    loops; items that carry no `payload_bits` (a transform returned a tuple) are counted as
+    `unmetered`."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.payload_bits = 0
         self.pixels = 0
         self.seconds = 0.0
+        self.unmetered = 0
 
     def update(self, batch: Any) -> None:
         if isinstance(batch, (list, tuple)):
@@ -31,6 +36,7 @@ class BitMeter:
                 self.update(item)
             return
         if not isinstance(batch, dict) or "payload_bits" not in batch:
+            self.unmetered += 1
             return
         if isinstance(batch["payload_bits"], int):  # one uncollated sample: plain ints, no tensors to build
             self.samples += 1
@@ -49,6 +55,13 @@ class BitMeter:
             rates = torch.as_tensor(batch["sample_rate"], dtype=torch.float64).reshape(-1)
             self.seconds += float((frames / rates).sum())
 
+    def add(self, other: BitMeter) -> None:
+        self.samples += other.samples
+        self.payload_bits += other.payload_bits
+        self.pixels += other.pixels
+        self.seconds += other.seconds
+        self.unmetered += other.unmetered
+
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {
             "samples": self.samples,
@@ -59,6 +72,8 @@ class BitMeter:
             out["bpp"] = self.payload_bits / self.pixels
         if self.seconds:
             out["kbps"] = self.payload_bits / self.seconds / 1000
+        if self.unmetered:
+            out["unmetered_samples"] = self.unmetered
         return out
 
 
@@ -103,27 +118,94 @@ class _WorkerInit:
 
 
 def _uncollated(batch: Any) -> Any:
-    """collate_fn in the workers when synthesis is deferred: a batch stays a list of samples."""
+    """collate_fn that leaves a batch a list of samples (synthesis deferred, eval, verify)."""
     return batch
+
+
+class _Nothing:
+    """The batch of a Delivery that carries skip records only; one object in every process."""
+
+    def __reduce__(self) -> str:
+        return "NOTHING"  # unpickled as this module's NOTHING, so `is NOTHING` holds across processes
+
+
+NOTHING = _Nothing()
+
+
+class Delivery:
+    """What lossyds.DataLoader's collate hands from a worker to the main process: the
+    collated batch (or NOTHING), the bits of its samples counted before the collate, and
+    the skip records the worker noted since its last delivery (on_error="skip")."""
+
+    __slots__ = ("batch", "bits", "errors")
+
+    def __init__(self, batch: Any, bits: BitMeter, errors: list[str]):
+        self.batch, self.bits, self.errors = batch, bits, errors
+
+    def pin_memory(self, *args: Any) -> Delivery:  # called by torch's pin-memory thread
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        if self.batch is not NOTHING:
+            self.batch = pin_memory(self.batch, *args)
+        return self
+
+
+class _MeteredCollate:
+    """collate_fn of lossyds.DataLoader: meters the samples, takes the worker's new skip
+    records, then runs the user's collate (`collate`), all in a Delivery."""
+
+    def __init__(self, collate: Callable[[Any], Any], batched: bool, batch_size: int | None, drop_last: bool):
+        self.collate, self.batched, self.batch_size, self.drop_last = collate, batched, batch_size, drop_last
+
+    def __call__(self, batch: Any) -> Delivery:
+        items = batch if self.batched else [batch]
+        samples = [item for item in items if item is not dataset_module.ERRORS_PENDING]
+        errors: list[str] = []
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and isinstance(worker.dataset, LossyDataset):
+            errors = worker.dataset.take_undelivered_errors()
+        bits = BitMeter()
+        bits.update(samples)
+        if not samples or (len(samples) < len(items) and self.drop_last and len(samples) < (self.batch_size or 0)):
+            return Delivery(NOTHING, bits if samples else BitMeter(), errors)
+        return Delivery(self.collate(samples if self.batched else samples[0]), bits, errors)
+
+
+_POSITIONAL = tuple(inspect.signature(torch.utils.data.DataLoader.__init__).parameters)[2:]
 
 
 class DataLoader(torch.utils.data.DataLoader):
     """torch.utils.data.DataLoader that also keeps a BitMeter (`.bits`) of what it yielded.
 
-    With a LossyDataset opened with `decode_device`, workers entropy-decode and hand their
-    batch over as a list; the main process runs the synthesis on the device for the whole
-    batch, then your `collate_fn` (default: torch's default_collate). Pass `collate_fn` and
-    `worker_init_fn` by keyword."""
+    Over a LossyDataset, the samples of each batch are metered before `collate_fn` runs (so
+    any collate works), and what on_error="skip" skipped in worker processes reaches
+    `loader.dataset.errors` in this process (with drop_last, a skip after a worker's last
+    full batch can stay in that worker's warnings). With a LossyDataset opened with
+    `decode_device`, workers entropy-decode and hand their batch over as a list; this
+    process runs the synthesis on the device for the whole batch, then your `collate_fn`
+    (default: torch's default_collate). Pass `collate_fn` and `worker_init_fn` by keyword."""
 
     def __init__(self, dataset: Any, *args: Any, **kwargs: Any):
         self._finish: Callable[[list[Any]], list[Any]] | None = None
         self._collate: Callable[[list[Any]], Any] | None = None
-        if isinstance(dataset, LossyDataset) and dataset.decode_device is not None:
-            self._finish = dataset.synthesize
-            self._collate = kwargs.pop("collate_fn", None)
-            kwargs["collate_fn"] = _uncollated
+        for name, value in zip(_POSITIONAL, args):  # torch's order after `dataset`
+            kwargs[name] = value
+        self._metered = isinstance(dataset, LossyDataset)
+        if self._metered:
+            batch_size = kwargs.get("batch_size", 1)
+            batched = batch_size is not None or kwargs.get("batch_sampler") is not None
+            user = kwargs.pop("collate_fn", None)
+            if dataset.decode_device is not None:
+                self._finish = dataset.synthesize
+                self._collate = user
+                collate: Callable[[Any], Any] = _uncollated
+            elif user is not None:
+                collate = user
+            else:
+                collate = torch.utils.data.default_collate if batched else torch.utils.data.default_convert
+            kwargs["collate_fn"] = _MeteredCollate(collate, batched, batch_size, kwargs.get("drop_last", False))
             kwargs["worker_init_fn"] = _WorkerInit(kwargs.get("worker_init_fn"))
-        super().__init__(dataset, *args, **kwargs)
+        super().__init__(dataset, **kwargs)
         self.bits = BitMeter()
 
     def _finish_batch(self, batch: Any) -> Any:
@@ -134,12 +216,26 @@ class DataLoader(torch.utils.data.DataLoader):
             return self._collate(sample) if self._collate is not None else torch.utils.data.default_convert(sample)
         return (self._collate or torch.utils.data.default_collate)(self._finish(batch))
 
+    def _delivered(self, deliveries: Any) -> Any:
+        """Batches out of Deliveries: their bits to the meter, their skip records to the dataset."""
+        in_workers = self.num_workers > 0
+        for delivery in deliveries:
+            self.bits.add(delivery.bits)
+            if in_workers and delivery.errors:
+                self.dataset.errors.extend(delivery.errors)
+            if delivery.batch is not NOTHING:
+                yield delivery.batch
+
     def __iter__(self):  # type: ignore[override]
         batches = super().__iter__()
+        if not self._metered:
+            for batch in batches:
+                self.bits.update(batch)
+                yield batch
+            return
+        batches = self._delivered(batches)
         if self._finish is not None:
             # Two finishing threads (up to four batches queued), results in order: one batch's
             # CPU work (resampling, collate) overlaps another's device work.
             batches = threaded_map(self._finish_batch, batches, threads=2)
-        for batch in batches:
-            self.bits.update(batch)
-            yield batch
+        yield from batches

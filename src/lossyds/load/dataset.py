@@ -34,6 +34,7 @@ from .reader import Reference, ShardReader
 
 OnError = Literal["raise", "skip"]
 _IN_LOSSYDS_LOADER = False  # set in DataLoader workers started by lossyds.DataLoader
+ERRORS_PENDING = object()  # yielded last by a worker with skip records not yet delivered (lossyds.DataLoader)
 
 
 class LossyDataset(torch.utils.data.IterableDataset):
@@ -77,7 +78,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         if rank is None and world_size is None:
             rank, world_size = split.process_group_rank()
         self._rank, self._world_size = rank, world_size
-        self.errors: list[str] = []  # what on_error="skip" skipped, in this process
+        self.errors: list[str] = []  # what on_error="skip" skipped (with lossyds.DataLoader, in its workers too)
+        self._errors_delivered = 0  # in a worker: how many of `errors` went to the main process
         self.reader = ShardReader(self.root, self.shards, tolerate_damage=on_error == "skip", note=self._note_error)
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
@@ -173,6 +175,15 @@ class LossyDataset(torch.utils.data.IterableDataset):
         else:
             while chunk := list(itertools.islice(samples, self.synthesis_batch)):
                 yield from self.synthesize(chunk)
+        if worker is not None and _IN_LOSSYDS_LOADER and len(self.errors) > self._errors_delivered:
+            yield ERRORS_PENDING  # skips after this worker's last sample: its collate delivers them
+
+    def take_undelivered_errors(self) -> list[str]:
+        """In a DataLoader worker: skip records noted since the last call (lossyds.DataLoader
+        sends them to the main process with each batch)."""
+        new = self.errors[self._errors_delivered :]
+        self._errors_delivered = len(self.errors)
+        return new
 
     def _process(self, references: list[Reference]) -> list[Any]:
         """Decode + transform a chunk of samples (in a decode thread when decode_threads > 1).

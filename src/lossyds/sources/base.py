@@ -13,6 +13,7 @@ import abc
 import hashlib
 import io
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +23,19 @@ import numpy as np
 import soundfile
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SourceError, UsageError
+from ..errors import SourceError, UsageError, reason_text
 from ..options import Option, check_options
 from ..types import SourceSample
 
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+_KEY_UNSAFE = re.compile(r"[^\w\-]")  # \w: Unicode letters and digits, and '_'
 
 
 def safe_key(text: str) -> str:
-    """A shard key: WebDataset splits member names at the first dot, so dots and slashes become '-'."""
-    return _KEY_UNSAFE.sub("-", text)
+    """A shard key from a name: WebDataset splits member names at the first dot, so dots,
+    slashes, spaces and other punctuation become '-'. Letters and digits of any script stay
+    (tar and WebDataset keys are UTF-8), NFC-normalised so a name gives one key on every
+    file system (macOS stores names decomposed)."""
+    return _KEY_UNSAFE.sub("-", unicodedata.normalize("NFC", text))
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SourceRef:
     extra_paths: tuple[tuple[str, str], ...] = ()  # (attachment name, relative path) stored losslessly
     start: int = 0  # first audio frame of a chunk
     stop: int | None = None  # end audio frame of a chunk (None: to the end)
+    problem: str | None = None  # why the sample cannot be used, found while listing (recorded as skipped)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -85,8 +90,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
                 array = np.clip(np.round(wide / top * 255.0), 0, 255).astype(np.uint8)
             else:
                 array = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise SourceError(f"cannot decode image {name}: {exc}") from exc
+    except UnidentifiedImageError:
+        raise SourceError(f"cannot decode image {name}: not in an image format Pillow reads") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise SourceError(f"cannot decode image {name}: {reason_text(exc)}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = saved_limit
     if array.ndim == 2:
@@ -96,7 +103,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-_SUBTYPE_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
+SUBTYPE_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
 
 
 def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
@@ -111,7 +118,7 @@ def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
         raise SourceError(f"audio {name} has no samples")
     if not np.isfinite(audio).all():
         raise SourceError(f"audio {name} holds NaN or infinite samples")
-    return np.ascontiguousarray(audio.T), int(rate), _SUBTYPE_BITS.get(subtype)
+    return np.ascontiguousarray(audio.T), int(rate), SUBTYPE_BITS.get(subtype)
 
 
 class Source(abc.ABC):

@@ -24,7 +24,7 @@ import soundfile
 from ..errors import OptionError, SourceError, UsageError
 from ..options import Option
 from ..types import SourceSample
-from .base import Source, SourceRef, safe_key
+from .base import SUBTYPE_BITS, Source, SourceRef, safe_key
 
 STEMS = ("drums", "bass", "other", "vocals")
 
@@ -130,20 +130,22 @@ class MusdbSource(Source):
             raise SourceError(record.targets["error"])
         path = self.root / record.path
         if path.is_dir():
-            signals, rate, sizes = [], None, 0
+            signals, rate, sizes, depth = [], None, 0, 0
             for name in ("mixture", *STEMS):
                 file = path / f"{name}.wav"
                 try:
                     audio, rate = soundfile.read(
                         str(file), start=record.start, stop=record.stop, dtype="float32", always_2d=True
                     )
-                    total = soundfile.info(str(file)).frames
+                    info = soundfile.info(str(file))
+                    total, depth = info.frames, max(depth, SUBTYPE_BITS.get(info.subtype, 32))
                 except (soundfile.LibsndfileError, RuntimeError) as exc:
                     raise SourceError(f"cannot read {record.path}/{name}.wav: {exc}") from exc
                 signals.append(np.ascontiguousarray(audio.T))
                 sizes += round(file.stat().st_size * audio.shape[0] / max(1, total))
         else:
             whole, rate = decode_stem_mp4(str(path))
+            depth = None  # decoded AAC: float samples
             signals = [s[:, record.start : record.stop] for s in whole]
             sizes = round(path.stat().st_size * signals[0].shape[1] / max(1, whole[0].shape[1]))
         length = min(s.shape[1] for s in signals)
@@ -160,7 +162,7 @@ class MusdbSource(Source):
             key=record.key,
             audio=signals[0],
             sample_rate=int(rate),
-            audio_bit_depth=16,
+            audio_bit_depth=depth,
             targets=dict(record.targets),
             source_path=record.path,
             source_bytes=sizes,
