@@ -212,3 +212,43 @@ def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> 
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     shard.write_bytes(out.getvalue())
+
+
+def hf_image_set(size: tuple[int, int] = (96, 64), label_column: str | None = "label", mask_column: str | None = None):
+    """A Hugging Face `datasets.Dataset` of the sample photos (Image), with a ClassLabel
+    column and/or a segmentation mask column (Image, uint8 values 0..150)."""
+    import datasets
+
+    images = [Image.open(skimage_data_dir() / name).convert("RGB").resize(size) for name, _ in PHOTOS]
+    columns: dict = {"image": images}
+    features: dict = {"image": datasets.Image()}
+    if label_column:
+        columns[label_column] = [index % 2 for index in range(len(images))]
+        features[label_column] = datasets.ClassLabel(names=["first", "second"])
+    if mask_column:
+        rng = np.random.default_rng(0)
+        columns[mask_column] = [
+            Image.fromarray(rng.integers(0, 151, (size[1], size[0]), dtype=np.uint8)) for _ in images
+        ]
+        features[mask_column] = datasets.Image()
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def hf_speech_set():
+    """A Hugging Face `datasets.Dataset` like Common Voice's: 48 kHz MP3 files (Audio) with a
+    `sentence` transcript: the sample speech, resampled and encoded here."""
+    import io
+
+    import datasets
+    import soundfile
+    import soxr
+
+    rows = []
+    for line in (SAMPLE_ROOT / "speech" / "transcripts.txt").read_text().splitlines():
+        key, _, text = line.partition(" ")
+        audio, rate = soundfile.read(SAMPLE_ROOT / "speech" / f"{key}.flac", dtype="float32")
+        buffer = io.BytesIO()
+        soundfile.write(buffer, soxr.resample(audio, rate, 48000), 48000, format="MP3")
+        rows.append({"audio": {"bytes": buffer.getvalue(), "path": f"{key}.mp3"}, "sentence": text, "age": "thirties"})
+    # cast_column, not Features(Audio) at creation: datasets would encode through torchcodec (FFmpeg)
+    return datasets.Dataset.from_list(rows).cast_column("audio", datasets.Audio(sampling_rate=48000))

@@ -148,11 +148,14 @@ def readme_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+HUGGING_FACE = "huggingface"  # one folder for the hf: sources, checked by the hf tests below
+
+
 def test_every_corpus_has_its_folder_and_files():
     folders = {p.name for p in BUILDERS.iterdir() if p.is_dir()}
-    assert folders == set(CORPORA)
+    assert folders == set(CORPORA) | {HUGGING_FACE}
     assert (BUILDERS / "README.md").is_file()
-    for name in CORPORA:
+    for name in [*CORPORA, HUGGING_FACE]:
         for filename in ("README.md", "recipe.yaml", "counts.yaml"):
             assert (BUILDERS / name / filename).is_file(), f"builders/{name}/{filename} is missing"
 
@@ -165,7 +168,26 @@ def test_index_lists_every_corpus():
         folder = re.search(r"\[`(\w+)/`\]", cells[1]) if len(cells) > 2 else None
         if folder:
             listed[folder.group(1)] = cells[2].strip("`")
-    assert listed == {name: corpus.dataset for name, corpus in CORPORA.items()}
+    assert listed == {name: corpus.dataset for name, corpus in CORPORA.items()} | {HUGGING_FACE: "hf:NAME_OR_PATH"}
+
+
+def test_hugging_face_counts_readme_and_recipe_agree():
+    folder = BUILDERS / HUGGING_FACE
+    counts = load_yaml(folder / "counts.yaml")
+    assert counts["unit"] == "rows"
+    text = (folder / "README.md").read_text()
+    match = re.search(r"^## Expected sample counts\s*$(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    rows = [line for line in match.group(1).splitlines() if line.startswith("| `")]
+    listed = {}
+    for row in rows:
+        dataset, split, count = (cell.strip().strip("`") for cell in row.strip("|").split("|"))
+        listed.setdefault(dataset, {})[split] = int(count.replace(",", ""))
+    assert listed == counts["datasets"]
+    recipe = load_yaml(folder / "recipe.yaml")
+    for run in recipe["runs"]:
+        assert run["split"] in counts["datasets"][run["dataset"]], run["name"]
+    for dataset, variable in recipe["roots"].items():
+        assert dataset in counts["datasets"] and f"{variable.lstrip('$')}=" in text
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))

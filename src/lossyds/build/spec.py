@@ -108,11 +108,60 @@ def unavailable_reason(options: BuildOptions) -> str | None:
     cls = codecs.codec_class(options.codec)
     if hasattr(cls, "package_installed") and not cls.package_installed():
         return f"codec {options.codec!r} needs the {cls.package} package, which is not installed"
-    if options.dataset not in sources.available():
+    if options.dataset.startswith(sources.HF_PREFIX):
+        reason = hf_unavailable_reason(options)
+        if reason is not None:
+            return reason
+    elif options.dataset not in sources.available():
         return f"dataset {options.dataset!r} is unknown"
-    if options.dataset != "sample" and (options.root is None or not options.root.is_dir()):
+    elif options.dataset != "sample" and (options.root is None or not options.root.is_dir()):
         return f"root of {options.dataset!r} ({options.root}) is not a folder; set it under `roots:`"
+    return weights_unavailable_reason(options)
+
+
+def hf_unavailable_reason(options: BuildOptions) -> str | None:
+    """A hf: dataset runs from a local copy under `roots:`, or from the Hub (its cache when offline)."""
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:
+        return "hf: datasets need the datasets package (pip install 'lossyds[hub]')"
+    if options.root is not None and options.root.exists():
+        return None
+    if options.root is not None and "$" not in str(options.root):
+        return f"root of {options.dataset!r} ({options.root}) does not exist"
+    name = options.dataset[len(sources.HF_PREFIX) :]
+    if os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or os.environ.get("HF_HUB_OFFLINE", "0") not in (
+        "0",
+        "",
+    ):
+        try:
+            from huggingface_hub import scan_cache_dir
+
+            cached = {repo.repo_id for repo in scan_cache_dir().repos if repo.repo_type == "dataset"}
+        except Exception:
+            cached = set()
+        if name not in cached:
+            return f"{name} is not in the Hugging Face cache and this machine is offline; set its local copy under `roots:`"
     return None
+
+
+def weights_unavailable_reason(options: BuildOptions) -> str | None:
+    """A neural codec without a weights option needs its pretrained file in a weights folder."""
+    cls = codecs.codec_class(options.codec)
+    if not getattr(cls, "uses_weights", False) or options.codec_options.get("weights"):
+        return None
+    from ..weights import cache_dirs
+
+    try:
+        filename, url = codecs.get(options.codec, **options.codec_options).pretrained_source()
+    except Exception:
+        return None  # any problem with the codec itself is the build's to report, in its own words
+    if any((folder / filename).is_file() for folder in cache_dirs()):
+        return None
+    if url and not os.environ.get("LOSSYDS_NO_DOWNLOAD"):
+        return None  # the build downloads it
+    places = " or ".join(str(folder / filename) for folder in cache_dirs())
+    return f"pretrained weights {filename} are not here (put them at {places})"
 
 
 def run_spec(

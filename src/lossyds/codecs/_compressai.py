@@ -1,8 +1,10 @@
 """Learned image codecs in lossyds's `.lsyn` container: CompressAI models (Ballé 2018,
 Minnen 2018, Cheng 2020, quality 1-8), and (in _msillm.py) the HiFiC-architecture MS-ILLM.
 
-Images are padded (edge replication) to a multiple of 64 pixels, the model's total
-downsampling, and cropped back on decode. Grayscale images are replicated to three
+Images are padded to a multiple of 64 pixels, the model's total downsampling, and cropped
+back on decode: by default with replicated edges at the bottom and right (`padding=replicate`),
+or with zeros centred around the image (`padding=zero-centred`: CompressAI's own
+`compute_padding` rule, as the MPQ study padded). The two give different bitstreams. Grayscale images are replicated to three
 channels for the model and converted back to one channel (ITU-R 601-2 luma) on decode.
 The bitstream is lossyds's neural container (`.lsyn`, see lsyn.py): header plus the
 model's entropy-coded strings. Entropy decoding (with the hyper-synthesis that gives its
@@ -22,14 +24,30 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CodecError
+from ..options import Option
 from ..types import SourceSample
 from ..weights import WeightsError
 from . import lsyn
-from ._neural import NeuralModelMixin
+from ._neural import WEIGHTS_OPTION, NeuralModelMixin
 from ._pillow import rgb_to_gray
 from .base import ImageCodec, Latent
 
 PAD_MULTIPLE = 64
+PADDING_OPTION = Option(
+    "padding",
+    str,
+    "Learned image codecs: padding to a multiple of 64 px, replicate (edges, bottom/right) or zero-centred (the MPQ study's).",
+    default="replicate",
+    choices=("replicate", "zero-centred"),
+)
+
+
+def padding_box(height: int, width: int, mode: str) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) pixels of padding that make height and width multiples of 64."""
+    pad_h, pad_w = (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
+    if mode == "zero-centred":
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+    return 0, pad_w, 0, pad_h
 
 
 class _SynthesisInputCapture(torch.nn.Module):
@@ -58,6 +76,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     strings (`compress_tensor`) and back (`decompress_tensor`); the bitstream is `.lsyn`."""
 
     extension: ClassVar[str] = "lsyn"
+    options: ClassVar[tuple[Option, ...]] = (WEIGHTS_OPTION, PADDING_OPTION)
     batched_synthesis: ClassVar[bool] = True
     takes_bpp: ClassVar[bool] = False  # bpp targeting covers the Pillow codecs only
     synthesis_attribute: ClassVar[str] = "g_s"  # the model's synthesis network
@@ -97,8 +116,10 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
         height, width = x.shape[1:]
-        pad_h, pad_w = (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
-        return F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        box = padding_box(height, width, self.params["padding"])
+        if self.params["padding"] == "zero-centred":
+            return F.pad(x[None], box, mode="constant", value=0.0)[0]
+        return F.pad(x[None], box, mode="replicate")[0]
 
     def encode_batch(self, images: list[np.ndarray]) -> list[bytes]:
         """Encode same-size uint8 [H, W, C] images in one model call (used to check batch invariance)."""
@@ -159,9 +180,9 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         model, capture = self._entropy_view()
         with torch.no_grad():
             self.decompress_tensor(model, stream.strings, stream.latent_shape)
-        return Latent(
-            self.name, [capture.take()], {"height": stream.height, "width": stream.width, "channels": stream.channels}
-        )
+        left, _, top, _ = padding_box(stream.height, stream.width, self.params["padding"])
+        finish = {"height": stream.height, "width": stream.width, "channels": stream.channels, "top": top, "left": left}
+        return Latent(self.name, [capture.take()], finish)
 
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Latents -> uint8 [C, H, W] images on `device`; latents of one shape run as one batch."""
@@ -177,7 +198,9 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
                 )
                 for row, index in zip(x_hat, indices):
                     finish = latents[index].finish
-                    x = row[:, : finish["height"], : finish["width"]].clamp(0, 1).mul_(255).round_().to(torch.uint8)
+                    top, left = finish.get("top", 0), finish.get("left", 0)
+                    x = row[:, top : top + finish["height"], left : left + finish["width"]]
+                    x = x.clamp(0, 1).mul_(255).round_().to(torch.uint8)
                     images[index] = rgb_to_gray(x) if finish["channels"] == 1 else x.contiguous()
         return images
 

@@ -84,6 +84,9 @@ class PillowImageCodec(ImageCodec):
     pil_format: ClassVar[str]
     torchvision_function: ClassVar[str | None] = None  # e.g. "decode_jpeg"
     _fast_decode: Callable[[bytes, int], torch.Tensor] | None = None
+    # Options about chroma, left out for a grayscale image (so it is saved as Pillow saves
+    # gray by default: JPEG's one component at 1x1 sampling).
+    chroma_options: ClassVar[tuple[str, ...]] = ()
     _fast_decode_checked: bool = False
     _fast_decode_strikes: int = 0  # torchvision failures in a row on bitstreams Pillow could decode
 
@@ -101,8 +104,12 @@ class PillowImageCodec(ImageCodec):
     def encode_at(self, sample: SourceSample, quality: int | None) -> bytes:
         if sample.image is None:
             raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
+        options = self.save_options(quality)
+        if sample.image.shape[2] == 1:
+            for name in self.chroma_options:
+                options.pop(name, None)
         buffer = io.BytesIO()
-        pil_image_from_array(sample.image).save(buffer, self.pil_format, **self.save_options(quality))
+        pil_image_from_array(sample.image).save(buffer, self.pil_format, **options)
         return buffer.getvalue()
 
     def encode(self, sample: SourceSample) -> bytes:

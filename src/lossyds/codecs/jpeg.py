@@ -12,6 +12,7 @@ class JpegCodec(PillowImageCodec):
     pil_format = "JPEG"
     torchvision_function = "decode_jpeg"
     quality_range = (1, 100)
+    chroma_options = ("subsampling",)
     options = (
         Option(
             "optimize",

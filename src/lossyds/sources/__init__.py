@@ -23,7 +23,9 @@ _REGISTRY: dict[str, str] = {
     "musdb": "musdb:MusdbSource",
     "imagefolder": "folder:ImageFolderSource",
     "audiofolder": "folder:AudioFolderSource",
+    "hf": "huggingface:HuggingFaceSource",  # --dataset hf:NAME_OR_PATH
 }
+HF_PREFIX = "hf:"
 ENTRY_POINT_GROUP = "lossyds.sources"
 
 
@@ -36,13 +38,18 @@ def available() -> list[str]:
 
 
 def source_class(name: str) -> type[Source]:
+    if name.startswith(HF_PREFIX):
+        name = "hf"
     return load_class(name, _REGISTRY, __name__, _plugins(), "dataset", available())
 
 
 def get(name: str, *, root: str | Path | None, split: str | None, modality: str, **options: Any) -> Source:
     """The reader of dataset `name` at `root` (split `split`), feeding a codec of `modality`.
 
-    `options` are the dataset's declared options (`source_class(name).declared_options()`)."""
+    `options` are the dataset's declared options (`source_class(name).declared_options()`).
+    `hf:NAME_OR_PATH` is a Hugging Face dataset (lossyds.sources.huggingface)."""
+    if name == "hf" or name.startswith(HF_PREFIX):
+        options["path"] = name[len(HF_PREFIX) :]
     return source_class(name)(root=root, split=split, modality=modality, **options)
 
 
