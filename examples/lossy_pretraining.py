@@ -1,12 +1,18 @@
-"""Lossy pretraining, the 2x2 of the reference study's third finding: train one model on lossy
-shards and one on the lossless reference, then evaluate both on clean and on lossy test sets.
+"""Lossy pretraining, then fine-tuning: the reference study's third finding, as an experiment.
 
-Small run (CPU, a minute; builds its own data from the sample photos):
-    python examples/lossy_pretraining.py --epochs 2
-Full scale (GPU), on builds you made, e.g. ImageNet train/val at JPEG q5 and PNG:
-    python examples/lossy_pretraining.py --train-lossy out/in-train-q5 --train-clean out/in-train-png \
-        --test-lossy out/in-val-q5 --test-clean out/in-val-png --model resnet18 --classes 1000 --device cuda --epochs 30
-Every epoch prints the bits per sample and bpp the loader actually fed.
+Three models share one schedule: pretrained on a lossy build, pretrained on its lossless
+reference, and not pretrained (from scratch); each is then fine-tuned on a small clean set
+and evaluated on clean and on lossy test sets. Every phase prints the bits per sample (and
+bpp) that the loader fed it.
+
+Small run (CPU, about a minute; builds its own data from the sample photos, 32x32 inputs):
+    python examples/lossy_pretraining.py
+Full scale (GPU) on builds you made, e.g. ImageNet train at JPEG q5 and PNG, a clean
+fine-tuning subset, and ImageNet val at JPEG q5 and PNG, at ImageNet's 224x224:
+    python examples/lossy_pretraining.py --pretrain-lossy out/in-train-q5 --pretrain-clean out/in-train-png \
+        --finetune out/in-train-10pct-png --test-lossy out/in-val-q5 --test-clean out/in-val-png \
+        --model resnet18 --classes 1000 --size 224 --batch 256 --workers 8 --device cuda \
+        --pretrain-epochs 30 --finetune-epochs 5 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -24,38 +30,41 @@ import lossyds
 
 
 def make_small_data(workdir: Path) -> dict[str, Path]:
-    """Train/test imagefolders of 64x64 crops of the sample photos (one class per photo), built lossless and lossy."""
+    """64x64 crops of the sample photos (one class per photo), built lossless (PNG) and lossy
+    (JPEG q5): pretraining sets (12 per class), a clean fine-tuning set (3 per class) and
+    test sets (4 per class), each from its own crops."""
     from PIL import Image
 
     from lossyds.build import BuildOptions, build
     from lossyds.sources.sample import PHOTOS, skimage_data_dir
 
     source = workdir / "crops"
+    counts = {"pretrain": (12, 0), "finetune": (3, 5), "test": (4, 9)}
     for index, (name, _) in enumerate(PHOTOS):
         image = Image.open(skimage_data_dir() / name).convert("RGB").resize((256, 256))
-        for split, offset in (("train", 0), ("test", 3)):
+        for split, (count, offset) in counts.items():
             folder = source / split / f"c{index}"
             folder.mkdir(parents=True, exist_ok=True)
-            for n in range(12 if split == "train" else 4):
+            for n in range(count):
                 x, y = ((n * 37 + offset * 11) % 192), ((n * 53 + offset * 7) % 192)
                 image.crop((x, y, x + 64, y + 64)).save(folder / f"{n}.png")
+    wanted = {
+        "pretrain_lossy": ("pretrain", "jpeg", {"quality": 5}),
+        "pretrain_clean": ("pretrain", "png", {}),
+        "finetune": ("finetune", "png", {}),
+        "test_lossy": ("test", "jpeg", {"quality": 5}),
+        "test_clean": ("test", "png", {}),
+    }
     builds = {}
-    for split in ("train", "test"):
-        for kind, codec, rate in (("clean", "png", {}), ("lossy", "jpeg", {"quality": 5})):
-            out = workdir / f"{split}-{kind}"
-            if not (out / "manifest.json").exists():
-                build(
-                    BuildOptions(
-                        codec=codec,
-                        out=out,
-                        codec_options=rate,
-                        dataset="imagefolder",
-                        root=source,
-                        split=split,
-                        workers=1,
-                    )
+    for name, (split, codec, rate) in wanted.items():
+        out = workdir / name
+        if not (out / "manifest.json").exists():
+            build(
+                BuildOptions(
+                    codec=codec, out=out, codec_options=rate, dataset="imagefolder", root=source, split=split, workers=1
                 )
-            builds[f"{split}_{kind}"] = out
+            )
+        builds[name] = out
     return builds
 
 
@@ -73,6 +82,8 @@ class TinyNet(nn.Module):
 
 
 def to_input(size: int):
+    """Loader transform: uint8 [C, H, W] -> float [3, size, size] in [0, 1]; bits kept for the meter."""
+
     def transform(sample: dict) -> dict:
         image = sample["image"].expand(3, -1, -1) if sample["image"].shape[0] == 1 else sample["image"]
         image = F.interpolate(image[None].float() / 255, size=(size, size), mode="bilinear", align_corners=False)[0]
@@ -94,35 +105,37 @@ def make_model(name: str, classes: int) -> nn.Module:
     return torchvision.models.get_model(name, weights=None, num_classes=classes)
 
 
-def train(directory: Path, args: argparse.Namespace, label: str) -> nn.Module:
-    torch.manual_seed(args.seed)
-    model = make_model(args.model, args.classes).to(args.device)
+def fit(model: nn.Module, directory: Path, epochs: int, args: argparse.Namespace, label: str) -> list[float]:
+    """Train `model` on a build; returns each epoch's mean loss. Prints what the loader fed."""
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     dataset = lossyds.open_dataset(
         directory, shuffle=True, seed=args.seed, shuffle_buffer=256, transform=to_input(args.size)
     )
     loader = lossyds.DataLoader(dataset, batch_size=args.batch, num_workers=args.workers)
-    for epoch in range(args.epochs):
+    losses = []
+    for epoch in range(epochs):
         dataset.set_epoch(epoch)
         model.train()
-        for step, batch in enumerate(loader):
-            if args.steps and step >= args.steps:
-                break
+        total, steps = 0.0, 0
+        for batch in loader:
             loss = F.cross_entropy(model(batch["image"].to(args.device)), batch["label"].to(args.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        losses.append(total / max(1, steps))
         fed = loader.bits.summary()
         print(
-            f"[{label}] epoch {epoch}: loss {loss.item():.3f}; fed {fed['samples']} samples so far, {fed['mean_bits_per_sample']:.0f} bits/sample, {fed.get('bpp', float('nan')):.4f} bpp"
+            f"[{label}] epoch {epoch}: loss {losses[-1]:.3f}; fed {fed['samples']} samples, "
+            f"{fed['mean_bits_per_sample']:.0f} bits/sample, {fed.get('bpp', float('nan')):.4f} bpp"
         )
-    return model
+    return losses
 
 
 def accuracy(model: nn.Module, directory: Path, args: argparse.Namespace) -> float:
     model.eval()
     correct = total = 0
-    loader = torch.utils.data.DataLoader(
+    loader = lossyds.DataLoader(
         lossyds.open_dataset(directory, transform=to_input(args.size)), batch_size=args.batch, num_workers=args.workers
     )
     with torch.no_grad():
@@ -135,28 +148,36 @@ def accuracy(model: nn.Module, directory: Path, args: argparse.Namespace) -> flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("train_lossy", "train_clean", "test_lossy", "test_clean"):
-        parser.add_argument("--" + name.replace("_", "-"), type=Path)
+    names = ("pretrain_lossy", "pretrain_clean", "finetune", "test_lossy", "test_clean")
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), type=Path, help="a lossyds build folder")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lossyds-pretraining")
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", default="tiny", help="tiny, or a torchvision model name (resnet18, ...)")
     parser.add_argument("--classes", type=int, default=6)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=0, help="stop each epoch after this many steps (0: whole epoch)")
+    parser.add_argument("--size", type=int, default=32, help="input side in pixels (224 for ImageNet)")
+    parser.add_argument("--pretrain-epochs", type=int, default=6)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    given = {k: getattr(args, k) for k in ("train_lossy", "train_clean", "test_lossy", "test_clean")}
+    given = {name: getattr(args, name) for name in names}
     builds = given if all(given.values()) else make_small_data(args.workdir)
-    models = {kind: train(builds[f"train_{kind}"], args, f"train {kind}") for kind in ("lossy", "clean")}
-    print("\naccuracy      test clean   test lossy")
-    for kind, model in models.items():
-        print(
-            f"train {kind:<6}  {accuracy(model, builds['test_clean'], args):10.3f}   {accuracy(model, builds['test_lossy'], args):10.3f}"
-        )
+    results = {}
+    for start in ("lossy", "clean", "scratch"):
+        torch.manual_seed(args.seed)
+        model = make_model(args.model, args.classes).to(args.device)
+        if start != "scratch":
+            losses = fit(model, builds[f"pretrain_{start}"], args.pretrain_epochs, args, f"pretrain {start}")
+            print(f"[pretrain {start}] loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        fit(model, builds["finetune"], args.finetune_epochs, args, f"fine-tune after {start}")
+        results[start] = (accuracy(model, builds["test_clean"], args), accuracy(model, builds["test_lossy"], args))
+    print(f"\nchance {1 / args.classes:.3f}")
+    print("pretrained on   test clean   test lossy")
+    for start, (clean, lossy) in results.items():
+        print(f"{start:<14} {clean:11.3f} {lossy:12.3f}")
     return 0
 
 

@@ -41,6 +41,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("container_overhead.py", ["--copies", "1", "--no-check"], "payload/tar.gz"),
         ("build_speed.py", ["--images", "8", "--copies", "1", "--no-check"], "peak RSS"),
         ("neural_decode.py", ["--batch", "2"], "batched/one-by-one"),
+        ("latent_throughput.py", ["--copies", "1", "--images", "4", "--rounds", "1", "--no-check"], "latent/decoded"),
         ("loader_memory.py", ["--images", "16", "--no-check"], "late/early"),
         (
             "device_decode.py",

@@ -7,7 +7,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LOADING = ("LossyDataset", "DataLoader", "BitMeter", "collate_channels_last", "make_loader")
+_LOADING = (
+    "LossyDataset",
+    "DataLoader",
+    "BitMeter",
+    "collate_channels_last",
+    "collate_padded",
+    "make_loader",
+    "webdataset_decoder",
+)
 
 
 def open_dataset(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +41,8 @@ __all__ = [
     "LossyDataset",
     "__version__",
     "collate_channels_last",
+    "collate_padded",
     "make_loader",
     "open_dataset",
+    "webdataset_decoder",
 ]

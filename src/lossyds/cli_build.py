@@ -106,10 +106,10 @@ GENERIC = [
     ),
     click.Option(
         ["--shard-format", "--container", "shard_format"],
-        type=click.Choice(["auto", "tar", "tar.gz"]),
+        type=click.Choice(["auto", "tar", "tar.gz", "tar.zst"]),
         default="auto",
         show_default=True,
-        help="Shard files: plain tar (fastest reads) or gzip-compressed tar (compact); auto = tar.gz for audio, tar for images. (--container: old spelling.)",
+        help="Shard files: plain tar (fastest reads), gzip-compressed tar (compact) or zstandard-compressed tar; auto = tar.gz for audio, tar for images. (--container: old spelling.)",
     ),
     click.Option(
         ["--workers"], default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core)."

@@ -30,7 +30,8 @@ BUILD_INFO_NAME = "build-info.json"
 JOURNAL_NAME = ".lossyds-build.json"
 PARTS_DIR = "parts"
 SHARD_PREFIX = "shard"
-SHARD_FORMATS = ("tar", "tar.gz")  # plain tar (memory-mapped reads), gzip-compressed tar (compact)
+# plain tar (memory-mapped reads), gzip-compressed tar (compact), zstandard-compressed tar (opt-in)
+SHARD_FORMATS = ("tar", "tar.gz", "tar.zst")
 PARTIAL_SUFFIX = ".partial"  # a file being written; renamed into place when complete
 DIGEST_MODULUS = 1 << 256
 

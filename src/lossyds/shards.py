@@ -26,6 +26,8 @@ from .manifest import PARTIAL_SUFFIX, SHARD_FORMATS, shard_name
 
 FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
 CHUNK = 1 << 20
+ZSTD_LEVEL = 19  # zstandard's highest regular level: shards are written once and read many times
+SPILL_BYTES = 256 << 20  # a compressed shard decompressing to more than this goes to a temporary file, not memory
 MEGABYTE = 1_000_000
 
 
@@ -101,12 +103,15 @@ class ShardWriter:
         final = self.out_dir / name
         partial = self.out_dir / (name + PARTIAL_SUFFIX)
         raw = open(partial, "wb")
-        # gzip: fixed mtime and no file name in its header, so compressed shards stay byte-reproducible.
-        stream = (
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0)
-            if self.shard_format == "tar.gz"
-            else None
-        )
+        stream = None
+        if self.shard_format == "tar.gz":
+            # Fixed mtime and no file name in the gzip header: compressed shards stay byte-reproducible.
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0)
+        elif self.shard_format == "tar.zst":
+            import zstandard
+
+            # Single-threaded at a fixed level: the same members give the same bytes.
+            stream = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw, closefd=False)
         tar = tarfile.open(fileobj=stream or raw, mode="w", format=tarfile.PAX_FORMAT)
         self.next_shard += 1
         return _OpenShard(final, partial, tar, (raw, stream))
@@ -363,11 +368,71 @@ def read_location(location: str | Path) -> bytes:
         return handle.read()
 
 
-def gunzip(data: bytes, shard_name: str) -> tuple[bytes, ShardError | None]:
+class _Sink:
+    """Where a compressed shard decompresses to: memory, or, past SPILL_BYTES, an unnamed
+    temporary file that is then memory-mapped (so a large shard does not sit in RAM)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.file = None
+
+    def append(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self.file is None and self.size > SPILL_BYTES:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile(prefix="lossyds-shard-")
+            for piece in self.pieces:
+                self.file.write(piece)
+            self.pieces = []
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.pieces.append(data)
+
+    def result(self) -> bytes | mmap.mmap:
+        if self.file is None:
+            return b"".join(self.pieces)
+        self.file.flush()
+        mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file.close()  # the map keeps the (unnamed) file's pages
+        return mapped
+
+
+def unzstd(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """Decompress a zstandard file (one or more frames) as a stream, as gunzip does: what
+    precedes damage or a cut is kept, and the damage returned."""
+    import zstandard
+
+    sink = _Sink()
+    position = 0
+    while position < len(data):
+        stream = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            while position < len(data) and not stream.eof:
+                block = data[position : position + CHUNK]
+                sink.append(stream.decompress(block))
+                position += len(block) - len(stream.unused_data)
+        except zstandard.ZstdError as exc:
+            return sink.result(), ShardError(
+                f"shard {shard_name} is damaged zstandard data near byte {position}: {exc}", shard=shard_name
+            )
+        if not stream.eof:
+            return sink.result(), ShardError(
+                f"shard {shard_name} is a truncated zstandard file (it ends after {len(data)} bytes, inside a frame)",
+                shard=shard_name,
+            )
+    return sink.result(), None
+
+
+def gunzip(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
     """Decompress a gzip file (one or more members) as a stream: (bytes, None), or, when
     the stream is damaged or cut short, (everything decompressed before the damage, the
     error). `gzip.decompress` would keep nothing of a truncated file."""
-    pieces: list[bytes] = []
+    pieces = _Sink()
     position = 0
     while position < len(data):
         stream = zlib.decompressobj(wbits=31)
@@ -377,17 +442,17 @@ def gunzip(data: bytes, shard_name: str) -> tuple[bytes, ShardError | None]:
                 pieces.append(stream.decompress(block))
                 position += len(block) - len(stream.unused_data)
         except zlib.error as exc:
-            return b"".join(pieces), ShardError(
+            return pieces.result(), ShardError(
                 f"shard {shard_name} is damaged gzip data near byte {position}: {exc}", shard=shard_name
             )
         if not stream.eof:
-            return b"".join(pieces), ShardError(
+            return pieces.result(), ShardError(
                 f"shard {shard_name} is a truncated gzip file (it ends after {len(data)} bytes, inside the stream)",
                 shard=shard_name,
             )
         if not any(data[position : position + 512]):
             break  # zero padding after the last member, as some tools write
-    return b"".join(pieces), None
+    return pieces.result(), None
 
 
 class MappedShard:
@@ -413,9 +478,10 @@ class MappedShard:
         self._file = None
         try:
             gzip_damage = None
-            if str(location).endswith(".gz"):
-                self._map, gzip_damage = gunzip(read_location(location), self.name)
-                if gzip_damage is not None and (not tolerate_damage or not self._map):
+            if str(location).endswith((".gz", ".zst")):
+                decompress = gunzip if str(location).endswith(".gz") else unzstd
+                self._map, gzip_damage = decompress(read_location(location), self.name)
+                if gzip_damage is not None and (not tolerate_damage or not len(self._map)):
                     raise gzip_damage
             elif is_url(location):
                 self._map = read_location(location)

@@ -30,5 +30,7 @@ class BuildOptions:
     force: bool = False  # rebuild a folder that holds a finished build
     limit: int | None = None  # encode only the first N source samples (quick trials)
     part: tuple[int, int] | None = None  # (k, n): build slice k of n into OUT/parts/
-    shard_format: str = "auto"  # "tar" | "tar.gz" | "auto": gzip for audio (small payloads), plain tar for images
+    shard_format: str = (
+        "auto"  # "tar" | "tar.gz" | "tar.zst" | "auto": gzip for audio (small payloads), plain tar for images
+    )
     metrics: list[str] = field(default_factory=list)  # per-sample quality metrics (lossyds.metrics)

@@ -184,6 +184,13 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         finish = {"height": stream.height, "width": stream.width, "channels": stream.channels, "top": top, "left": left}
         return Latent(self.name, [capture.take()], finish)
 
+    latent_fields: ClassVar[tuple[str, ...]] = ("y_hat",)
+
+    def latent_output(self, data: bytes, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """{"y_hat": float32 [C, Hp/16, Wp/16]}: the quantised latent the model's own
+        `decompress` hands its synthesis network (of the padded image)."""
+        return {"y_hat": self.decode_latent(data, meta).parts[0][0]}
+
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Latents -> uint8 [C, H, W] images on `device`; latents of one shape run as one batch."""
         synthesis, layout = self.synthesis_on(device)

@@ -294,6 +294,22 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             finish["channels"] = int(meta["channels"])
         return Latent(self.name, frames, finish)
 
+    latent_fields: ClassVar[tuple[str, ...]] = ("codes", "segment_frames", "scales")
+
+    def latent_output(self, data: bytes, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The .ecdc file's codes, as encodec's own reader recovers them: `codes` int64
+        [codebooks, frames] (every segment's frames in order), `segment_frames` int64
+        [segments] (frames per segment: one segment for the 24 kHz model, 1 s segments with
+        overlap for the 48 kHz one), `scales` float32 [segments] (the 48 kHz model's
+        per-segment scales; empty for 24 kHz)."""
+        frames, _length = self.read_frames(bytes(data))
+        scales = [scale for _, scale in frames if scale is not None]
+        return {
+            "codes": torch.cat([codes[0] for codes, _ in frames], dim=-1),
+            "segment_frames": torch.tensor([codes.shape[-1] for codes, _ in frames], dtype=torch.int64),
+            "scales": torch.cat(scales).float() if scales else torch.zeros(0),
+        }
+
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Latents -> float32 [channels, frames] at the source rate and length, on `device`.
 

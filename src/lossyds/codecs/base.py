@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import OptionError
+from ..errors import OptionError, UsageError
 from ..options import Option, check_options
 from ..types import Modality, SourceSample
 
@@ -143,6 +143,18 @@ class Codec(abc.ABC):
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
         """Stage 1 of a two-stage decode: entropy decoding only, on CPU (see module docstring)."""
         raise NotImplementedError(f"{self.name} decodes in one stage")
+
+    # What output="latent" hands out (open_dataset): the codec's own entropy-decoded
+    # representation, without synthesis. Codecs that have one set this and `latent_output`.
+    latent_fields: ClassVar[tuple[str, ...]] = ()
+
+    def latent_output(self, data: bytes, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The bitstream's entropy-decoded representation (see `latent_fields`), on CPU."""
+        raise UsageError(
+            f"{self.name} has no representation lossyds hands out without decoding: output='latent' is for the "
+            "neural codecs (EnCodec codes, CompressAI and MS-ILLM latents); JPEG's DCT coefficients would need a "
+            "reader such as jpeglib, which lossyds does not use."
+        )
 
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Stage 2: the synthesis network on `latents` in batches (equal shapes stack), on

@@ -105,6 +105,39 @@ def collate_channels_last(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {key: images if key == "image" else rest[key] for key in batch[0]}
 
 
+def collate_padded(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate samples whose tensors differ in size (latents, audio of unequal length,
+    images of unequal size): each tensor field becomes [N, *largest] with zeros after each
+    sample's own extent, plus `<field>_mask` (bool, same shape, True on real entries) when
+    the sizes differ; nested dicts (`latent`, `stems`) are collated field by field; numbers
+    become tensors; anything else stays a list."""
+    out: dict[str, Any] = {}
+    for name in batch[0]:
+        values = [sample[name] for sample in batch]
+        first = values[0]
+        if isinstance(first, dict):
+            out[name] = collate_padded(values)
+        elif isinstance(first, torch.Tensor):
+            if len({value.dim() for value in values}) != 1:
+                raise ValueError(f"collate_padded: {name!r} tensors have different numbers of dimensions")
+            largest = [max(value.shape[d] for value in values) for d in range(first.dim())]
+            if all(list(value.shape) == largest for value in values):
+                out[name] = torch.stack(values)
+                continue
+            padded = first.new_zeros((len(values), *largest))
+            mask = torch.zeros((len(values), *largest), dtype=torch.bool)
+            for index, value in enumerate(values):
+                region = (index, *(slice(0, size) for size in value.shape))
+                padded[region] = value
+                mask[region] = True
+            out[name], out[f"{name}_mask"] = padded, mask
+        elif isinstance(first, (int, float)) and not isinstance(first, bool):
+            out[name] = torch.tensor(values)
+        else:
+            out[name] = values
+    return out
+
+
 class _WorkerInit:
     """worker_init_fn of lossyds.DataLoader: marks the worker, then runs the user's own."""
 

@@ -57,6 +57,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         decode_device: str | torch.device | None = None,
         synthesis_batch: int = 32,
         tune_malloc: bool = True,
+        output: str = "decoded",
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -64,6 +65,12 @@ class LossyDataset(torch.utils.data.IterableDataset):
             raise UsageError(f"decode_threads must be >= 0 (got {decode_threads}).")
         if synthesis_batch < 1:
             raise UsageError(f"synthesis_batch must be >= 1 (got {synthesis_batch}).")
+        if output not in ("decoded", "latent"):
+            raise UsageError(f"output must be 'decoded' or 'latent' (got {output!r}).")
+        if output == "latent" and (decode_device is not None or decode_cache is not None):
+            raise UsageError(
+                "output='latent' hands out what the codec stores: it takes no decode_device or decode_cache."
+            )
         self.root: str | Path = str(root) if is_url(root) else Path(root)
         self.manifest = load_manifest(self.root)
         self.shards = self.manifest["shards"]
@@ -84,8 +91,11 @@ class LossyDataset(torch.utils.data.IterableDataset):
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
         cache = cache_folder(decode_cache, self.manifest) if decode_cache is not None else None
+        if output == "latent" and not codec.latent_fields:
+            codec.latent_output(b"", {})  # raises the codec's one-sentence refusal
+        self.output = output
         self.decoder = Decoder(
-            codec, self.modality, cache, self._check_decode_device(codec, decode_device, decode_cache)
+            codec, self.modality, cache, self._check_decode_device(codec, decode_device, decode_cache), output
         )
 
     @staticmethod
@@ -261,6 +271,11 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
     - synthesis_batch: latents per synthesis call when iterated without lossyds.DataLoader
       workers (with them, each DataLoader batch is one call);
     - tune_malloc: default True: on glibc, once per iterating process, keep freed decode
-      buffers for reuse (lossyds.allocator); False, or LOSSYDS_TUNE_MALLOC=0, leaves malloc alone.
+      buffers for reuse (lossyds.allocator); False, or LOSSYDS_TUNE_MALLOC=0, leaves malloc alone;
+    - output: "decoded" (default: pixels or waveforms) or "latent": neural codecs hand out
+      their entropy-decoded representation under `latent` instead, without synthesis
+      (EnCodec: `codes` int64 [codebooks, frames], `segment_frames`, `scales`; CompressAI
+      and MS-ILLM: `y_hat` [C, h, w]), `payload_bits` as always; other codecs refuse.
+      `lossyds.collate_padded` batches them.
     """
     return LossyDataset(root, **options)

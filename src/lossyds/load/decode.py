@@ -52,17 +52,20 @@ def cache_folder(base: str | Path, manifest: dict[str, Any]) -> Path:
 class Decoder:
     """Decodes records of one build with its codec (see module docstring)."""
 
-    def __init__(self, codec: Codec, modality: str, cache: Path | None, device: torch.device | None):
+    def __init__(
+        self, codec: Codec, modality: str, cache: Path | None, device: torch.device | None, output: str = "decoded"
+    ):
         self.codec = codec
         self.modality = modality
         self.cache = cache
         self.device = device
+        self.output = output  # "decoded", or "latent": the codec's latent_output, no synthesis
 
     def decode(self, references: list[Reference]) -> list[dict[str, Any] | ShardError]:
         """One sample dict or ShardError per reference, in order. The bitstreams go to the
         codec's `decode_many` together (one GIL release for the whole chunk where the codec
         has a native batch path); with a cache or device, each goes on its own."""
-        one_by_one = self.cache is not None or self.device is not None
+        one_by_one = self.cache is not None or self.device is not None or self.output == "latent"
         stored_records: list[record.StoredRecord | ShardError] = []
         bitstreams: list[tuple[bytes, dict[str, Any]]] = []
         decoded: list[Any] = []
@@ -102,6 +105,8 @@ class Decoder:
         """The codec's decode (its entropy stage only, with a device), or its result from the
         decode cache (lossless .npy files, written atomically)."""
         codec = self.codec
+        if self.output == "latent":
+            return codec.latent_output(stored.read(codec.extension), stored.meta)  # type: ignore[return-value]
         if self.device is not None:
             return codec.decode_latent(stored.read(codec.extension), stored.meta)
         if self.cache is None:
@@ -124,10 +129,10 @@ class Decoder:
         meta = stored.meta
         sample: dict[str, Any] = {"key": stored.key, "payload_bits": meta["payload_bits"]}
         if self.modality == "image":
-            sample["image"] = decoded
+            sample["latent" if self.output == "latent" else "image"] = decoded
             sample["pixels"] = meta["height"] * meta["width"]
         else:
-            sample["audio"] = decoded
+            sample["latent" if self.output == "latent" else "audio"] = decoded
             sample["sample_rate"] = meta["sample_rate"]
             sample["num_frames"] = meta["num_frames"]
         sample.update(meta.get("targets", {}))
@@ -135,6 +140,8 @@ class Decoder:
             data = stored.read(member)
             if member not in stored.payload_members:
                 value = record.decode_attachment(member, data)
+            elif self.output == "latent":
+                value = self.codec.latent_output(data, meta)
             elif self.device is not None:  # a codec-encoded extra (e.g. a separation stem)
                 value = self.codec.decode_latent(data, meta)
             else:
