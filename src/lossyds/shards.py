@@ -17,9 +17,10 @@ import mmap
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ShardError
 from .manifest import PARTIAL_SUFFIX, SHARD_FORMATS, shard_name
@@ -402,57 +403,48 @@ class _Sink:
         return mapped
 
 
-def unzstd(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
-    """Decompress a zstandard file (one or more frames) as a stream, as gunzip does: what
-    precedes damage or a cut is kept, and the damage returned."""
-    import zstandard
-
+def _decompress_stream(
+    data: bytes, shard_name: str, kind: str, new_stream: Callable[[], Any], errors: type[Exception] | tuple
+) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """Decompress `data` (one or more concatenated members/frames) as a stream with
+    `new_stream()` objects (zlib's or zstandard's decompressobj): (bytes, None), or, when
+    the data is damaged or cut short, (everything decompressed before the damage, the
+    error). A whole-buffer decompress would keep nothing of a truncated file."""
     sink = _Sink()
     position = 0
     while position < len(data):
-        stream = zstandard.ZstdDecompressor().decompressobj()
+        stream = new_stream()
         try:
             while position < len(data) and not stream.eof:
                 block = data[position : position + CHUNK]
                 sink.append(stream.decompress(block))
                 position += len(block) - len(stream.unused_data)
-        except zstandard.ZstdError as exc:
+        except errors as exc:
             return sink.result(), ShardError(
-                f"shard {shard_name} is damaged zstandard data near byte {position}: {exc}", shard=shard_name
+                f"shard {shard_name} is damaged {kind} data near byte {position}: {exc}", shard=shard_name
             )
         if not stream.eof:
             return sink.result(), ShardError(
-                f"shard {shard_name} is a truncated zstandard file (it ends after {len(data)} bytes, inside a frame)",
-                shard=shard_name,
-            )
-    return sink.result(), None
-
-
-def gunzip(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
-    """Decompress a gzip file (one or more members) as a stream: (bytes, None), or, when
-    the stream is damaged or cut short, (everything decompressed before the damage, the
-    error). `gzip.decompress` would keep nothing of a truncated file."""
-    pieces = _Sink()
-    position = 0
-    while position < len(data):
-        stream = zlib.decompressobj(wbits=31)
-        try:
-            while position < len(data) and not stream.eof:
-                block = data[position : position + CHUNK]
-                pieces.append(stream.decompress(block))
-                position += len(block) - len(stream.unused_data)
-        except zlib.error as exc:
-            return pieces.result(), ShardError(
-                f"shard {shard_name} is damaged gzip data near byte {position}: {exc}", shard=shard_name
-            )
-        if not stream.eof:
-            return pieces.result(), ShardError(
-                f"shard {shard_name} is a truncated gzip file (it ends after {len(data)} bytes, inside the stream)",
+                f"shard {shard_name} is a truncated {kind} file (it ends after {len(data)} bytes, inside the stream)",
                 shard=shard_name,
             )
         if not any(data[position : position + 512]):
             break  # zero padding after the last member, as some tools write
-    return pieces.result(), None
+    return sink.result(), None
+
+
+def gunzip(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """A .gz shard decompressed as a stream (see _decompress_stream)."""
+    return _decompress_stream(data, shard_name, "gzip", lambda: zlib.decompressobj(wbits=31), zlib.error)
+
+
+def unzstd(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """A .zst shard decompressed as a stream (see _decompress_stream)."""
+    import zstandard
+
+    return _decompress_stream(
+        data, shard_name, "zstandard", lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError
+    )
 
 
 class MappedShard:
@@ -460,7 +452,8 @@ class MappedShard:
 
     A local plain-tar shard is memory-mapped (nothing is read until a member is sliced); a
     shard behind an fsspec URL is fetched whole when opened, one shard at a time
-    (streaming); a `.tar.gz` shard is decompressed into memory when opened.
+    (streaming); a `.tar.gz` or `.tar.zst` shard is decompressed as a stream when opened
+    (into memory, or past SPILL_BYTES into a memory-mapped temporary file).
     """
 
     def __init__(
