@@ -181,6 +181,8 @@ def test_columns_override_and_bad_columns(hf_sets, tmp_path):
                 source_options={"column": "image=nope"},
             )
         )
+    with pytest.raises(UsageError, match="slicing syntax"):
+        build(BuildOptions(codec="png", out=tmp_path / "w", dataset=path, split="validation[:200%]"))
     with pytest.raises(UsageError, match="no split 'test'"):
         build(BuildOptions(codec="png", out=tmp_path / "y", dataset=path, split="test[:2]"))
     with pytest.raises(UsageError, match="no audio column"):

@@ -346,3 +346,17 @@ def test_bit_meter_counts_samples_whatever_the_collate(speech_gz, cores):
     summary = loader.bits.summary()
     assert summary["samples"] == manifest["num_samples"]
     assert summary["payload_bits"] == manifest["bits"]["payload"]
+
+
+def test_worker_skip_records_are_not_repeated_across_epochs(speech_gz, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(speech_gz, damaged)
+    (shard,) = damaged.glob("shard-*.tar.gz")
+    shard.write_bytes(shard.read_bytes()[: int(shard.stat().st_size * 0.7)])
+    dataset = lossyds.open_dataset(damaged, on_error="skip")
+    loader = lossyds.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=list)  # workers restart each epoch
+    counts = []
+    for _epoch in range(3):
+        list(loader)
+        counts.append(len(dataset.errors))
+    assert counts[0] > 0 and counts == [counts[0] * (epoch + 1) for epoch in range(3)], counts

@@ -98,20 +98,23 @@ def make_folder(out: Path) -> bool:
     return True
 
 
-def remove_if_unused(out: Path) -> None:
-    """Remove a folder this build created when it stops before finishing any shard: only
-    the journal may be in it, and nothing is lost (a rerun starts from the beginning)."""
+def drop_unused_journal(out: Path) -> None:
+    """When a build stops before finishing any shard, its journal holds nothing worth
+    resuming: remove it (nothing is lost; a rerun starts from the beginning)."""
     try:
         journal = Journal.load(out)
     except BuildStateError:
         return
-    if journal is not None and journal.shards:
-        return
-    (out / JOURNAL_NAME).unlink(missing_ok=True)
+    if journal is None or not journal.shards:
+        (out / JOURNAL_NAME).unlink(missing_ok=True)
+
+
+def remove_empty_folder(out: Path) -> None:
+    """Remove a folder this build created, if it is empty (a failed build leaves nothing)."""
     try:
         out.rmdir()
     except OSError:
-        pass  # not empty: something else is in it, keep it
+        pass  # not empty (another build's lock, a kept journal, ...): keep it
 
 
 def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import BuildLockedError
+from ..errors import BuildLockedError, LossydsError
 
 LOCK_NAME = ".lossyds-lock"
 
@@ -43,7 +43,10 @@ def hold_folder(out: Path, command: str) -> Iterator[None]:
     """Hold OUT's lock while the block runs (OUT must exist); raises BuildLockedError naming the holder when another process has it."""
     path = Path(out) / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LossydsError(f"cannot write to {out} (its lock file): {exc.strerror or exc}.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -28,7 +28,7 @@ from ..shards import ShardWriter
 from ..sources import Source, SourceRef
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
-from .journal import make_folder, prepare_output, remove_if_unused
+from .journal import drop_unused_journal, make_folder, prepare_output, remove_empty_folder
 from .lock import hold_folder
 from .options import BuildOptions
 from .stages import RateKeeper, ShardStage
@@ -117,10 +117,15 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
     created = make_folder(job.out)
     try:
         with hold_folder(job.out, "build"):
-            return _build_locked(job, options, progress, started)
+            try:
+                return _build_locked(job, options, progress, started)
+            except BaseException:
+                if created:
+                    drop_unused_journal(job.out)  # while the folder is still this build's
+                raise
     except BaseException:
         if created:
-            remove_if_unused(job.out)
+            remove_empty_folder(job.out)  # after the lock file is gone; kept if anything is in it
         raise
 
 

@@ -130,9 +130,10 @@ def hf_unavailable_reason(options: BuildOptions) -> str | None:
     if options.root is not None and "$" not in str(options.root):
         return f"root of {options.dataset!r} ({options.root}) does not exist"
     name = options.dataset[len(sources.HF_PREFIX) :]
-    if os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or os.environ.get("HF_HUB_OFFLINE", "0") not in (
-        "0",
-        "",
+    online = ("", "0", "false", "no", "off")
+    if (
+        os.environ.get("HF_DATASETS_OFFLINE", "").lower() not in online
+        or os.environ.get("HF_HUB_OFFLINE", "").lower() not in online
     ):
         try:
             from huggingface_hub import scan_cache_dir

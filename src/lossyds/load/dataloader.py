@@ -146,6 +146,10 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         dataset_module._IN_LOSSYDS_LOADER = True
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and isinstance(worker.dataset, LossyDataset):
+            # the copy came with the main process's records: deliver only what this worker notes
+            worker.dataset._errors_delivered = len(worker.dataset.errors)
         if self.user is not None:
             self.user(worker_id)
 
@@ -198,9 +202,13 @@ class _MeteredCollate:
         if worker is not None and isinstance(worker.dataset, LossyDataset):
             errors = worker.dataset.take_undelivered_errors()
         bits = BitMeter()
-        bits.update(samples)
+        for sample in samples:  # one count per sample, whatever a transform made of it
+            if isinstance(sample, dict):
+                bits.update(sample)
+            else:
+                bits.unmetered += 1
         if not samples or (len(samples) < len(items) and self.drop_last and len(samples) < (self.batch_size or 0)):
-            return Delivery(NOTHING, bits if samples else BitMeter(), errors)
+            return Delivery(NOTHING, BitMeter(), errors)  # dropped as drop_last says: nothing was fed
         return Delivery(self.collate(samples if self.batched else samples[0]), bits, errors)
 
 

@@ -192,7 +192,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         """In a DataLoader worker: skip records noted since the last call (lossyds.DataLoader
         sends them to the main process with each batch)."""
         new = self.errors[self._errors_delivered :]
-        self._errors_delivered = len(self.errors)
+        self._errors_delivered += len(new)  # a decode thread may append meanwhile: it goes next time
         return new
 
     def _process(self, references: list[Reference]) -> list[Any]:

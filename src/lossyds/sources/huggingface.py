@@ -101,6 +101,7 @@ class HuggingFaceSource(Source):
         self._columns: dict[str, str] = {}
         self._license: str | None = None
         self._spool_offset = 0
+        self._spooled_rows = False  # the table holds only the selected rows (a stream's)
 
     def resolve_root(self, root: str | Path | None) -> Path:
         local = Path(self.location).expanduser()
@@ -128,6 +129,7 @@ class HuggingFaceSource(Source):
                     loaded = loaded[self.base_split]
             elif self.options["hf_streaming"]:
                 loaded = self._spooled(datasets)
+                self._spooled_rows = True
             else:
                 loaded = datasets.load_dataset(**self._hub_arguments(), split=self.base_split)
         except UsageError:
@@ -159,6 +161,10 @@ class HuggingFaceSource(Source):
             total = stream.info.splits[self.base_split].num_examples
         first, end = self._bounds(total)
         self._spool_offset = first
+        if stream.features is None:
+            raise UsageError(
+                f"the stream of {self.location!r} does not describe its columns; read it without --hf-streaming."
+            )
         for name, feature in stream.features.items():
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 stream = stream.cast_column(name, type(feature)(decode=False))
@@ -173,7 +179,10 @@ class HuggingFaceSource(Source):
         if self.split == self.base_split:
             return 0, total
         if total is not None:
-            (absolute,) = _datasets().ReadInstruction.from_spec(self.split).to_absolute({self.base_split: total})
+            try:
+                (absolute,) = _datasets().ReadInstruction.from_spec(self.split).to_absolute({self.base_split: total})
+            except (ValueError, AssertionError) as exc:
+                raise UsageError(f"split {self.split!r} is not in datasets' slicing syntax: {exc}") from None
             return absolute.from_, absolute.to
         match = re.fullmatch(r"\s*[\w.-]+\s*\[\s*(\d*)\s*:\s*(\d*)\s*\]\s*", self.split or "")
         if match is None:
@@ -236,7 +245,7 @@ class HuggingFaceSource(Source):
 
     def records(self) -> list[SourceRef]:
         table = self._open()
-        if self.options["hf_streaming"]:
+        if self._spooled_rows:
             offset, first, end = self._spool_offset, 0, table.num_rows
         else:
             offset = 0
@@ -261,7 +270,7 @@ class HuggingFaceSource(Source):
         for position in range(count):
             row = first + position
             targets: dict[str, Any] = {}
-            if labels is not None and labels[position] is not None:
+            if labels is not None and labels[position] is not None and labels[position] >= 0:  # -1: unlabelled
                 targets["label"] = int(labels[position])
                 if names is not None and 0 <= targets["label"] < len(names):
                     targets["class_name"] = names[targets["label"]]
