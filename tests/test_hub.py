@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,10 +14,11 @@ import torch
 import yaml
 
 import lossyds
+from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.hub import hf_transform, plan_push, push
 
-from .fixtures import make_image_folder
+from .fixtures import make_audio_folder, make_image_folder
 
 
 def card_metadata(card: str) -> dict:
@@ -130,6 +132,72 @@ def test_hf_transform_decodes_what_datasets_leaves_as_bytes(built, offline_hf):
     for index in range(len(rows)):
         row = decoded[index]
         assert torch.equal(row["image"], ours[row["__key__"]])
+
+
+def test_the_card_declares_every_records_json_fields_where_datasets_would_infer_from_five(tmp_path, offline_hf):
+    """Records 6-8 carry a target field the first five lack: datasets' own inference (the card
+    without features) drops it, the declared features keep it."""
+    root = make_audio_folder(tmp_path / "src")
+    folder = root / "train"
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    for i, clip in enumerate(sorted(folder.glob("*.flac"))[:3]):
+        shutil.copy(clip, folder / f"zz-extra-{i}.flac")  # sorted after the five clips
+        lines.append(json.dumps({"file_name": f"zz-extra-{i}.flac", "text": "extra", "speaker": f"s{i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "flac"
+    build(BuildOptions(codec="flac", out=out, dataset="audiofolder", root=root, split="train", workers=1))
+    metadata = card_metadata((out / "README.md").read_text())
+    declared = {f["name"]: f for f in metadata["dataset_info"]["features"]}
+    assert declared["flac"] == {"name": "flac", "dtype": "audio"} and declared["txt"]["dtype"] == "string"
+    rows = offline_hf(out, split="train")
+    assert [r["json"]["targets"].get("speaker") for r in rows][-3:] == ["s0", "s1", "s2"]
+    assert rows[0]["json"]["crc32"]["flac"] > 0  # int64 as declared, not inferred
+    inferred = tmp_path / "inferred"
+    shutil.copytree(out, inferred)
+    del metadata["dataset_info"]
+    card = (inferred / "README.md").read_text().split("---\n", 2)[2]
+    (inferred / "README.md").write_text(f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n{card}")
+    rows = offline_hf(inferred, split="train")
+    assert [r["json"]["targets"].get("speaker") for r in rows][-3:] == [None, None, None]
+
+
+def test_card_member_types_follow_datasets_webdataset_reader():
+    from datasets.packaged_modules.webdataset.webdataset import WebDataset
+
+    from lossyds import codecs
+    from lossyds.hub import AUDIO_MEMBERS, IMAGE_MEMBERS
+
+    assert set(IMAGE_MEMBERS) <= set(WebDataset.IMAGE_EXTENSIONS)
+    assert set(AUDIO_MEMBERS) <= set(WebDataset.AUDIO_EXTENSIONS)
+    for name in codecs.available():
+        extension = codecs.codec_class(name).extension
+        assert (extension in WebDataset.IMAGE_EXTENSIONS) == (extension in IMAGE_MEMBERS), name
+        assert (extension in WebDataset.AUDIO_EXTENSIONS) == (extension in AUDIO_MEMBERS), name
+    assert {"cls", "txt"} <= set(WebDataset.DECODERS)
+
+
+def test_json_types_unify_and_refuse_what_datasets_cannot_hold():
+    from lossyds.jsontypes import MIXED, declared, type_of, unify
+
+    a = type_of({"n": 1, "tags": [], "t": {}, "x": None})
+    b = type_of({"n": 2.5, "tags": ["q"], "t": {}, "y": True})
+    both = unify(a, b)
+    assert both == {
+        "struct": {
+            "n": "float64",
+            "tags": {"list": "string"},
+            "t": {"struct": {}},
+            "x": "null",
+            "y": "bool",
+        }
+    }
+    assert declared(both) == {"struct": {"n": "float64", "tags": {"list": "string"}, "x": "null", "y": "bool"}}
+    assert unify(type_of({"n": "one"}), type_of({"n": 1})) == {"struct": {"n": MIXED}}
+    assert declared(unify(type_of({"n": "one"}), type_of({"n": 1}))) is None
+    manifest = {"codec": {"extension": "jpg"}, "json_types": unify(type_of({"n": [1]}), type_of({"n": {"a": 1}}))}
+    from lossyds.hub import card_features
+
+    assert card_features(manifest) is None
 
 
 def test_open_dataset_streams_from_an_fsspec_url(built):

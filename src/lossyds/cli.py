@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .cli_build import LOCATION
 from .errors import LossydsError
 from .manifest import achieved_rate_text
 
@@ -110,7 +111,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LOCATION)
 def merge(directory: Path) -> None:
     """Combine the finished parts in DIRECTORY/parts/ into one dataset."""
     from .build import merge as run_merge
@@ -123,7 +124,7 @@ def merge(directory: Path) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LOCATION)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info(directory: Path, as_json: bool) -> None:
     """Print the summary of a build (its manifest)."""
@@ -140,7 +141,7 @@ def info(directory: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LOCATION)
 @click.option("--decode", is_flag=True, help="Also decode every sample.")
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
 @click.option(
@@ -209,7 +210,7 @@ def push(
 
 
 @main.command(name="eval")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LOCATION)
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
 @click.option(
     "--model",

@@ -15,6 +15,23 @@ from .options import Option, merged_options
 CLICK_TYPES: dict[type, Any] = {int: int, float: float, str: str}
 
 
+class Location(click.ParamType):
+    """A build folder: a local path (Path) or an fsspec URL such as s3://bucket/prefix (str, kept
+    as written: click.Path would fold its '//')."""
+
+    name = "DIR_OR_URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
+        from .shards import is_url
+
+        if isinstance(value, Path):
+            return value
+        return value if is_url(value) else Path(value)
+
+
+LOCATION = Location()
+
+
 def detect_part(part: str | None) -> tuple[int, int] | None:
     """--part i/n, else a SLURM array's task id/count, else torchrun's RANK/WORLD_SIZE (when > 1)."""
     if part:
@@ -86,7 +103,9 @@ def parse_codec_opts(pairs: tuple[str, ...]) -> dict[str, str]:
 GENERIC = [
     click.Option(["--codec", "codec_name"], help="Codec name (see `lossyds codecs`)."),
     click.Option(
-        ["--out", "out_dir"], type=click.Path(path_type=Path), help="Output folder for shards and manifest.json."
+        ["--out", "out_dir"],
+        type=LOCATION,
+        help="Output folder for shards and manifest.json, or an fsspec URL (s3://bucket/prefix: staged locally, uploaded shard by shard).",
     ),
     click.Option(["--dataset"], default="sample", show_default=True, help="Source dataset layout."),
     click.Option(["--root"], type=click.Path(path_type=Path), help="Folder that holds the source dataset."),

@@ -1,7 +1,8 @@
 """Hugging Face Hub: the dataset card, the push plan, and the one upload call.
 
 The card's YAML maps the build's split to its shards (`configs` / `data_files`), so
-`datasets.load_dataset(DIR_or_REPO)` finds them; the human table states codec, rate,
+`datasets.load_dataset(DIR_or_REPO)` finds them, and declares the columns' types
+(`dataset_info.features`, from the manifest's `json_types`); the human table states codec, rate,
 achieved bits and sample counts. Tokens come from the standard Hugging Face login and
 are never read, printed or written by lossyds.
 """
@@ -30,6 +31,39 @@ def hf_split_name(split: str | None) -> str:
     return re.sub(r"\W", "_", split or "train") or "train"
 
 
+# The member types Hugging Face datasets' webdataset reader decodes itself (its IMAGE_EXTENSIONS and
+# AUDIO_EXTENSIONS, as far as lossyds writes them; tests/test_hub.py checks them against datasets).
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+AUDIO_MEMBERS = ("flac", "mp3", "opus", "ogg", "wav")
+
+
+def card_features(manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`dataset_info.features` for the card (datasets' YAML form), or None when the manifest's
+    `json_types` cannot be declared: the bitstream and lossless members as Image or Audio
+    where datasets decodes them, else binary; `cls` int64, `txt` string, `json` as its types."""
+    from .jsontypes import declared, yaml_field
+
+    kind = declared(manifest.get("json_types", "mixed"))
+    if kind is None or "crc32" not in kind.get("struct", {}) or "struct" not in kind["struct"]["crc32"]:
+        return None
+    extension = manifest["codec"]["extension"]
+    members = [extension, *sorted(m for m in kind["struct"]["crc32"]["struct"] if m != extension)]
+    features = []
+    for member in members:
+        suffix = member.rsplit(".", 1)[-1]
+        dtype = (
+            "image"
+            if suffix in IMAGE_MEMBERS
+            else "audio"
+            if suffix in AUDIO_MEMBERS
+            else {"cls": "int64", "txt": "string"}.get(member, "binary")
+        )
+        features.append({"name": member, "dtype": dtype})
+        if member == extension:
+            features.append(yaml_field("json", kind))
+    return [*features, {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
+
+
 def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str = "OWNER/NAME") -> str:
     """README.md with YAML metadata for a built folder (deterministic in the manifest)."""
     codec, dataset, bits = manifest["codec"], manifest["dataset"], manifest["bits"]
@@ -52,6 +86,9 @@ def dataset_card(manifest: dict[str, Any], license: str | None = None, repo: str
             }
         ],
     }
+    features = card_features(manifest)
+    if features is not None:
+        metadata["dataset_info"] = {"features": features}
     params = ", ".join(f"{k}={v}" for k, v in codec["params"].items()) or "defaults"  # every setting, for the record
     weights = codec.get("weights")
     weights_text = (

@@ -50,10 +50,12 @@ def shard_format_of(name: str) -> str:
     return name.split(".", 1)[1]
 
 
-def part_folder(out: Path, part: tuple[int, int]) -> Path:
-    """Where part `k` of `n` of a partitioned build goes: OUT/parts/part-0000k-of-0000n/."""
+def part_folder(out: str | Path, part: tuple[int, int]) -> str | Path:
+    """Where part `k` of `n` of a partitioned build goes: OUT/parts/part-0000k-of-0000n/ (OUT: a folder or a URL)."""
+    from .shards import join_location
+
     index, count = part
-    return out / PARTS_DIR / f"part-{index:05d}-of-{count:05d}"
+    return join_location(join_location(out, PARTS_DIR), f"part-{index:05d}-of-{count:05d}")
 
 
 def key_digest(key: str, source_sha256: str) -> str:

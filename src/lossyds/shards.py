@@ -462,10 +462,12 @@ class MappedShard:
         shard_name: str | None = None,
         tolerate_damage: bool = False,
         index: list[SampleEntry] | None = None,
+        data: bytes | None = None,
     ):
         """With `tolerate_damage`, a damaged shard keeps the samples before the damage and
         records the error in `self.damage` instead of raising. `index`: this shard's entries
-        from an earlier opening of the same, unchanged file (skips the header scan)."""
+        from an earlier opening of the same, unchanged file (skips the header scan). `data`:
+        the file's bytes when the caller has already fetched them (not fetched again)."""
         self.name = shard_name or str(location).rsplit("/", 1)[-1]
         self.damage: list[ShardError] = []
         self._file = None
@@ -473,11 +475,11 @@ class MappedShard:
             gzip_damage = None
             if str(location).endswith((".gz", ".zst")):
                 decompress = gunzip if str(location).endswith(".gz") else unzstd
-                self._map, gzip_damage = decompress(read_location(location), self.name)
+                self._map, gzip_damage = decompress(read_location(location) if data is None else data, self.name)
                 if gzip_damage is not None and (not tolerate_damage or not len(self._map)):
                     raise gzip_damage
-            elif is_url(location):
-                self._map = read_location(location)
+            elif data is not None or is_url(location):
+                self._map = read_location(location) if data is None else data
             else:
                 self._file = open(location, "rb")
                 if os.fstat(self._file.fileno()).st_size == 0:

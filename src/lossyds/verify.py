@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from . import codecs, record
 from .errors import ShardError
 from .manifest import load_manifest
-from .shards import MappedShard, sha256_file
+from .shards import MappedShard, is_url, join_location, read_location, sha256_file
 
 
 @dataclass
@@ -35,7 +36,7 @@ def verify(
     decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest); None =
     one per core up to 8, 0 = in this thread. `progress(done, total)` counts samples checked
     plus samples decoded."""
-    root = Path(directory)
+    root = directory if is_url(directory) else Path(directory)
     manifest = load_manifest(root)
     codec = codecs.codec_class(manifest["codec"]["name"])
     extension = codec.extension
@@ -51,18 +52,20 @@ def verify(
         )  # every sample, under torchrun too
     for shard_info in manifest["shards"]:
         name = shard_info["path"]
-        path = root / name
-        if not path.is_file():
+        path = join_location(root, name)
+        data = _fetch(path, name) if is_url(root) else None  # a remote shard is read once, then hashed and parsed
+        if data is None and not path.is_file():
             raise ShardError(f"shard {name} is missing", shard=name)
-        size = path.stat().st_size
+        size = len(data) if data is not None else path.stat().st_size
         if size != shard_info["bytes"]:
             raise ShardError(f"shard {name} is {size} bytes but the manifest says {shard_info['bytes']}", shard=name)
-        if sha256_file(path) != shard_info["sha256"]:
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+        if digest != shard_info["sha256"]:
             raise ShardError(
-                f"shard {name} does not match its sha256 in the manifest (corrupt or changed){locate_damage(path, name, extension)}",
+                f"shard {name} does not match its sha256 in the manifest (corrupt or changed){locate_damage(path, name, extension, data)}",
                 shard=name,
             )
-        with MappedShard(path, name) as shard:
+        with MappedShard(path, name, data=data) as shard:
             if len(shard.entries) != shard_info["num_samples"]:
                 raise ShardError(
                     f"shard {name} holds {len(shard.entries)} samples but the manifest says {shard_info['num_samples']}",
@@ -89,10 +92,19 @@ def verify(
     return VerifyReport(shards=len(manifest["shards"]), samples=samples, decoded=decoded, payload_bits=payload)
 
 
-def locate_damage(path: Path, name: str, extension: str) -> str:
+def _fetch(url: str, name: str) -> bytes:
+    try:
+        return read_location(url)
+    except FileNotFoundError:
+        raise ShardError(f"shard {name} is missing", shard=name) from None
+    except OSError as exc:
+        raise ShardError(f"shard {name} cannot be read: {exc}", shard=name) from exc
+
+
+def locate_damage(path: str | Path, name: str, extension: str, data: bytes | None = None) -> str:
     """After a shard hash mismatch: '; first damaged sample KEY' when the per-member CRCs tell which."""
     try:
-        with MappedShard(path, name) as shard:
+        with MappedShard(path, name, data=data) as shard:
             for entry in shard.entries:
                 try:
                     record.check(shard, entry, extension)

@@ -35,8 +35,10 @@ def assemble_manifest(
     shards: list[ShardStats],
     skipped: list[dict[str, str]],
     totals: dict[str, Any],
+    json_types: Any,
 ) -> dict[str, Any]:
-    """manifest.json's content. `dataset`: name, split, license, tasks, options."""
+    """manifest.json's content. `dataset`: name, split, license, tasks, options; `json_types`:
+    the records' KEY.json types (lossyds.jsontypes)."""
     num_samples = sum(s.num_samples for s in shards)
     fingerprint = add_digests(
         [s.source_digest for s in shards] + [key_digest(f"skipped:{s['key']}", "") for s in skipped]
@@ -65,6 +67,7 @@ def assemble_manifest(
         "bits": bits,
         "totals": totals,
         "source_digests": [s.source_digest for s in shards],
+        "json_types": json_types,
         "accounting": ACCOUNTING,
     }
 

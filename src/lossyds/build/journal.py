@@ -64,6 +64,7 @@ class Journal:
     skipped: list[dict[str, str]] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=zero_totals)
     metrics: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count] over finite values
+    json_types: Any = "null"  # lossyds.jsontypes: every finished record's KEY.json, unified
     next_index: int = 0
 
     def save(self, out: Path) -> None:
@@ -117,6 +118,18 @@ def remove_empty_folder(out: Path) -> None:
         pass  # not empty (another build's lock, a kept journal, ...): keep it
 
 
+def check_resumable(out: str | Path, journal: Journal | None, settings: dict[str, Any]) -> Journal:
+    """The journal to continue: `journal` when its settings are `settings`, a new one when there is none."""
+    if journal is None:
+        return Journal(settings=settings)
+    if journal.settings != settings:
+        changed = sorted(k for k in set(settings) | set(journal.settings) if settings.get(k) != journal.settings.get(k))
+        raise BuildStateError(
+            f"{out} holds an interrupted build with other settings ({', '.join(changed)}); rerun it with the same settings, or pass --force."
+        )
+    return journal
+
+
 def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
     """Refuse a finished folder (unless `force`), resume an interrupted one, or start fresh.
     The folder exists (make_folder) and this process holds its lock (lossyds.build.lock)."""
@@ -126,14 +139,7 @@ def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
                 path.unlink()
     elif (out / MANIFEST_NAME).exists():
         raise BuildStateError(f"{out} already holds a finished build; pass --force to rebuild it.")
-    journal = Journal.load(out)
-    if journal is not None and journal.settings != settings:
-        changed = sorted(k for k in set(settings) | set(journal.settings) if settings.get(k) != journal.settings.get(k))
-        raise BuildStateError(
-            f"{out} holds an interrupted build with other settings ({', '.join(changed)}); rerun it with the same settings, or pass --force."
-        )
-    if journal is None:
-        journal = Journal(settings=settings)
+    journal = check_resumable(out, Journal.load(out), settings)
     # Remove leftovers of the interrupted run: partial files and shards finished after the last journal write.
     kept = {shard["path"] for shard in journal.shards}
     for path in out.iterdir():

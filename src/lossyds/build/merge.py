@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from .. import jsontypes
 from ..errors import BuildStateError, UsageError
 from ..manifest import MANIFEST_NAME, PARTIAL_SUFFIX, PARTS_DIR, load_manifest, shard_format_of, shard_name
+from ..shards import is_url, join_location
 from .finish import assemble_manifest, finish_folder
 from .journal import TOTAL_KEYS, ShardStats, zero_totals
 from .lock import hold_folder
@@ -19,34 +22,53 @@ def _dataset_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in manifest["dataset"].items() if k != "source_root_fingerprint"}
 
 
-def load_parts(out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+def _base_name(location: str | Path) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def part_locations(out: str | Path) -> list[str | Path]:
+    """OUT/parts/part-*-of-* in name order (OUT: a folder or an fsspec URL)."""
+    if is_url(out):
+        from .remote import RemoteFolder
+
+        parts = RemoteFolder(str(join_location(out, PARTS_DIR)))
+        return [join_location(parts.url, name) for name in parts.names(folders=True) if fnmatch(name, "part-*-of-*")]
+    return sorted((Path(out) / PARTS_DIR).glob("part-*-of-*")) if (Path(out) / PARTS_DIR).is_dir() else []
+
+
+def load_parts(out: str | Path) -> tuple[list[str | Path], list[dict[str, Any]]]:
     """The part folders and their manifests, checked: all finished, none missing, same settings."""
-    folders = sorted((out / PARTS_DIR).glob("part-*-of-*")) if (out / PARTS_DIR).is_dir() else []
+    folders = part_locations(out)
     if not folders:
         raise UsageError(f"{out} holds no {PARTS_DIR}/part-*-of-* folders to merge.")
-    if (out / MANIFEST_NAME).exists():
-        raise BuildStateError(f"{out} already holds a finished build; remove it before merging parts into it.")
     manifests = []
     for folder in folders:
-        if not (folder / MANIFEST_NAME).is_file():
-            raise BuildStateError(f"part {folder.name} is not finished (no manifest.json); rerun its build first.")
-        manifests.append(load_manifest(folder))
+        try:
+            manifests.append(load_manifest(folder))
+        except UsageError:
+            raise BuildStateError(
+                f"part {_base_name(folder)} is not finished (no manifest.json); rerun its build first."
+            ) from None
     count = manifests[0]["part"]["count"]
     indices = sorted(m["part"]["index"] for m in manifests)
     if indices != list(range(count)):
         missing = sorted(set(range(count)) - set(indices))
-        raise BuildStateError(f"parts {', '.join(map(str, missing))} of {count} are missing in {out / PARTS_DIR}.")
+        raise BuildStateError(
+            f"parts {', '.join(map(str, missing))} of {count} are missing in {join_location(out, PARTS_DIR)}."
+        )
     first = manifests[0]
     for manifest, folder in zip(manifests, folders):
         for key in ("codec", "modality"):
             if manifest[key] != first[key]:
-                raise BuildStateError(f"part {folder.name} was built with another {key} than part {folders[0].name}.")
+                raise BuildStateError(
+                    f"part {_base_name(folder)} was built with another {key} than part {_base_name(folders[0])}."
+                )
         if (
             _dataset_identity(manifest) != _dataset_identity(first)
             or manifest["part"]["total_records"] != first["part"]["total_records"]
         ):
             raise BuildStateError(
-                f"part {folder.name} was built from another dataset or split than part {folders[0].name}."
+                f"part {_base_name(folder)} was built from another dataset or split than part {_base_name(folders[0])}."
             )
     ordered = sorted(zip(manifests, folders), key=lambda pair: pair[0]["part"]["index"])
     return [folder for _, folder in ordered], [manifest for manifest, _ in ordered]
@@ -78,23 +100,49 @@ def merge(out: str | Path) -> dict[str, Any]:
     """Combine OUT/parts/part-*-of-N (all finished, same settings) into one dataset in OUT.
 
     Shards are renumbered in part order, then the merged manifest and card are written and
-    the parts folder removed. OUT is locked meanwhile (lossyds.build.lock)."""
+    the parts folder removed. A local OUT is locked meanwhile (lossyds.build.lock); an
+    fsspec URL is merged with the store's own copies (lossyds.build.remote)."""
+    if is_url(out):
+        from .remote import merge_remote
+
+        return merge_remote(str(out))
     out = Path(out)
     if not out.is_dir():
         raise UsageError(f"{out} is not a folder.")
     with hold_folder(out, "merge"):
-        return _merge_locked(out)
+        if (out / MANIFEST_NAME).exists():
+            raise BuildStateError(f"{out} already holds a finished build; remove it before merging parts into it.")
+        folders, manifests = load_parts(out)
+        merged, copies = plan_merge(folders, manifests)
+        for source, name in copies:
+            link_or_copy(source, out / name)
+        finish_folder(out, merged, merge_info(folders))
+        shutil.rmtree(out / PARTS_DIR)
+        return merged
 
 
-def _merge_locked(out: Path) -> dict[str, Any]:
-    folders, manifests = load_parts(out)
+def merge_info(folders: list[str | Path]) -> dict[str, Any]:
+    """build-info.json of a merged build."""
+    return {
+        "merged_parts": [_base_name(f) for f in folders],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def plan_merge(
+    folders: list[str | Path], manifests: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[tuple[str | Path, str]]]:
+    """The merged manifest, and the copies that make it true: (a part's shard, its name in OUT)."""
     shards: list[ShardStats] = []
+    copies: list[tuple[str | Path, str]] = []
     totals = zero_totals()
     skipped: list[dict[str, str]] = []
+    json_types: Any = jsontypes.NULL
     for manifest, folder in zip(manifests, folders):
+        json_types = jsontypes.unify(json_types, manifest.get("json_types", jsontypes.MIXED))  # MIXED: not recorded
         for shard, digest in zip(manifest["shards"], manifest["source_digests"]):
             name = shard_name(len(shards), shard_format_of(shard["path"]))
-            link_or_copy(folder / shard["path"], out / name)
+            copies.append((join_location(folder, shard["path"]), name))
             shards.append(
                 ShardStats(
                     name, shard["num_samples"], shard["bytes"], shard["sha256"], shard["payload_bytes"], 0, 0, digest
@@ -111,14 +159,9 @@ def _merge_locked(out: Path) -> dict[str, Any]:
         shards=shards,
         skipped=skipped,
         totals=totals,
+        json_types=json_types,
     )
     merged["merged_from_parts"] = first["part"]["count"]
     if first.get("metrics"):
         merged["metrics"] = merged_metrics(manifests)
-    finish_folder(
-        out,
-        merged,
-        {"merged_parts": [f.name for f in folders], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-    )
-    shutil.rmtree(out / PARTS_DIR)
-    return merged
+    return merged, copies

@@ -18,20 +18,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, codecs, sources
 from ..codecs.base import Codec
 from ..errors import LossydsError, SourceError, UsageError
 from ..manifest import SHARD_FORMATS, part_folder
-from ..shards import ShardWriter
+from ..shards import ShardWriter, is_url
 from ..sources import Source, SourceRef
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
-from .journal import drop_unused_journal, make_folder, prepare_output, remove_empty_folder
+from .journal import Journal, drop_unused_journal, make_folder, prepare_output, remove_empty_folder
 from .lock import hold_folder
 from .options import BuildOptions
 from .stages import RateKeeper, ShardStage
+
+if TYPE_CHECKING:
+    from .remote import Uploader
 
 ProgressCallback = Callable[[int, int], None]  # (source samples done, total)
 
@@ -41,7 +44,7 @@ class Plan:
     codec: Codec
     source: Source
     refs: list[SourceRef]  # this build's samples (its part's slice)
-    out: Path  # where this build writes (a part's folder for a partitioned build)
+    out: str | Path  # where this build writes (a part's folder for a partitioned build): a folder or an fsspec URL
     shard_format: str
     part: dict[str, Any] | None
     settings: dict[str, Any]  # what a resumed build must match
@@ -69,7 +72,8 @@ def plan(options: BuildOptions) -> Plan:
     if not refs:
         raise UsageError(f"dataset {options.dataset!r} split {source.split!r} at {source.root} holds no samples.")
     check_unique_keys(refs)
-    total, out, part = len(refs), Path(options.out), None
+    total, part = len(refs), None
+    out: str | Path = str(options.out) if is_url(options.out) else Path(options.out)
     if options.part is not None:
         index, count = options.part
         if not (count >= 1 and 0 <= index < count):
@@ -107,18 +111,26 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
 
     The output folder is locked for the whole build (lossyds.build.lock): a second build
     into it refuses at once. A folder this build created is removed again when the build
-    stops before finishing a shard."""
+    stops before finishing a shard. OUT may be an fsspec URL (s3://...): the build is staged
+    locally and uploaded shard by shard (lossyds.build.remote)."""
     started = time.time()
     job = plan(options)
     if options.metrics:
         from .. import metrics
 
         metrics.check_metrics(options.metrics, job.codec.modality)
+    if is_url(job.out):
+        from .remote import staged_build
+
+        with staged_build(str(job.out), options.force, job.settings) as (staging, journal, uploader):
+            return _run(job, staging, journal, options, progress, started, uploader)
     created = make_folder(job.out)
     try:
         with hold_folder(job.out, "build"):
             try:
-                return _build_locked(job, options, progress, started)
+                return _run(
+                    job, job.out, prepare_output(job.out, options.force, job.settings), options, progress, started
+                )
             except BaseException:
                 if created:
                     drop_unused_journal(job.out)  # while the folder is still this build's
@@ -129,18 +141,32 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         raise
 
 
-def _build_locked(
-    job: Plan, options: BuildOptions, progress: ProgressCallback | None, started: float
+def _run(
+    job: Plan,
+    folder: Path,
+    journal: Journal,
+    options: BuildOptions,
+    progress: ProgressCallback | None,
+    started: float,
+    uploader: Uploader | None = None,
 ) -> dict[str, Any]:
-    journal = prepare_output(job.out, options.force, job.settings)
+    """The build proper, into the locked `folder` (the output folder, or the staging folder
+    of a remote build, whose `uploader` carries each finished shard and then the finished build out)."""
     writer = ShardWriter(
-        job.out,
+        folder,
         shard_samples=options.shard_samples,
         shard_mb=options.shard_mb,
         first_shard=len(journal.shards),
         shard_format=job.shard_format,
     )
-    stage = ShardStage(job.out, writer, journal, job.codec.extension, with_metrics=bool(options.metrics))
+    stage = ShardStage(
+        folder,
+        writer,
+        journal,
+        job.codec.extension,
+        with_metrics=bool(options.metrics),
+        on_commit=uploader.shard_finished if uploader else None,
+    )
     rates = RateKeeper(job.codec.rate_target(), journal, stage.pending)
     workers = options.workers or os.cpu_count() or 1
     done = journal.next_index
@@ -186,6 +212,7 @@ def _build_locked(
         shards=journal.shard_stats(),
         skipped=journal.skipped,
         totals=journal.totals,
+        json_types=journal.json_types,
     )
     if job.part is not None:
         manifest["part"] = job.part
@@ -198,5 +225,7 @@ def _build_locked(
         "python": platform.python_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    finish_folder(job.out, manifest, build_info)
+    finish_folder(folder, manifest, build_info)
+    if uploader:
+        uploader.build_finished()
     return manifest

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import record
+from .. import jsontypes, record
 from ..manifest import DIGEST_MODULUS, key_digest
 from ..shards import FinishedShard, ShardWriter
 from .encode import Encoded
@@ -50,8 +51,18 @@ class ShardStage:
     Totals, skips and metric sums since the last finished shard are kept pending and reach
     the journal with that shard, so a resumed build counts every sample exactly once."""
 
-    def __init__(self, out: Path, writer: ShardWriter, journal: Journal, extension: str, with_metrics: bool):
+    def __init__(
+        self,
+        out: Path,
+        writer: ShardWriter,
+        journal: Journal,
+        extension: str,
+        with_metrics: bool,
+        on_commit: Callable[[str], None] | None = None,
+    ):
+        """`on_commit(shard name)`: called once a finished shard and the journal recording it are written."""
         self.out = out
+        self.on_commit = on_commit
         self.writer = writer
         self.journal = journal
         self.extension = extension
@@ -59,6 +70,7 @@ class ShardStage:
         self.pending = zero_totals()
         self.pending_skips: list[dict[str, str]] = []
         self.pending_metrics: dict[str, list[float]] = {}
+        self.pending_types: Any = jsontypes.NULL
         self.tally: _ShardTally | None = None
 
     def skip(self, key: str, reason: str) -> None:
@@ -79,6 +91,10 @@ class ShardStage:
         finished = self.writer.add(encoded.key, members)
         if finished is not None:
             self._commit(finished, next_index=index)
+        crc32 = {"struct": {member: "int64" for member, _ in members if member != record.META}}  # added by members()
+        self.pending_types = jsontypes.unify(
+            self.pending_types, {"struct": {**jsontypes.type_of(meta)["struct"], "crc32": crc32}}
+        )
         for name, value in metrics.items():  # after the commit: this sample belongs to the next shard
             if math.isfinite(value):
                 summed = self.pending_metrics.setdefault(name, [0.0, 0])
@@ -129,5 +145,9 @@ class ShardStage:
             summed[0] += total
             summed[1] += count
         self.pending_metrics.clear()
+        journal.json_types = jsontypes.unify(journal.json_types, self.pending_types)
+        self.pending_types = jsontypes.NULL
         journal.next_index = next_index
         journal.save(self.out)
+        if self.on_commit is not None:
+            self.on_commit(finished.name)
