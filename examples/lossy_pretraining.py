@@ -33,21 +33,11 @@ def make_small_data(workdir: Path) -> dict[str, Path]:
     """64x64 crops of the sample photos (one class per photo), built lossless (PNG) and lossy
     (JPEG q5): pretraining sets (12 per class), a clean fine-tuning set (3 per class) and
     test sets (4 per class), each from its own crops."""
-    from PIL import Image
+    from sample_crops import write_photo_crops
 
     from lossyds.build import BuildOptions, build
-    from lossyds.sources.sample import PHOTOS, skimage_data_dir
 
-    source = workdir / "crops"
-    counts = {"pretrain": (12, 0), "finetune": (3, 5), "test": (4, 9)}
-    for index, (name, _) in enumerate(PHOTOS):
-        image = Image.open(skimage_data_dir() / name).convert("RGB").resize((256, 256))
-        for split, (count, offset) in counts.items():
-            folder = source / split / f"c{index}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for n in range(count):
-                x, y = ((n * 37 + offset * 11) % 192), ((n * 53 + offset * 7) % 192)
-                image.crop((x, y, x + 64, y + 64)).save(folder / f"{n}.png")
+    source = write_photo_crops(workdir / "crops", {"pretrain": (12, 0), "finetune": (3, 5), "test": (4, 9)})
     wanted = {
         "pretrain_lossy": ("pretrain", "jpeg", {"quality": 5}),
         "pretrain_clean": ("pretrain", "png", {}),

@@ -178,6 +178,33 @@ def test_lossy_pretraining_example_pretrains_fine_tunes_and_learns(tmp_path):
     assert table["clean"][0] > chance and table["lossy"][0] > chance  # above chance on the clean test set
 
 
+def test_latent_classification_example_learns_from_latents_and_pixels_at_equal_bits(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "latent_classification.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    fed = {
+        kind: set(re.findall(rf"\[{kind}\] epoch \d+: .*, (\d+) bits/sample, ([\d.]+) bpp", out))
+        for kind in ("latent", "pixels")
+    }
+    assert len(fed["latent"]) == 1 and fed["latent"] == fed["pixels"]  # the same bitstreams fed both
+    for kind in ("latent", "pixels"):
+        first, last = map(float, re.search(rf"\[{kind}\] loss ([\d.]+) -> ([\d.]+)", out).groups())
+        assert last < first
+    chance = float(re.search(r"chance ([\d.]+)", out).group(1))
+    scores = dict(re.findall(r"^(latent|pixels) +([\d.]+)$", out, re.M))
+    assert float(scores["latent"]) > chance and float(scores["pixels"]) > chance
+    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    assert manifest["codec"]["weights"]["source"] == "file"  # the codec trained in the run, not random weights
+
+
 def _by_key(result):
     return sorted(result["samples"], key=lambda s: s["key"])
 

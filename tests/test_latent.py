@@ -107,9 +107,43 @@ def test_compressai_latents_equal_the_models_own(built, codec):
 
 def test_standard_codecs_refuse_latent_output_in_one_sentence(built):
     with pytest.raises(UsageError, match="output='latent' is for the neural codecs"):
-        lossyds.open_dataset(built("jpeg"), output="latent")
+        lossyds.open_dataset(built("webp"), output="latent")
     with pytest.raises(UsageError, match="'decoded' or 'latent'"):
         lossyds.open_dataset(built("jpeg"), output="codes")
+
+
+def test_jpeg_dct_coefficients_reconstruct_libjpegs_own_luma(built):
+    """Dequantised and inverse-transformed by hand (scipy's orthonormal 2-D DCT-III per 8x8
+    block), the coefficients give the Y plane libjpeg decodes (Pillow asked for YCbCr, so no
+    colour conversion) to within its integer IDCT's rounding."""
+    pytest.importorskip("jpeglib")
+    import numpy as np
+    from PIL import Image
+    from scipy.fft import idctn
+
+    directory = built("jpeg")
+    bitstreams = stored_bitstreams(directory, "jpg")
+    samples = list(lossyds.open_dataset(directory, output="latent"))
+    assert len(samples) == len(bitstreams) == 6
+    channels = set()
+    for sample in samples:
+        latent = sample["latent"]
+        blocks = latent["dct_y"].numpy().astype(np.float64) * latent["qt_y"].numpy()
+        luma = idctn(blocks, type=2, axes=(2, 3), norm="ortho") + 128  # [rows, cols, 8, 8]
+        rows, cols = blocks.shape[:2]
+        luma = luma.transpose(0, 2, 1, 3).reshape(rows * 8, cols * 8)
+        with Image.open(io.BytesIO(bitstreams[sample["key"]])) as image:
+            image.draft("YCbCr", image.size)
+            own = np.asarray(image.convert("YCbCr") if image.mode != "L" else image, dtype=np.float64)
+        own = own[..., 0] if own.ndim == 3 else own
+        height, width = own.shape
+        assert np.abs(np.clip(np.round(luma[:height, :width]), 0, 255) - own).max() <= 1, sample["key"]
+        assert latent["dct_y"].dtype == torch.int16 and latent["qt_y"].dtype == torch.int32
+        channels.add("dct_cb" in latent)
+        if "dct_cb" in latent:  # 4:2:0: chroma on half the block grid (rounded up to whole MCUs)
+            assert latent["dct_cb"].shape[:2] == latent["dct_cr"].shape[:2] == ((rows + 1) // 2, (cols + 1) // 2)
+        assert sample["payload_bits"] == len(bitstreams[sample["key"]]) * 8
+    assert channels == {True, False}  # the sample photos hold gray and colour images
 
 
 def test_latents_batch_with_padding_and_masks_in_workers(built):

@@ -152,8 +152,7 @@ class Codec(abc.ABC):
         """The bitstream's entropy-decoded representation (see `latent_fields`), on CPU."""
         raise UsageError(
             f"{self.name} has no representation lossyds hands out without decoding: output='latent' is for the "
-            "neural codecs (EnCodec codes, CompressAI and MS-ILLM latents); JPEG's DCT coefficients would need a "
-            "reader such as jpeglib, which lossyds does not use."
+            "neural codecs (EnCodec codes, CompressAI and MS-ILLM latents) and JPEG (its DCT coefficients)."
         )
 
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
