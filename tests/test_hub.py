@@ -198,6 +198,8 @@ def test_json_types_unify_and_refuse_what_datasets_cannot_hold():
     from lossyds.hub import card_features
 
     assert card_features(manifest) is None
+    # every source skipped: no record, so nothing to declare, and the card is still written
+    assert card_features({"codec": {"extension": "jpg"}, "json_types": "null"}) is None
 
 
 def test_open_dataset_streams_from_an_fsspec_url(built):

@@ -43,8 +43,9 @@ def card_features(manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
     where datasets decodes them, else binary; `cls` int64, `txt` string, `json` as its types."""
     from .jsontypes import declared, yaml_field
 
+    # A build whose every source was skipped holds no record: its type is "null", not a struct.
     kind = declared(manifest.get("json_types", "mixed"))
-    if kind is None or "crc32" not in kind.get("struct", {}) or "struct" not in kind["struct"]["crc32"]:
+    if not isinstance(kind, dict) or "crc32" not in kind.get("struct", {}) or "struct" not in kind["struct"]["crc32"]:
         return None
     extension = manifest["codec"]["extension"]
     members = [extension, *sorted(m for m in kind["struct"]["crc32"]["struct"] if m != extension)]
