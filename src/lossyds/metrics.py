@@ -1,13 +1,16 @@
 """Per-sample quality metrics: the decoded sample against its source, at the source rate and size.
 
 One registry: name -> (modality, function). Images: uint8 arrays [H, W, C] in, audio:
-float32 [channels, frames] in. Higher is better except `mel_distance` and `lpips`.
+float32 [channels, frames] in. Higher is better except the distances `mel-distance`, `lpips`, `lpips-vgg` and `cdpam`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,23 +43,27 @@ def ms_ssim(source: np.ndarray, decoded: np.ndarray) -> float:
     return float(_ms_ssim(_to_nchw(source), _to_nchw(decoded), data_range=255))
 
 
-_lpips_model = None
+# torchvision's backbone file each LPIPS network loads from torch hub's cache (a download).
+LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+_lpips_models: dict[str, Any] = {}
 
 
-def lpips(source: np.ndarray, decoded: np.ndarray) -> float:
-    global _lpips_model
-    if _lpips_model is None:
-        try:
-            import lpips as _lpips
-
-            _lpips_model = _lpips.LPIPS(net="alex", verbose=False)
-        except Exception as exc:  # the AlexNet backbone is a download
+def lpips(source: np.ndarray, decoded: np.ndarray, net: str = "alex") -> float:
+    """LPIPS distance (Zhang et al. 2018, the lpips package's v0.1 linear layers) with the
+    AlexNet or VGG-16 backbone; inputs scaled to [-1, 1], grey images repeated to three channels."""
+    if net not in _lpips_models:
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONES[net]
+        if not checkpoint.exists():
             raise UsageError(
-                f"lpips needs the lpips package and its AlexNet backbone weights in torch hub's cache ({exc.__class__.__name__})."
-            ) from exc
+                f"lpips{'' if net == 'alex' else '-' + net} needs torchvision's {net} backbone weights: "
+                f"put {checkpoint.name} (from download.pytorch.org/models) at {checkpoint}."
+            )
+        import lpips as _lpips
+
+        _lpips_models[net] = _lpips.LPIPS(net=net, verbose=False)
     to = lambda a: _to_nchw(a if a.shape[2] == 3 else np.repeat(a, 3, axis=2)) / 127.5 - 1  # noqa: E731
     with torch.no_grad():
-        return float(_lpips_model(to(source), to(decoded)))
+        return float(_lpips_models[net](to(source), to(decoded)))
 
 
 def si_sdr(source: np.ndarray, decoded: np.ndarray) -> float:
@@ -109,17 +116,94 @@ def mel_distance(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
     return float((a - b).abs().mean())
 
 
+def audio_psnr(source: np.ndarray, decoded: np.ndarray) -> float:
+    """Waveform PSNR in dB against full scale (peak 1.0 for float audio in [-1, 1]), over all
+    channels and frames: -10 log10(MSE), as the reference study computes it."""
+    mse = float(np.mean((source.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else -10 * math.log10(mse)
+
+
+# cdpam 0.0.6's trained checkpoint, the one file this module agrees to unpickle.
+CDPAM_CHECKPOINT = "CDPAM_trained/scratchJNDdefault_best_model.pth"
+CDPAM_SHA256 = "453c8b6edee1a94f0120236156436ff28fe4d8d884485e4a67695c8e8570bdfe"
+CDPAM_RATE = 22050  # Hz: the rate CDPAM is trained at
+_cdpam_model = None
+
+
+def cdpam_checkpoint() -> Path:
+    spec = importlib.util.find_spec("cdpam")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("metric cdpam needs the cdpam package (which ships its weights): pip install cdpam.")
+    return Path(next(iter(spec.submodule_search_locations))) / CDPAM_CHECKPOINT
+
+
+def load_cdpam(checkpoint: Path | None = None) -> torch.nn.Module:
+    """CDPAM's network (Manocha et al. 2021) with the cdpam package's trained weights, on the CPU.
+
+    The checkpoint is a legacy pickle, which `torch.load(weights_only=True)` cannot read, so
+    its sha256 is checked first and any other file is refused. The package's __init__ imports
+    librosa and resampy for file loading lossyds does not use, so only its models.py is loaded."""
+    checkpoint = checkpoint or cdpam_checkpoint()
+    if not checkpoint.is_file():
+        raise UsageError(f"metric cdpam needs its weights at {checkpoint}: reinstall cdpam (pip install cdpam==0.0.6).")
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    if digest != CDPAM_SHA256:
+        raise UsageError(
+            f"{checkpoint} is not cdpam 0.0.6's checkpoint (sha256 {digest[:12]}..., expected "
+            f"{CDPAM_SHA256[:12]}...): refusing to unpickle it; reinstall cdpam==0.0.6."
+        )
+    spec = importlib.util.spec_from_file_location("lossyds_cdpam_models", checkpoint.parent.parent / "models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # The hyperparameters cdpam.CDPAM builds its trained network with.
+    model = module.FINnet(
+        dev=torch.device("cpu"),
+        encoder_layers=16,
+        encoder_filters=64,
+        ndim=[16, 6],
+        classif_dp=0.05,
+        classif_BN=0,
+        classif_act="no",
+        input_size=512,
+    )
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state"])
+    return model.eval()
+
+
+def cdpam(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
+    """CDPAM distance (lower is closer), averaged over channels: each channel resampled to
+    22.05 kHz and scaled to int16 range, the input the package's `load_audio` gives its model."""
+    global _cdpam_model
+    if _cdpam_model is None:
+        _cdpam_model = load_cdpam()
+    from .codecs._audio import resample
+
+    def prepare(audio: np.ndarray) -> torch.Tensor:
+        audio = resample(audio.astype(np.float32), rate, CDPAM_RATE) if rate != CDPAM_RATE else audio
+        return torch.from_numpy(np.round(audio.astype(np.float32) * 32768)).unsqueeze(1)  # [channels, 1, frames]
+
+    with torch.no_grad():
+        encoder = _cdpam_model.base_encoder
+        a = torch.nn.functional.normalize(encoder(prepare(source))[1], dim=1)
+        b = torch.nn.functional.normalize(encoder(prepare(decoded))[1], dim=1)
+        return float(_cdpam_model.model_dist(a, b).mean())
+
+
 IMAGE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "psnr": psnr,
     "ssim": ssim,
     "ms-ssim": ms_ssim,
     "lpips": lpips,
+    "lpips-vgg": lambda s, d: lpips(s, d, net="vgg"),
 }
 AUDIO_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
     "si-sdr": lambda s, d, r: si_sdr(s, d),
     "pesq": pesq_wb,
     "stoi": stoi,
     "mel-distance": mel_distance,
+    "psnr": lambda s, d, r: audio_psnr(s, d),
+    "cdpam": cdpam,
 }
 
 
@@ -128,6 +212,8 @@ METRIC_PACKAGES: dict[str, tuple[str, str]] = {
     "ssim": ("pytorch_msssim", "pytorch-msssim"),
     "ms-ssim": ("pytorch_msssim", "pytorch-msssim"),
     "lpips": ("lpips", "lpips"),
+    "lpips-vgg": ("lpips", "lpips"),
+    "cdpam": ("cdpam", "cdpam"),
     "pesq": ("pesq", "pesq"),
     "stoi": ("pystoi", "pystoi"),
     "mel-distance": ("torchaudio", "torchaudio"),
@@ -136,7 +222,6 @@ METRIC_PACKAGES: dict[str, tuple[str, str]] = {
 
 def check_metrics(names: list[str], modality: str) -> list[str]:
     """Refuse, in one sentence and before any work, an unknown metric or one whose package is missing."""
-    import importlib
 
     table = IMAGE_METRICS if modality == "image" else AUDIO_METRICS
     for name in names:
@@ -145,15 +230,17 @@ def check_metrics(names: list[str], modality: str) -> list[str]:
         module, package = METRIC_PACKAGES.get(name, (None, None))
         if module is None:
             continue
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            extra = "lossyds[neural]" if name == "lpips" else "lossyds[eval]"
+        if importlib.util.find_spec(module) is None:
+            extra = "lossyds[neural]" if name.startswith("lpips") else "lossyds[eval]"
             raise UsageError(
                 f"metric {name} needs the {package} package, which is not installed: pip install '{extra}' (or {package})."
             ) from None
-    if "lpips" in names:  # fail before the build starts, not in a worker
-        lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+    # Weights are checked before the build starts, not in a worker.
+    for name, net in (("lpips", "alex"), ("lpips-vgg", "vgg")):
+        if name in names and modality == "image":
+            lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), net=net)
+    if "cdpam" in names and modality == "audio":
+        cdpam(np.zeros((1, 4096), np.float32), np.zeros((1, 4096), np.float32), CDPAM_RATE)
     return names
 
 
