@@ -3,7 +3,9 @@
 Tasks and models:
 - asr: word error rate (jiwer) of `pocketsphinx` (offline: its English model ships in the
   wheel) or `module:function` (audio float32 [C, T], rate -> text);
-- classification: top-1 / top-5 of `torchvision:NAME` (pretrained weights from the user's
+- classification: top-1 / top-5 of `hf:ID_OR_PATH` (a Hugging Face image classifier with
+  its own processor, from a folder or the user's Hugging Face cache; its id2label mapped to
+  the dataset's classes by name), `torchvision:NAME` (pretrained weights from the user's
   torch cache; missing weights are an error) or `module:function` (uint8 [N, 3, 224, 224]
   -> logits [N, classes]);
 - segmentation: Cityscapes mIoU over the 19 train ids (255 ignored) of `module:function`
@@ -171,32 +173,50 @@ def classification_input(sample: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def classification_transform(model: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The decode-side transform a classifier needs: hf: models get whole images, others 224x224 crops."""
+    if model.startswith("hf:"):
+        from .hf_models import hf_classification_input
+
+        return hf_classification_input
+    return classification_input
+
+
 def eval_classification(
     samples: Iterator[dict[str, Any]], model: str, device: torch.device, batch: int = 32
 ) -> dict[str, Any]:
-    """Top-1 / top-5 over samples already passed through `classification_input`; the model
-    gets uint8 [N, 3, 224, 224] on `device`. Per sample: key, label, the top-5 predictions."""
-    classify = (
-        torchvision_classifier(model.split(":", 1)[1], device)
-        if model.startswith("torchvision:")
-        else load_callable(model)
-    )
+    """Top-1 / top-5 over samples already passed through `classification_input` (uint8
+    [N, 3, 224, 224] to a torchvision or module:function model on `device`) or, for `hf:`,
+    `hf_classification_input` (whole images to the model's own processor; its labels mapped to
+    the dataset's by name, see hf_models). Per sample: key, label, the top-5 predictions in
+    the model's label order, whether the label is first and among them."""
+    hf = None
+    if model.startswith("hf:"):
+        from .hf_models import HFImageClassifier
+
+        hf = HFImageClassifier(model.split(":", 1)[1], device)
+        classify: Callable = hf
+    elif model.startswith("torchvision:"):
+        classify = torchvision_classifier(model.split(":", 1)[1], device)
+    else:
+        classify = load_callable(model)
     per_sample: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
-        logits = classify(torch.stack([s["image"] for s in pending]).to(device))
+        images = [s["image"] for s in pending]
+        logits = classify(images) if hf is not None else classify(torch.stack(images).to(device))
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
         for sample, top in zip(pending, best.tolist()):
-            per_sample.append(
-                {
-                    "key": sample["key"],
-                    "label": sample["label"],
-                    "top5": top,
-                    "correct": top[0] == sample["label"],
-                    "payload_bits": sample["payload_bits"],
-                }
+            target = sample["label"] if hf is None else hf.model_index(sample)
+            record = {"key": sample["key"], "label": sample["label"], "top5": top}
+            if hf is not None:
+                record["model_label"] = target
+                record["top5_names"] = [hf.labels[i] for i in top]
+            record.update(
+                {"correct": top[0] == target, "in_top5": target in top, "payload_bits": sample["payload_bits"]}
             )
+            per_sample.append(record)
         pending.clear()
 
     for sample in samples:
@@ -209,7 +229,7 @@ def eval_classification(
         raise UsageError("no samples to evaluate.")
     total = len(per_sample)
     top1 = sum(s["correct"] for s in per_sample)
-    top5 = sum(s["label"] in s["top5"] for s in per_sample)
+    top5 = sum(s["in_top5"] for s in per_sample)
     return {"top1": top1 / total, "top5": top5 / total, "count": total, "samples": per_sample}
 
 
@@ -419,7 +439,7 @@ def evaluate(
     defaults = {"asr": "pocketsphinx", "separation": "oracle-irm"}
     model = model or defaults.get(task)
     if model is None:
-        raise UsageError(f"--task {task} needs --model (torchvision:NAME or module:function).")
+        raise UsageError(f"--task {task} needs --model (hf:ID_OR_PATH, torchvision:NAME or module:function).")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be >= 1 (got {limit}).")
     cores = default_cores() if cores is None else cores
@@ -430,7 +450,7 @@ def evaluate(
         directory,
         weights=weights,
         decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
-        transform=classification_input if task == "classification" else None,
+        transform=classification_transform(model) if task == "classification" else None,
         decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], cores),
         rank=0,
         world_size=1,
