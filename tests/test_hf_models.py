@@ -99,3 +99,93 @@ def test_eval_command_with_an_hf_classifier(imagenet_val, tmp_path):
     assert result.returncode == 0, result.stderr
     written = json.loads((imagenet_val / "eval-classification.json").read_text())
     assert written["top1"] == pytest.approx(1 / 4) and written["model"] == f"hf:{tmp_path / 'vit'}"
+
+
+def tiny_segformer(folder, num_labels: int):
+    torch.manual_seed(0)
+    config = transformers.SegformerConfig(
+        num_labels=num_labels,
+        num_encoder_blocks=1,
+        depths=[1],
+        sr_ratios=[1],
+        hidden_sizes=[16],
+        patch_sizes=[7],
+        strides=[4],
+        num_attention_heads=[1],
+        mlp_ratios=[2],
+        decoder_hidden_size=16,
+    )
+    model = transformers.SegformerForSemanticSegmentation(config).eval()
+    model.save_pretrained(folder)
+    transformers.SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return model
+
+
+def hand_miou(model, folder, build_dir, to_targets, classes: int) -> float:
+    """mIoU by hand: each decoded image through the processor and model, logits resized to the
+    mask, one confusion matrix counted with numpy, IoU averaged over classes that occur."""
+    import numpy as np
+
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    confusion = np.zeros((classes, classes), np.int64)
+    for sample in lossyds.open_dataset(build_dir):
+        target = to_targets(sample["mask"][0].numpy())
+        with torch.no_grad():
+            logits = model(**processor(images=[sample["image"]], return_tensors="pt")).logits
+        logits = torch.nn.functional.interpolate(logits, size=target.shape, mode="bilinear", align_corners=False)
+        prediction = logits[0].argmax(0).numpy()
+        for t, p in zip(target[target != 255], prediction[target != 255]):
+            confusion[t, p] += 1
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    return float(np.mean(intersection[union > 0] / union[union > 0]))
+
+
+def test_hf_segmenter_miou_on_cityscapes_and_an_ade20k_like_set(tmp_path, monkeypatch):
+    import numpy as np
+
+    from lossyds.sources.cityscapes import train_ids
+
+    from .fixtures import hf_image_set, make_cityscapes
+
+    make_cityscapes(tmp_path / "cs")
+    cityscapes = tmp_path / "cs-webp"
+    build(
+        BuildOptions(
+            codec="webp",
+            out=cityscapes,
+            codec_options={"quality": 50},
+            dataset="cityscapes",
+            root=tmp_path / "cs",
+            split="val",
+            workers=1,
+        )
+    )
+    model = tiny_segformer(tmp_path / "seg19", 19)
+    result = evaluate(cityscapes, "segmentation", f"hf:{tmp_path / 'seg19'}", cores=0)
+    expected = hand_miou(model, tmp_path / "seg19", cityscapes, lambda m: train_ids(torch.from_numpy(m)).numpy(), 19)
+    assert result["classes"] == 19 and result["miou"] == pytest.approx(expected, rel=1e-6)
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "ade" / "data").mkdir(parents=True)
+    hf_image_set(label_column=None, mask_column="annotation").to_parquet(
+        str(tmp_path / "ade" / "data" / "validation-00000-of-00001.parquet")
+    )
+    ade = tmp_path / "ade-jpeg"
+    build(
+        BuildOptions(
+            codec="jpeg",
+            out=ade,
+            codec_options={"quality": 30},
+            dataset=f"hf:{tmp_path / 'ade'}",
+            split="validation",
+            workers=1,
+        )
+    )
+    model = tiny_segformer(tmp_path / "seg150", 150)
+    result = evaluate(ade, "segmentation", f"hf:{tmp_path / 'seg150'}", cores=0)
+    reduce = lambda m: np.where(m == 0, 255, m.astype(np.int64) - 1)  # noqa: E731  (ADE20k: 0 is "other", ignored)
+    assert result["classes"] == 150
+    assert result["miou"] == pytest.approx(hand_miou(model, tmp_path / "seg150", ade, reduce, 150), rel=1e-6)
+    with pytest.raises(UsageError, match="the model has 19 classes and this .* build 150"):
+        evaluate(ade, "segmentation", f"hf:{tmp_path / 'seg19'}", cores=0)

@@ -214,7 +214,7 @@ def push(
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
 @click.option(
     "--model",
-    help="asr: pocketsphinx (default) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: module:function; separation: oracle-irm (default) or module:function.",
+    help="asr: pocketsphinx (default) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default) or module:function.",
 )
 @click.option(
     "--cores",

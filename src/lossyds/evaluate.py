@@ -8,8 +8,10 @@ Tasks and models:
   the dataset's classes by name), `torchvision:NAME` (pretrained weights from the user's
   torch cache; missing weights are an error) or `module:function` (uint8 [N, 3, 224, 224]
   -> logits [N, classes]);
-- segmentation: Cityscapes mIoU over the 19 train ids (255 ignored) of `module:function`
-  (uint8 [1, 3, H, W] -> logits [1, 19, H, W]);
+- segmentation: mIoU over Cityscapes' 19 train ids (255 ignored) or, for any other dataset,
+  ADE20k's 150 classes (0 ignored) of `hf:ID_OR_PATH` (e.g. SegFormer, its own processor,
+  logits resized to the mask) or `module:function` (uint8 [1, 3, H, W] -> logits
+  [1, classes, H, W]);
 - separation: SDR per stem of `oracle-irm` (ideal ratio masks from the reference stems
   applied to the decoded mixture: what the codec left recoverable, no model needed) or
   `module:function` (mixture [C, T], rate -> {stem: [C, T]}).
@@ -23,6 +25,7 @@ run batched on `decode_device`. The task model runs in this process on `device`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import math
@@ -236,29 +239,61 @@ def eval_classification(
 # -- segmentation ---------------------------------------------------------------------------
 
 
-def eval_segmentation(
-    samples: Iterator[dict[str, Any]], model: str, device: torch.device, classes: int = 19
-) -> dict[str, Any]:
-    """Cityscapes mIoU; the model gets uint8 [1, 3, H, W] on `device`. Per sample: key and pixel accuracy."""
-    from .sources.cityscapes import train_ids
+def segmentation_targets(mask: torch.Tensor, dataset: str) -> tuple[torch.Tensor, int]:
+    """(class ids [H, W] with 255 ignored, number of classes) of a sample's label map: Cityscapes
+    label ids to its 19 train ids; any other dataset as ADE20k (scene_parse_150) stores them,
+    0 ignored and value v the class v - 1 of 150."""
+    if dataset == "cityscapes":
+        from .sources.cityscapes import train_ids
 
-    segment = load_callable(model)
-    confusion = torch.zeros(classes, classes, dtype=torch.long)
+        return train_ids(mask).long(), 19
+    mask = mask.long()
+    return torch.where(mask == 0, torch.full_like(mask, 255), mask - 1), 150
+
+
+def eval_segmentation(
+    samples: Iterator[dict[str, Any]], model: str, device: torch.device, dataset: str = "cityscapes"
+) -> dict[str, Any]:
+    """mIoU from one confusion matrix over the dataset's classes (`segmentation_targets`), the
+    model's logits resized to the mask. An `hf:` model gets the whole image through its own
+    processor; a module:function model gets uint8 [1, 3, H, W] on `device` and returns logits
+    [1, classes, H, W]. Per sample: key and pixel accuracy."""
+    segmenter = None
+    if model.startswith("hf:"):
+        from .hf_models import HFSemanticSegmenter
+
+        segmenter = HFSemanticSegmenter(model.split(":", 1)[1], device)
+    else:
+        segment = load_callable(model)
+    confusion: torch.Tensor | None = None
     per_sample: list[dict[str, Any]] = []
     for sample in samples:
         if "mask" not in sample:
-            raise UsageError(f"sample {sample['key']!r} has no mask; segmentation needs Cityscapes-style label maps.")
-        target = train_ids(sample["mask"][0].cpu()).long()
-        image = sample["image"][None].to(device)
-        with torch.no_grad():
-            prediction = segment(image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image)[0].argmax(0).cpu()
+            raise UsageError(f"sample {sample['key']!r} has no mask; segmentation needs label maps.")
+        target, classes = segmentation_targets(sample["mask"][0].cpu(), dataset)
+        if segmenter is not None and segmenter.num_labels != classes:
+            raise UsageError(
+                f"the model has {segmenter.num_labels} classes and this {dataset} build {classes}: "
+                "cannot score it on this dataset's labels."
+            )
+        image = sample["image"].expand(3, -1, -1) if sample["image"].shape[0] == 1 else sample["image"]
+        if segmenter is not None:
+            logits = segmenter(image, tuple(target.shape))
+        else:
+            with torch.no_grad():
+                logits = segment(image[None].to(device))[0].cpu()
+        prediction = logits.argmax(0)
+        if confusion is None:
+            confusion = torch.zeros(classes, classes, dtype=torch.long)
         valid = target != 255
+        if valid.any() and int(target[valid].max()) >= classes:
+            raise UsageError(f"sample {sample['key']!r} has a class id beyond the {classes} classes.")
         confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(
             classes, classes
         )
         accuracy = float((prediction[valid] == target[valid]).float().mean()) if valid.any() else float("nan")
         per_sample.append({"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]})
-    if not per_sample:
+    if not per_sample or confusion is None:
         raise UsageError("no samples to evaluate.")
     intersection = confusion.diag().float()
     union = confusion.sum(0).float() + confusion.sum(1).float() - intersection
@@ -267,6 +302,7 @@ def eval_segmentation(
     return {
         "miou": float(iou.mean()) if present.any() else float("nan"),
         "iou_per_class": {int(c): float(v) for c, v in zip(present.nonzero().flatten(), iou)},
+        "classes": classes,
         "samples": per_sample,
     }
 
@@ -467,6 +503,8 @@ def evaluate(
     if progress is not None:
         samples = _counted(samples, min(len(dataset), limit or len(dataset)), progress)
     clock: dict[str, float] = {"start": time.perf_counter()}
+    if task == "segmentation":
+        runner = functools.partial(eval_segmentation, dataset=dataset.manifest["dataset"]["name"])
     scores = runner(_timed(samples, clock), model, model_device)
     end = time.perf_counter()
     evaluated = len(scores["samples"])

@@ -92,3 +92,21 @@ def hf_classification_input(sample: dict[str, Any]) -> dict[str, Any]:
         "payload_bits": sample["payload_bits"],
         "image": image.expand(3, -1, -1) if image.shape[0] == 1 else image,
     }
+
+
+class HFSemanticSegmenter:
+    """`AutoModelForSemanticSegmentation` (e.g. SegFormer) with its image processor. Called with
+    one decoded uint8 image [3, H, W] and the mask's size (rows, columns), it returns logits
+    [num_labels, rows, columns]: the model's output resized bilinearly to the mask."""
+
+    def __init__(self, spec: str, device: torch.device):
+        self.model, self.processor = _load("SemanticSegmentation", spec)
+        self.model.to(device)
+        self.device = device
+        self.num_labels = int(self.model.config.num_labels)
+
+    def __call__(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        inputs = self.processor(images=[image.cpu()], return_tensors="pt")
+        with torch.no_grad():
+            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+            return torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0].cpu()
