@@ -254,10 +254,10 @@ def segmentation_targets(mask: torch.Tensor, dataset: str) -> tuple[torch.Tensor
 def eval_segmentation(
     samples: Iterator[dict[str, Any]], model: str, device: torch.device, dataset: str = "cityscapes"
 ) -> dict[str, Any]:
-    """mIoU from one confusion matrix over the dataset's classes (`segmentation_targets`), the
-    model's logits resized to the mask. An `hf:` model gets the whole image through its own
-    processor; a module:function model gets uint8 [1, 3, H, W] on `device` and returns logits
-    [1, classes, H, W]. Per sample: key and pixel accuracy."""
+    """mIoU from one confusion matrix over the dataset's classes (`segmentation_targets`). An
+    `hf:` model gets the whole image through its own processor, its logits resized to the mask;
+    a module:function model gets uint8 [1, 3, H, W] on `device` and returns logits
+    [1, classes, H, W] at the mask's size. Per sample: key and pixel accuracy."""
     segmenter = None
     if model.startswith("hf:"):
         from .hf_models import HFSemanticSegmenter
