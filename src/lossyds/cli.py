@@ -274,6 +274,8 @@ def eval_command(
     except LossydsError as exc:
         fail(exc)
     score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}
+    if result.get("bsseval"):
+        score["bsseval_sdr"] = result["bsseval"]["sdr"]
     rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
     scope = (
         f"{result['num_evaluated']} of {result['num_samples']} samples"
