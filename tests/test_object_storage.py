@@ -1,4 +1,7 @@
-"""Builds into and out of a real S3 server: moto's server mode on loopback, reached through s3fs."""
+"""Builds into and out of a real S3 server: moto's server mode on loopback, reached through s3fs.
+
+No network: every request goes to 127.0.0.1 through AWS_ENDPOINT_URL, and the fixture checks
+that the S3 client really uses that endpoint before any test runs."""
 
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def s3():
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     fs.mkdir(BUCKET)
+    assert fs.s3.meta.endpoint_url == env["AWS_ENDPOINT_URL"], "the S3 client would leave loopback"
     yield fs, env
     server.stop()
     for name, value in saved.items():
