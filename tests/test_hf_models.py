@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -14,8 +15,9 @@ import lossyds
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.evaluate import evaluate
+from lossyds.sources.cityscapes import train_ids
 
-from .fixtures import WNIDS, WORDS, make_imagenet
+from .fixtures import WNIDS, WORDS, hf_image_set, make_cityscapes, make_imagenet
 from .test_cli import run
 
 # The model's label space: the fixture's three classes shuffled among others, so that the model's
@@ -124,8 +126,6 @@ def tiny_segformer(folder, num_labels: int):
 def hand_miou(model, folder, build_dir, to_targets, classes: int) -> float:
     """mIoU by hand: each decoded image through the processor and model, logits resized to the
     mask, one confusion matrix counted with numpy, IoU averaged over classes that occur."""
-    import numpy as np
-
     processor = transformers.AutoImageProcessor.from_pretrained(folder)
     confusion = np.zeros((classes, classes), np.int64)
     for sample in lossyds.open_dataset(build_dir):
@@ -142,12 +142,6 @@ def hand_miou(model, folder, build_dir, to_targets, classes: int) -> float:
 
 
 def test_hf_segmenter_miou_on_cityscapes_and_an_ade20k_like_set(tmp_path, monkeypatch):
-    import numpy as np
-
-    from lossyds.sources.cityscapes import train_ids
-
-    from .fixtures import hf_image_set, make_cityscapes
-
     make_cityscapes(tmp_path / "cs")
     cityscapes = tmp_path / "cs-webp"
     build(
