@@ -142,7 +142,7 @@ GENERIC = [
     click.Option(["--force"], is_flag=True, help="Rebuild a folder that already holds a finished build."),
     click.Option(
         ["--metrics", "metric_list"],
-        help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips,lpips-vgg; audio: si-sdr,psnr,pesq,stoi,mel-distance,cdpam).",
+        help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips,lpips-vgg,dists; audio: si-sdr,psnr,pesq,stoi,mel-distance,cdpam).",
     ),
     click.Option(
         ["--spec"],

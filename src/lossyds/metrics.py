@@ -1,7 +1,7 @@
 """Per-sample quality metrics: the decoded sample against its source, at the source rate and size.
 
 One registry: name -> (modality, function). Images: uint8 arrays [H, W, C] in, audio:
-float32 [channels, frames] in. Higher is better except the distances `mel-distance`, `lpips`, `lpips-vgg` and `cdpam`.
+float32 [channels, frames] in. Higher is better except the distances `mel-distance`, `lpips`, `lpips-vgg`, `dists` and `cdpam`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -64,6 +66,84 @@ def lpips(source: np.ndarray, decoded: np.ndarray, net: str = "alex") -> float:
     to = lambda a: _to_nchw(a if a.shape[2] == 3 else np.repeat(a, 3, axis=2)) / 127.5 - 1  # noqa: E731
     with torch.no_grad():
         return float(_lpips_models[net](to(source), to(decoded)))
+
+
+# DISTS's backbone: torchvision's ImageNet VGG-16, the same file lpips-vgg loads.
+DISTS_BACKBONE = LPIPS_BACKBONES["vgg"]
+DISTS_CHANNELS = 3 + 64 + 128 + 256 + 512 + 512  # the input and its five VGG stages, one alpha and beta each
+_dists_model: torch.nn.Module | None = None
+_dists_lock = threading.Lock()  # loading patches a module global of DISTS_pytorch for a moment
+
+
+def dists_backbone() -> Path:
+    """Where torch hub's cache keeps the VGG-16 file DISTS needs."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / DISTS_BACKBONE
+
+
+def _dists_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The package's trained alpha and beta, each [1, 1475, 1, 1], from DISTS_pytorch/weights.pt.
+
+    The package's own `load_weights` reads sys.prefix/weights.pt, a copy its wheel puts beside
+    the interpreter; the one inside the package is read here instead, as plain tensors."""
+    from DISTS_pytorch import DISTS_pt
+
+    path = Path(DISTS_pt.__file__).parent / "weights.pt"
+    if not path.is_file():
+        raise UsageError(
+            f"metric dists needs its weights at {path}: reinstall DISTS_pytorch (pip install dists-pytorch)."
+        )
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    expected = (1, DISTS_CHANNELS, 1, 1)
+    for name in ("alpha", "beta"):
+        if tuple(getattr(weights.get(name), "shape", ())) != expected or network.get_parameter(name).shape != expected:
+            raise UsageError(f"{path} is not DISTS_pytorch 0.1's weights ({name} is not {expected}): reinstall it.")
+    return weights
+
+
+def load_dists(backbone: Path | None = None) -> torch.nn.Module:
+    """DISTS's network (Ding et al. 2020) on the CPU: VGG-16 read from `backbone` (default: torch
+    hub's cache), alpha and beta from the DISTS_pytorch package. Nothing is downloaded."""
+    backbone = backbone or dists_backbone()
+    if not backbone.is_file():
+        raise UsageError(
+            f"metric dists needs torchvision's VGG-16 backbone weights: "
+            f"put {backbone.name} (from download.pytorch.org/models) at {backbone}."
+        )
+    import torchvision
+    from DISTS_pytorch import DISTS_pt
+
+    with torch.device("meta"):  # no random init of 138M parameters that the file replaces at once
+        vgg = torchvision.models.vgg16(weights=None)
+    vgg.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True), assign=True)
+    # DISTS.__init__ calls models.vgg16(pretrained=True), a download: for the moment it runs, the
+    # package's `models` is a namespace whose vgg16 returns this VGG.
+    with _dists_lock:
+        package_models, DISTS_pt.models = DISTS_pt.models, SimpleNamespace(vgg16=lambda **_: vgg)
+        try:
+            network = DISTS_pt.DISTS(load_weights=False)
+        finally:
+            DISTS_pt.models = package_models
+    weights = _dists_weights(network)
+    network.alpha.data = weights["alpha"].float()
+    network.beta.data = weights["beta"].float()
+    return network.requires_grad_(False).eval()
+
+
+def _rgb01(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 1 or 3] -> float [1, 3, H, W] in [0, 1], DISTS's input range; grey repeated."""
+    if image.shape[2] not in (1, 3):
+        raise ValueError(f"dists takes grey or RGB images, not {image.shape[2]} channels")
+    return _to_nchw(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image) / 255.0
+
+
+def dists(source: np.ndarray, decoded: np.ndarray) -> float:
+    """DISTS distance (0 for identical images, higher is worse) at the images' own size: the
+    package's network does not resize, and neither does this."""
+    global _dists_model
+    if _dists_model is None:
+        _dists_model = load_dists()
+    with torch.no_grad():
+        return float(_dists_model(_rgb01(source), _rgb01(decoded)))
 
 
 def si_sdr(source: np.ndarray, decoded: np.ndarray) -> float:
@@ -196,6 +276,7 @@ IMAGE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "ms-ssim": ms_ssim,
     "lpips": lpips,
     "lpips-vgg": lambda s, d: lpips(s, d, net="vgg"),
+    "dists": dists,
 }
 AUDIO_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
     "si-sdr": lambda s, d, r: si_sdr(s, d),
@@ -213,6 +294,7 @@ METRIC_PACKAGES: dict[str, tuple[str, str]] = {
     "ms-ssim": ("pytorch_msssim", "pytorch-msssim"),
     "lpips": ("lpips", "lpips"),
     "lpips-vgg": ("lpips", "lpips"),
+    "dists": ("DISTS_pytorch", "dists-pytorch"),
     "cdpam": ("cdpam", "cdpam"),
     "pesq": ("pesq", "pesq"),
     "stoi": ("pystoi", "pystoi"),
@@ -239,6 +321,8 @@ def check_metrics(names: list[str], modality: str) -> list[str]:
     for name, net in (("lpips", "alex"), ("lpips-vgg", "vgg")):
         if name in names and modality == "image":
             lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), net=net)
+    if "dists" in names and modality == "image":
+        dists(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
     if "cdpam" in names and modality == "audio":
         cdpam(np.zeros((1, 4096), np.float32), np.zeros((1, 4096), np.float32), CDPAM_RATE)
     return names
