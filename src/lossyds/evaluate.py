@@ -2,7 +2,9 @@
 
 Tasks and models:
 - asr: word error rate (jiwer) of `pocketsphinx` (offline: its English model ships in the
-  wheel) or `module:function` (audio float32 [C, T], rate -> text);
+  wheel), `hf:ID_OR_PATH` (a Whisper-class speech model with its own processor, from a
+  folder or the user's Hugging Face cache; also scored with Whisper's English normaliser)
+  or `module:function` (audio float32 [C, T], rate -> text);
 - classification: top-1 / top-5 of `hf:ID_OR_PATH` (a Hugging Face image classifier with
   its own processor, from a folder or the user's Hugging Face cache; its id2label mapped to
   the dataset's classes by name), `torchvision:NAME` (pretrained weights from the user's
@@ -12,9 +14,10 @@ Tasks and models:
   ADE20k's 150 classes (0 ignored) of `hf:ID_OR_PATH` (e.g. SegFormer, its own processor,
   logits resized to the mask) or `module:function` (uint8 [1, 3, H, W] -> logits
   [1, classes, H, W]);
-- separation: SDR per stem of `oracle-irm` (ideal ratio masks from the reference stems
-  applied to the decoded mixture: what the codec left recoverable, no model needed) or
-  `module:function` (mixture [C, T], rate -> {stem: [C, T]}).
+- separation: SDR per stem and BSSEval v4 of `oracle-irm` (ideal ratio masks from the
+  reference stems applied to the decoded mixture: what the codec left recoverable, no model
+  needed), `demucs:NAME_OR_PATH` (a pretrained Demucs from torch hub's cache, or a
+  checkpoint; `demucs_models`) or `module:function` (mixture [C, T], rate -> {stem: [C, T]}).
 Results go to DIR/eval-TASK.json with the dataset's bits per sample beside every score.
 
 Decoding runs in parallel, the recommended way (docs/loading.md): image codecs whose
@@ -97,32 +100,75 @@ def normalize_text(text: str) -> str:
     return " ".join("".join(c if c.isalnum() or c in " '" else " " for c in text.lower()).split())
 
 
-def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
-    """Word error rate over all utterances; the recogniser gets float32 numpy [C, T] and the
-    rate (on the CPU, whatever `device`: a module:function recogniser places its own model).
-    Per sample: key, normalised reference and hypothesis."""
+def asr_recognizer(
+    model: str, device: torch.device, batch: int = 8
+) -> tuple[Callable[[list[tuple[np.ndarray, int]]], list[str]], Any]:
+    """(transcribe, hf) for --model: transcribe maps [(float32 [C, T], rate in Hz), ...] to one
+    text per clip; hf is the `HFSpeechRecognizer` behind it for `hf:` (on `device`, `batch`
+    30 s windows per generate call), else None (pocketsphinx or a module:function, one clip at
+    a time on the CPU)."""
+    if model.startswith("hf:"):
+        from .hf_models import HFSpeechRecognizer
+
+        hf = HFSpeechRecognizer(model.split(":", 1)[1], device, batch_size=batch)
+        return hf.transcribe, hf
+    recognize = pocketsphinx_recognizer() if model == "pocketsphinx" else load_callable(model)
+    return (lambda clips: [recognize(audio, rate) for audio, rate in clips]), None
+
+
+def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device, batch: int = 8) -> dict[str, Any]:
+    """Word error rate over all utterances (`asr_recognizer`: an `hf:` model gets `batch`
+    clips at a time on `device`, the others float32 numpy [C, T] and the rate on the CPU).
+    `wer` compares `normalize_text` of both sides, for every model alike; `wer_raw` the texts
+    as the dataset and the model give them; for `hf:`, `wer_whisper` compares Whisper's
+    English normaliser of both (with the tokenizer's spelling map where it has one:
+    `whisper_normalizer_spelling_map`). Per sample: key, normalised and raw reference and
+    hypothesis."""
     import jiwer
 
-    recognize = pocketsphinx_recognizer() if model == "pocketsphinx" else load_callable(model)
-    references, hypotheses, per_sample = [], [], []
+    transcribe, hf = asr_recognizer(model, device, batch)
+    per_sample: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        texts = transcribe([(s["audio"].cpu().numpy(), s["sample_rate"]) for s in pending])
+        for sample, text in zip(pending, texts):
+            per_sample.append(
+                {
+                    "key": sample["key"],
+                    "reference": normalize_text(sample["text"]),
+                    "hypothesis": normalize_text(text),
+                    "reference_raw": sample["text"],
+                    "hypothesis_raw": text,
+                    "payload_bits": sample["payload_bits"],
+                }
+            )
+        pending.clear()
+
     for sample in samples:
         if not isinstance(sample.get("text"), str):
             raise UsageError(f"sample {sample['key']!r} has no transcript; asr needs a dataset with text targets.")
-        reference = normalize_text(sample["text"])
-        hypothesis = normalize_text(recognize(sample["audio"].cpu().numpy(), sample["sample_rate"]))
-        references.append(reference)
-        hypotheses.append(hypothesis)
-        per_sample.append(
-            {
-                "key": sample["key"],
-                "reference": reference,
-                "hypothesis": hypothesis,
-                "payload_bits": sample["payload_bits"],
-            }
-        )
-    if not references:
+        pending.append(sample)
+        if len(pending) == (batch if hf is not None else 1):
+            flush()
+    if pending:
+        flush()
+    if not per_sample:
         raise UsageError("no samples to evaluate.")
-    return {"wer": float(jiwer.wer(references, hypotheses)), "samples": per_sample}
+
+    def wer(side: str, normalize: Callable[[str], str] = lambda text: text) -> float:
+        return float(
+            jiwer.wer(
+                [normalize(s[f"reference{side}"]) for s in per_sample],
+                [normalize(s[f"hypothesis{side}"]) for s in per_sample],
+            )
+        )
+
+    result: dict[str, Any] = {"wer": wer(""), "wer_raw": wer("_raw")}
+    if hf is not None:
+        result["wer_whisper"] = wer("_raw", hf.normalize)
+        result["whisper_normalizer_spelling_map"] = hf.spelling_map
+    return result | {"samples": per_sample}
 
 
 # -- classification ------------------------------------------------------------------------
@@ -252,12 +298,12 @@ def segmentation_targets(mask: torch.Tensor, dataset: str) -> tuple[torch.Tensor
 
 
 def eval_segmentation(
-    samples: Iterator[dict[str, Any]], model: str, device: torch.device, dataset: str = "cityscapes"
+    samples: Iterator[dict[str, Any]], model: str, device: torch.device, dataset: str = "cityscapes", batch: int = 8
 ) -> dict[str, Any]:
     """mIoU from one confusion matrix over the dataset's classes (`segmentation_targets`). An
-    `hf:` model gets the whole image through its own processor, its logits resized to the mask;
-    a module:function model gets uint8 [1, 3, H, W] on `device` and returns logits
-    [1, classes, H, W] at the mask's size. Per sample: key and pixel accuracy."""
+    `hf:` model gets the whole images through its own processor, `batch` at a time, its logits
+    resized to each mask; a module:function model gets one uint8 [1, 3, H, W] on `device` and
+    returns logits [1, classes, H, W] at the mask's size. Per sample: key and pixel accuracy."""
     segmenter = None
     if model.startswith("hf:"):
         from .hf_models import HFSemanticSegmenter
@@ -267,6 +313,32 @@ def eval_segmentation(
         segment = load_callable(model)
     confusion: torch.Tensor | None = None
     per_sample: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor]] = []  # (sample, target, image)
+    classes = 0
+
+    def flush() -> None:
+        nonlocal confusion
+        if segmenter is not None:
+            outputs = segmenter([image for _, _, image in pending], [tuple(target.shape) for _, target, _ in pending])
+        else:
+            with torch.no_grad():
+                outputs = [segment(image[None].to(device))[0].cpu() for _, _, image in pending]
+        for (sample, target, _), logits in zip(pending, outputs):
+            prediction = logits.argmax(0)
+            if confusion is None:
+                confusion = torch.zeros(classes, classes, dtype=torch.long)
+            valid = target != 255
+            if valid.any() and int(target[valid].max()) >= classes:
+                raise UsageError(f"sample {sample['key']!r} has a class id beyond the {classes} classes.")
+            confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(
+                classes, classes
+            )
+            accuracy = float((prediction[valid] == target[valid]).float().mean()) if valid.any() else float("nan")
+            per_sample.append(
+                {"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]}
+            )
+        pending.clear()
+
     for sample in samples:
         if "mask" not in sample:
             raise UsageError(f"sample {sample['key']!r} has no mask; segmentation needs label maps.")
@@ -277,22 +349,11 @@ def eval_segmentation(
                 "cannot score it on this dataset's labels."
             )
         image = sample["image"].expand(3, -1, -1) if sample["image"].shape[0] == 1 else sample["image"]
-        if segmenter is not None:
-            logits = segmenter(image, tuple(target.shape))
-        else:
-            with torch.no_grad():
-                logits = segment(image[None].to(device))[0].cpu()
-        prediction = logits.argmax(0)
-        if confusion is None:
-            confusion = torch.zeros(classes, classes, dtype=torch.long)
-        valid = target != 255
-        if valid.any() and int(target[valid].max()) >= classes:
-            raise UsageError(f"sample {sample['key']!r} has a class id beyond the {classes} classes.")
-        confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes * classes).view(
-            classes, classes
-        )
-        accuracy = float((prediction[valid] == target[valid]).float().mean()) if valid.any() else float("nan")
-        per_sample.append({"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]})
+        pending.append((sample, target, image))
+        if len(pending) == (batch if segmenter is not None else 1):
+            flush()
+    if pending:
+        flush()
     if not per_sample or confusion is None:
         raise UsageError("no samples to evaluate.")
     intersection = confusion.diag().float()
@@ -342,10 +403,11 @@ BSS_METRICS = ("SDR", "SIR", "SAR", "ISR")
 
 def bss_eval_v4(
     stems: dict[str, np.ndarray], estimates: dict[str, np.ndarray], rate: int
-) -> dict[str, dict[str, float]]:
-    """museval's BSSEval v4 image metrics in dB, per stem: {stem: {SDR, SIR, SAR, ISR}}, each the
-    median over 2 s frames taken every 1.5 s (frames where a reference is silent are NaN in
-    museval and left out of the median). A clip shorter than one window is one frame.
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """museval's BSSEval v4 image metrics in dB, per stem: ({stem: {SDR, SIR, SAR, ISR}}, each the
+    median over 2 s frames taken every 1.5 s, and {stem: SDR of every frame}). Frames where a
+    reference is silent are NaN in museval: left out of the medians, and out of the frame lists.
+    A clip shorter than one window is one frame.
     stems and estimates: float32 [channels, frames] at `rate` Hz, the same stem names."""
     import museval
 
@@ -356,21 +418,36 @@ def bss_eval_v4(
     values = museval.evaluate(references, estimated, win=window, hop=int(BSS_HOP_SECONDS * rate))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames: the median is NaN
-        return {
+        medians = {
             name: {metric: float(np.nanmedian(table[i])) for metric, table in zip(("SDR", "ISR", "SIR", "SAR"), values)}
             for i, name in enumerate(names)
         }
+    frames = {name: [float(v) for v in values[0][i] if np.isfinite(v)] for i, name in enumerate(names)}
+    return medians, frames
+
+
+def separator_for(model: str, device: torch.device) -> Callable[[np.ndarray, int], dict[str, np.ndarray]] | None:
+    """The separation model for --model: None for the oracle mask, a `DemucsSeparator` for
+    demucs:NAME_OR_PATH (on `device`), else a module:function (on the CPU)."""
+    if model == "oracle-irm":
+        return None
+    if model.startswith("demucs:"):
+        from .demucs_models import DemucsSeparator
+
+        return DemucsSeparator(model.split(":", 1)[1], device)
+    return load_callable(model)
 
 
 def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch.device) -> dict[str, Any]:
     """Plain SDR per stem and, where museval is installed, BSSEval v4 (`bss_eval_v4`) per stem;
-    the model gets the mixture as float32 numpy [C, T] and its rate (on the CPU, whatever
-    `device`, as for asr). Per sample: key, SDR per stem, BSSEval per stem. Over samples: the
-    mean plain SDR, and BSSEval's median over tracks (SiSEC's aggregate)."""
+    the model (`separator_for`) gets the mixture as float32 numpy [C, T] and its rate. Per
+    sample: key, SDR per stem, BSSEval per stem and its per-frame SDRs. Over samples: the mean
+    plain SDR; BSSEval's median over tracks (SiSEC's aggregate) and, as the reference study
+    aggregated it, the mean SDR over every finite frame of every stem and track."""
     import importlib.util
 
     with_bss = importlib.util.find_spec("museval") is not None
-    separate = None if model == "oracle-irm" else load_callable(model)
+    separate = separator_for(model, device)
     scores: dict[str, list[float]] = {}
     per_sample: list[dict[str, Any]] = []
     for sample in samples:
@@ -378,6 +455,8 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
         if not stems:
             raise UsageError(f"sample {sample['key']!r} has no reference stems.")
         mixture = sample["audio"].cpu().numpy()
+        if hasattr(separate, "check_stems"):
+            separate.check_stems(list(stems))
         estimates = (
             oracle_irm(mixture, stems)
             if separate is None
@@ -388,7 +467,9 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
             scores.setdefault(name, []).append(value)
         record = {"key": sample["key"], "sdr_per_stem": sample_scores, "payload_bits": sample["payload_bits"]}
         if with_bss:
-            record["bsseval_per_stem"] = bss_eval_v4(stems, estimates, sample["sample_rate"])
+            record["bsseval_per_stem"], record["bsseval_sdr_frames"] = bss_eval_v4(
+                stems, estimates, sample["sample_rate"]
+            )
         per_sample.append(record)
     if not per_sample:
         raise UsageError("no samples to evaluate.")
@@ -411,13 +492,16 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
                 }
                 for name in per_stem
             }
+        frames = [v for s in per_sample for values in s["bsseval_sdr_frames"].values() for v in values]
         result["bsseval"] = {
             "sdr": float(np.nanmean([values["SDR"] for values in per_stem_bss.values()])),
             "per_stem": per_stem_bss,
+            "sdr_mean_over_frames": float(np.mean(frames)) if frames else float("nan"),
         }
         result["bsseval_note"] = (
-            f"museval BSSEval v4, {BSS_WINDOW_SECONDS:g} s windows every {BSS_HOP_SECONDS:g} s, "
-            "median over frames, then median over tracks"
+            f"museval BSSEval v4, {BSS_WINDOW_SECONDS:g} s windows every {BSS_HOP_SECONDS:g} s: `sdr` is the mean over "
+            "stems of the median over tracks of the median over frames (SiSEC); `sdr_mean_over_frames` is the mean "
+            "over every finite frame of every stem and track (the reference study's aggregate)"
         )
     return result
 

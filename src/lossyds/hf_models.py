@@ -4,7 +4,9 @@ Models load from a local folder (`save_pretrained`) or the user's Hugging Face c
 the network (`local_files_only`). Image classification maps the model's `id2label` onto the
 dataset's classes by name (the samples' `class_name`, or the ImageNet `wnid`), so an ImageNet
 model scores a build of any subset of the 1000 classes, and a Beans or X-ray model its own
-labels; it falls back to equal integer ids only where the dataset names no classes.
+labels; it falls back to equal integer ids only where the dataset names no classes. Speech
+recognition (Whisper-class sequence-to-sequence models) transcribes 30 s windows in batches and
+offers Whisper's English text normaliser beside the raw text.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import UsageError
 
 
-def _load(kind: str, spec: str) -> tuple[Any, Any]:
-    """(model, processor) for `hf:ID_OR_PATH`, from the folder or the Hugging Face cache."""
+def _load(kind: str, spec: str, processor_class: str = "AutoImageProcessor") -> tuple[Any, Any]:
+    """(model, processor) for `hf:ID_OR_PATH`, from the folder or the Hugging Face cache: the
+    model as `AutoModelFor{kind}`, its processor as `transformers.{processor_class}`."""
     try:
         import transformers
     except ImportError:
@@ -27,11 +31,15 @@ def _load(kind: str, spec: str) -> tuple[Any, Any]:
     auto_model = getattr(transformers, f"AutoModelFor{kind}")
     try:
         model = auto_model.from_pretrained(spec, local_files_only=True)
-        processor = transformers.AutoImageProcessor.from_pretrained(spec, local_files_only=True)
+        processor = getattr(transformers, processor_class).from_pretrained(spec, local_files_only=True)
     except OSError as exc:
         raise UsageError(
             f"hf:{spec} is neither a model folder nor in the Hugging Face cache (HF_HOME): fetch it where there is a "
             f"network (huggingface-cli download {spec}) or pass the folder save_pretrained wrote ({exc.__class__.__name__})."
+        ) from None
+    except ValueError as exc:  # transformers' own message names every architecture it knows: its first line says enough
+        raise UsageError(
+            f"hf:{spec} is not a model AutoModelFor{kind} loads ({str(exc).splitlines()[0].rstrip('.')})."
         ) from None
     return model.eval(), processor
 
@@ -96,8 +104,10 @@ def hf_classification_input(sample: dict[str, Any]) -> dict[str, Any]:
 
 class HFSemanticSegmenter:
     """`AutoModelForSemanticSegmentation` (e.g. SegFormer) with its image processor. Called with
-    one decoded uint8 image [3, H, W] and the mask's size (rows, columns), it returns logits
-    [num_labels, rows, columns]: the model's output resized bilinearly to the mask."""
+    decoded uint8 images [3, H, W] (any sizes) and each one's mask size (rows, columns), it
+    returns per image logits [num_labels, rows, columns]: the model's output resized bilinearly
+    to the mask. The images go through the model as one batch where the processor brings them
+    to one size (SegFormer's does), else one at a time."""
 
     def __init__(self, spec: str, device: torch.device):
         self.model, self.processor = _load("SemanticSegmentation", spec)
@@ -105,8 +115,119 @@ class HFSemanticSegmenter:
         self.device = device
         self.num_labels = int(self.model.config.num_labels)
 
-    def __call__(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        inputs = self.processor(images=[image.cpu()], return_tensors="pt")
+    def _logits(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        inputs = self.processor(images=[image.cpu() for image in images], return_tensors="pt")
         with torch.no_grad():
-            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
-            return torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0].cpu()
+            return self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+
+    def __call__(self, images: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        try:
+            batched = [self._logits(images)] if len(images) > 1 else None
+        except (ValueError, RuntimeError):  # sizes the processor leaves unequal cannot be stacked
+            batched = None
+        outputs = list(batched[0]) if batched else [self._logits([image])[0] for image in images]
+        with torch.no_grad():
+            return [
+                torch.nn.functional.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].cpu()
+                for logits, size in zip(outputs, sizes)
+            ]
+
+
+class HFSpeechRecognizer:
+    """`AutoModelForSpeechSeq2Seq` (Whisper and its kind) with its `AutoProcessor`. Called with
+    decoded float32 audio [channels, frames] and its rate in Hz, it returns the transcript as
+    the model writes it (case and punctuation kept); `transcribe` does several clips at once.
+
+    Each clip is mixed to mono and resampled to the feature extractor's rate; a clip longer
+    than the model's window (30 s for Whisper) is cut into consecutive windows, each
+    transcribed on its own, their texts joined with a space. Windows of all clips in a call
+    go through `generate` `batch_size` at a time. `language` and `task` fix the decoder's
+    prompt (None: the model's own default, e.g. language detection); an English-only model
+    takes no prompt and accepts only English transcription."""
+
+    def __init__(
+        self,
+        spec: str,
+        device: torch.device,
+        *,
+        language: str | None = "en",
+        task: str | None = "transcribe",
+        batch_size: int = 8,
+    ):
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        self.model, self.processor = _load("SpeechSeq2Seq", spec, "AutoProcessor")
+        self.model.to(device)
+        self.device = device
+        self.batch_size = batch_size
+        self.feature_extractor = self.processor.feature_extractor
+        self.tokenizer = self.processor.tokenizer
+        self.rate = int(self.feature_extractor.sampling_rate)
+        self.window = int(self.feature_extractor.n_samples)  # frames at self.rate the encoder takes at once
+        self.generate_kwargs = self._prompt(spec, language, task)
+        spelling = getattr(self.tokenizer, "english_spelling_normalizer", None)
+        self.spelling_map = bool(spelling)  # False: the folder has no normalizer.json
+        self._normalizer = EnglishTextNormalizer(spelling or {})
+
+    def _prompt(self, spec: str, language: str | None, task: str | None) -> dict[str, str]:
+        """generate's language / task arguments. Whisper's generate refuses both on an
+        English-only model (its prompt has no language or task token), so there English
+        transcription passes nothing and anything else is refused."""
+        kwargs = {k: v for k, v in (("language", language), ("task", task)) if v is not None}
+        if getattr(self.model.generation_config, "is_multilingual", True):
+            return kwargs
+        if (language or "en").lower() in ("en", "english") and (task or "transcribe") == "transcribe":
+            return {}
+        raise UsageError(f"hf:{spec} is an English-only model: it cannot {task} {language} speech.")
+
+    def __call__(self, audio: np.ndarray, rate: int) -> str:
+        return self.transcribe([(audio, rate)])[0]
+
+    def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
+        """float32 [channels, frames] at `rate` Hz -> mono float32 [frames] pieces at the
+        model's rate, each at most one window long (an empty clip is one empty piece)."""
+        from .codecs._audio import resample
+
+        mono = resample(np.asarray(audio, dtype=np.float32).mean(axis=0, keepdims=True), rate, self.rate)[0]
+        return [mono[start : start + self.window] for start in range(0, max(len(mono), 1), self.window)]
+
+    def transcribe(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[str]:
+        """[(float32 [channels, frames], rate in Hz), ...] -> one transcript per clip.
+
+        Windows are fixed and do not overlap: each `generate` call stays short-form, so the
+        windows of short and long clips batch together, and the text is what the model writes
+        for each window. Whisper's own long-form decoding (seeking by predicted timestamps)
+        needs timestamp prediction and runs clip by clip, and the ASR pipeline's overlapping
+        chunks are merged by a heuristic transformers calls experimental for seq2seq models; a
+        word cut by a window's edge may be lost or split here."""
+        pieces, owners = [], []
+        for index, (audio, rate) in enumerate(clips):
+            for piece in self.windows(audio, rate):
+                pieces.append(piece)
+                owners.append(index)
+        texts: list[str] = []
+        for start in range(0, len(pieces), self.batch_size):
+            texts += self._generate(pieces[start : start + self.batch_size])
+        parts: list[list[str]] = [[] for _ in clips]
+        for owner, text in zip(owners, texts):
+            if text.strip():
+                parts[owner].append(text.strip())
+        return [" ".join(texts_of_clip) for texts_of_clip in parts]
+
+    def _generate(self, pieces: list[np.ndarray]) -> list[str]:
+        """Mono float32 [frames] pieces at the model's rate, each within one window -> the
+        decoded text of each (special tokens dropped)."""
+        inputs = self.feature_extractor(
+            pieces, sampling_rate=self.rate, return_tensors="pt", return_attention_mask=True
+        )
+        features = inputs["input_features"].to(self.device, dtype=self.model.dtype)
+        with torch.no_grad():
+            ids = self.model.generate(
+                features, attention_mask=inputs["attention_mask"].to(self.device), **self.generate_kwargs
+            )
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def normalize(self, text: str) -> str:
+        """Whisper's English text normaliser with the spelling map of the tokenizer's
+        normalizer.json (an empty map where it has none: see `spelling_map`)."""
+        return self._normalizer(text)
