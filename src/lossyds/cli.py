@@ -214,7 +214,7 @@ def push(
 @click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
 @click.option(
     "--model",
-    help="asr: pocketsphinx (default) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default) or module:function.",
+    help="asr: pocketsphinx (default), hf:ID_OR_PATH (a Whisper-class speech model, its own processor) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default), demucs:NAME_OR_PATH (a pretrained Demucs from torch hub's cache, or a checkpoint) or module:function.",
 )
 @click.option(
     "--cores",
@@ -273,7 +273,7 @@ def eval_command(
             )
     except LossydsError as exc:
         fail(exc)
-    score = {k: v for k, v in result.items() if k in ("wer", "top1", "top5", "miou", "sdr")}
+    score = {k: v for k, v in result.items() if k in ("wer", "wer_whisper", "wer_raw", "top1", "top5", "miou", "sdr")}
     if result.get("bsseval"):
         score["bsseval_sdr"] = result["bsseval"]["sdr"]
     rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
@@ -295,12 +295,24 @@ def eval_command(
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for report.png and report.md."
 )
-def report(directories: tuple[Path, ...], out_dir: Path) -> None:
+@click.option(
+    "--layout",
+    type=click.Choice(["metrics", "study"]),
+    default="metrics",
+    show_default=True,
+    help="metrics: a panel per score and quality metric (one modality); study: the reference study's figure, a panel per dataset.",
+)
+@click.option(
+    "--published",
+    default=None,
+    help="A study's published numbers set beside the measured runs: mpq-2024 (shipped) or a YAML file.",
+)
+def report(directories: tuple[Path, ...], out_dir: Path, layout: str, published: str | None) -> None:
     """Rate-vs-metric plots and a table over several builds (with their eval-*.json results)."""
     from .report import make_report
 
     try:
-        paths = make_report(list(directories), out_dir)
+        paths = make_report(list(directories), out_dir, layout=layout, published=published)
     except LossydsError as exc:
         fail(exc)
     for path in paths:

@@ -169,7 +169,20 @@ def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def make_report(directories: list[Path], out: Path) -> list[Path]:
+def make_report(
+    directories: list[Path], out: Path, layout: str = "metrics", published: str | Path | None = None
+) -> list[Path]:
+    """Write the report of `directories` into `out`. layout "metrics": one panel per score and
+    quality metric over builds of one modality; "study": the reference study's figure (one
+    panel per dataset, `study_report`). published: a study's numbers (`mpq-2024` or a YAML
+    file) set beside the measured runs in report.md and report.json."""
+    from .study_report import comparison_markdown, load_study, make_study_report, published_vs_measured
+
+    if layout not in ("metrics", "study"):
+        raise UsageError(f"unknown report layout {layout!r}; choose metrics or study.")
+    study = load_study(published) if published is not None else None
+    if layout == "study":
+        return make_study_report(directories, out, study)
     rows = [collect(Path(d)) for d in directories]
     modalities = {r["modality"] for r in rows}
     if len(modalities) != 1:
@@ -246,9 +259,23 @@ def make_report(directories: list[Path], out: Path) -> list[Path]:
                 for c in per_sample
             )
         )
+    comparison: list[dict[str, Any]] = []
+    if study is not None:
+        from .study_report import build_facts
+
+        comparison = published_vs_measured([build_facts(Path(d)) for d in directories], study)
+        table += "\n\n## Published vs measured\n\n" + comparison_markdown(comparison, study)
     markdown = out / "report.md"
     markdown.write_text(f"# lossyds report\n\n![rate vs metrics](report.png)\n\n{table}\n")
     (out / "report.json").write_text(
-        json.dumps({"rows": rows, "correlations": found, "per_sample_correlations": per_sample}, indent=2)
+        json.dumps(
+            {
+                "rows": rows,
+                "correlations": found,
+                "per_sample_correlations": per_sample,
+                "published_vs_measured": comparison,
+            },
+            indent=2,
+        )
     )
     return [png, markdown, out / "report.json"]

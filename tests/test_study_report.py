@@ -1,0 +1,171 @@
+"""`lossyds report --layout study [--published ...]`: the reference study's figure (a panel per
+dataset) and its published numbers set beside measured runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lossyds.build import BuildOptions, build
+from lossyds.errors import UsageError
+from lossyds.evaluate import evaluate
+from lossyds.report import make_report
+from lossyds.study_report import build_facts, load_study, match_run, published_vs_measured
+
+from .test_cli import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A study file in the shipped format, for the embedded sample (images and music).
+STUDY = {
+    "study": "a test study",
+    "source": "written by the test",
+    "sets": {
+        "photos": {
+            "title": "Sample photos",
+            "match": ["sample"],
+            "task": "classification",
+            "score": "top1",
+            "score_label": "top-1 accuracy",
+            "rate_unit": "bits per pixel",
+            "models": {"org/brightness": {"baseline": 0.5, "runs": {"jpeg": 0.25, "webp": 0.125}}},
+            "figure_model": "org/brightness",
+            "codecs": {
+                "jpeg": {"lossyds": {"codec": "jpeg", "quality": 5}},
+                "webp": {"lossyds": {"codec": "webp", "quality": 0}, "note": "a codec note"},
+            },
+            "rates_as_published": {"jpeg": 0.3, "webp": 0.2},
+        },
+        "music": {
+            "match": ["sample"],
+            "task": "separation",
+            "score": "bsseval_sdr_mean_over_frames",
+            "models": {"oracle-irm": {"baseline": 9.0, "runs": {"opus": 4.0}}},
+            "codecs": {"opus": {"lossyds": {"codec": "opus", "kbps": 6}}},
+            "rates_as_published": {"opus": 0.07},
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sample_builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    runs = {
+        "png": ("png", {}, None),
+        "jpeg-q5": ("jpeg", {"quality": 5, "optimize": False}, None),
+        "webp-q0": ("webp", {"quality": 0}, None),
+        "music-flac": ("flac", {}, "music"),
+        "music-opus6": ("opus", {"kbps": 6}, "music"),
+    }
+    for name, (codec, options, split) in runs.items():
+        build(
+            BuildOptions(
+                codec=codec,
+                out=root / name,
+                codec_options=options,
+                workers=1,
+                metrics=["psnr"] if split is None else [],
+                **({"split": split} if split else {}),
+            )
+        )
+        if split is None:
+            evaluate(root / name, "classification", "tests.task_models:brightness_classifier", cores=0)
+        else:
+            evaluate(root / name, "separation", cores=0)
+    return {name: root / name for name in runs}
+
+
+def test_published_numbers_sit_beside_the_measured_ones(sample_builds, tmp_path):
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(STUDY))
+    rows = published_vs_measured([build_facts(p) for p in sample_builds.values()], load_study(study_file))
+    by_build = {r["build"]: r for r in rows}
+    assert set(by_build) == {"png", "jpeg-q5", "webp-q0", "music-flac", "music-opus6"}
+    for name, study_run, published in (("png", "baseline", 0.5), ("jpeg-q5", "jpeg", 0.25), ("webp-q0", "webp", 0.125)):
+        measured = json.loads((sample_builds[name] / "eval-classification.json").read_text())["top1"]
+        bpp = json.loads((sample_builds[name] / "manifest.json").read_text())["bits"]["bpp"]
+        row = by_build[name]
+        assert (row["set"], row["run"], row["published"], row["measured"]) == ("photos", study_run, published, measured)
+        assert row["difference"] == pytest.approx(measured - published) and row["rate_measured"] == bpp
+        assert any("brightness_classifier" in note and "org/brightness" in note for note in row["notes"])
+    assert by_build["webp-q0"]["rate_published"] == 0.2 and "a codec note" in by_build["webp-q0"]["notes"]
+    assert by_build["png"]["rate_published"] is None
+    opus = json.loads((sample_builds["music-opus6"] / "eval-separation.json").read_text())
+    row = by_build["music-opus6"]
+    assert (row["set"], row["run"], row["published"]) == ("music", "opus", 4.0)
+    assert row["measured"] == opus["bsseval"]["sdr_mean_over_frames"]
+    assert row["rate_measured"] == opus["bits"]["bits_per_audio_sample"]
+    assert not any("measured with" in n for n in row["notes"])  # the same model: oracle-irm
+
+
+def test_study_layout_figure_and_table_through_the_cli(sample_builds, tmp_path):
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "report"
+    result = run("report", *map(str, sample_builds.values()), "--layout", "study", "--published", str(study_file),
+                 "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and (out / "report-quality.png").exists()
+    figure = Image.open(out / "report.png")
+    # two panels side by side (photos, music), each drawn
+    assert figure.size[0] > 2 * figure.size[1] * 0.9
+    pixels = np.asarray(figure.convert("L"))
+    for half in (pixels[:, : pixels.shape[1] // 2], pixels[:, pixels.shape[1] // 2 :]):
+        assert (half < 128).mean() > 0.005
+    text = (out / "report.md").read_text()
+    assert "## Published vs measured" in text
+    jpeg = json.loads((sample_builds["jpeg-q5"] / "eval-classification.json").read_text())["top1"]
+    assert f"| photos | jpeg | jpeg-q5 | org/brightness | 0.2500 | {jpeg:.4f} | {jpeg - 0.25:.4f} |" in text
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["layout"] == "study" and len(saved["published_vs_measured"]) == 5
+    # the metrics layout takes --published too (one modality at a time)
+    images = [str(sample_builds[n]) for n in ("png", "jpeg-q5", "webp-q0")]
+    result = run("report", *images, "--published", str(study_file), "--out", str(tmp_path / "metrics"))
+    assert result.returncode == 0, result.stderr
+    assert "| photos | webp | webp-q0 |" in (tmp_path / "metrics" / "report.md").read_text()
+
+
+def test_the_shipped_study_covers_every_run_of_the_grid():
+    """Every run of manifests/mpq-2024.yaml is a run of the shipped published numbers: the
+    lossless ones the baseline, each lossy one a codec whose published score and rate exist."""
+    study = load_study("mpq-2024")
+    grid = yaml.safe_load((REPO / "manifests" / "mpq-2024.yaml").read_text())
+    lossless = {"png", "flac"}
+    tasks = {"imagenet": "classification", "ade20k": "segmentation", "beans": "classification",
+             "xray": "classification", "common-voice": "asr", "musdb": "separation"}  # fmt: skip
+    seen = set()
+    for run_spec in grid["runs"]:
+        params = {k: v for k, v in run_spec.items() if k not in ("name", "dataset", "split", "codec")}
+        facts = {"dataset": run_spec["dataset"], "codec": run_spec["codec"], "params": params,
+                 "lossless": run_spec["codec"] in lossless}  # fmt: skip
+        task = next(t for prefix, t in tasks.items() if run_spec["name"].startswith(prefix))
+        found = match_run(facts, study, task)
+        assert found is not None, run_spec["name"]
+        set_name, codec_key = found
+        entry = study["sets"][set_name]
+        for numbers in entry["models"].values():
+            assert codec_key == "baseline" or codec_key in numbers["runs"]
+        if codec_key != "baseline":
+            assert entry["rates_as_published"][codec_key] > 0
+        seen.add((set_name, codec_key))
+    assert len(seen) == len(grid["runs"]) == 28
+    # the study's figure numbers (results_summary.ipynb): ViT-B/16 on ImageNet, uncompressed and HiFiC
+    vit = study["sets"]["imagenet-1k"]["models"]["google/vit-base-patch16-224"]
+    assert (vit["baseline"], vit["runs"]["hific"]) == (0.799, 0.795)
+
+
+def test_published_file_errors_are_one_sentence(tmp_path):
+    with pytest.raises(UsageError, match="neither a study lossyds ships"):
+        load_study(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sets": {"x": {"match": ["a"], "task": "asr"}}}))
+    with pytest.raises(UsageError, match="set 'x' needs"):
+        load_study(bad)
+    with pytest.raises(UsageError, match="unknown report layout"):
+        make_report([tmp_path], tmp_path / "o", layout="grid")
