@@ -74,9 +74,9 @@ def test_demucs_separation_is_scored_as_museval_scores_demucs_own_separator(musi
             expected = float(np.nanmedian(table[i]))
             assert per_sample["bsseval_per_stem"][name][metric] == pytest.approx(expected, abs=1e-4), (name, metric)
         assert per_sample["bsseval_sdr_frames"][name] == pytest.approx(
-            [v for v in direct[0][i] if np.isfinite(v)], abs=1e-4
+            [v for v in direct[0][i] if not np.isnan(v)], abs=1e-4
         )
-    # The study's aggregate: the mean over every finite frame of every stem (one track here).
+    # The study's aggregate: the mean over every non-NaN frame of every stem (one track here).
     assert recorded["bsseval"]["sdr_mean_over_frames"] == pytest.approx(float(np.nanmean(direct[0])), abs=1e-4)
     # The plain SDR sits beside it, from the same estimates.
     plain = {
@@ -84,6 +84,32 @@ def test_demucs_separation_is_scored_as_museval_scores_demucs_own_separator(musi
     }
     for name in names:
         assert recorded["sdr_per_stem"][name] == pytest.approx(plain[name], abs=1e-3)
+
+
+def test_mono_48khz_mixture_is_converted_as_demucs_converts_it(tmp_path):
+    """A mono mixture at 48 kHz: demucs's Separator converts it to the model's 44.1 kHz stereo;
+    lossyds's estimates, brought back to the mixture's rate and channels, match them converted
+    back the same way."""
+    from demucs.audio import convert_audio
+
+    from lossyds.demucs_models import DemucsSeparator
+
+    checkpoint = tmp_path / "repo" / "tinyhtd.th"
+    save_tiny_htdemucs(checkpoint)
+    rng = np.random.default_rng(0)
+    mixture = (0.1 * rng.standard_normal((1, 48000 * 3))).astype(np.float32)
+    ours = DemucsSeparator(str(checkpoint), torch.device("cpu"))(mixture, 48000)
+    separator = demucs_api.Separator(model="tinyhtd", repo=checkpoint.parent, shifts=1, overlap=0.25, device="cpu")
+    random.seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, separated = separator.separate_tensor(torch.from_numpy(mixture), 48000)
+    for name in STEMS:
+        assert ours[name].shape == mixture.shape and ours[name].dtype == np.float32
+        expected = convert_audio(separated[name], 44100, 48000, 1)[..., : mixture.shape[-1]].numpy()
+        np.testing.assert_allclose(ours[name][..., : expected.shape[-1]], expected, atol=1e-5)
+    with pytest.raises(UsageError, match="2-channel or mono audio; this mixture has 3 channels"):
+        DemucsSeparator(str(checkpoint), torch.device("cpu"))(np.zeros((3, 48000), np.float32), 48000)
 
 
 def test_demucs_refuses_a_model_without_the_builds_stems(music_opus, tmp_path):
@@ -106,3 +132,8 @@ def test_named_demucs_model_comes_only_from_the_torch_cache(music_opus, tmp_path
         evaluate(music_opus, "separation", "demucs:htdemucs", cores=0)
     with pytest.raises(UsageError, match="no such checkpoint"):
         evaluate(music_opus, "separation", f"demucs:{tmp_path / 'absent.th'}", cores=0)
+    with pytest.raises(UsageError, match="is a folder"):
+        evaluate(music_opus, "separation", f"demucs:{tmp_path}", cores=0)
+    (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match="is not a demucs checkpoint"):
+        evaluate(music_opus, "separation", f"demucs:{tmp_path / 'junk.th'}", cores=0)

@@ -15,6 +15,7 @@ import lossyds
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.evaluate import evaluate
+from lossyds.hf_models import HFImageClassifier, HFSemanticSegmenter
 from lossyds.sources.cityscapes import train_ids
 
 from .fixtures import WNIDS, WORDS, hf_image_set, make_cityscapes, make_imagenet
@@ -183,3 +184,42 @@ def test_hf_segmenter_miou_on_cityscapes_and_an_ade20k_like_set(tmp_path, monkey
     assert result["miou"] == pytest.approx(hand_miou(model, tmp_path / "seg150", ade, reduce, 150), rel=1e-6)
     with pytest.raises(UsageError, match="the model has 19 classes and this .* build 150"):
         evaluate(ade, "segmentation", f"hf:{tmp_path / 'seg19'}", cores=0)
+
+
+def test_hf_segmenter_batches_images_of_different_sizes(tmp_path):
+
+    tiny_segformer(tmp_path / "seg", 19)
+    segmenter = HFSemanticSegmenter(str(tmp_path / "seg"), torch.device("cpu"))
+    calls = []
+    segmenter.model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    rng = np.random.default_rng(0)
+    images = [
+        torch.from_numpy(rng.integers(0, 255, (3, h, w), dtype=np.uint8)) for h, w in ((40, 52), (64, 64), (30, 90))
+    ]
+    sizes = [(20, 26), (64, 64), (30, 90)]
+    batched = segmenter(images, sizes)
+    assert calls == [3]  # one forward pass over all three
+    one_by_one = [segmenter([image], [size])[0] for image, size in zip(images, sizes)]
+    for together, alone, size in zip(batched, one_by_one, sizes):
+        assert together.shape == (19, *size)
+        torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_hf_model_without_its_task_head_is_refused(tmp_path):
+    """A checkpoint missing weights the task model needs (here the classifier head) would run
+    with those weights randomly initialised: refused in one sentence."""
+    from safetensors.torch import load_file, save_file
+
+    tiny_vit(tmp_path / "vit", MODEL_LABELS)
+    weights = load_file(tmp_path / "vit" / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("classifier.")},
+        tmp_path / "vit" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    with pytest.raises(
+        UsageError, match=r"lacks 2 of the weights .*classifier\.bias, classifier\.weight.*randomly initialised"
+    ):
+        HFImageClassifier(str(tmp_path / "vit"), torch.device("cpu"))

@@ -214,7 +214,7 @@ def test_without_a_spelling_map_whisper_normalises_with_an_empty_one(whisper, sp
 
 
 def test_long_audio_is_transcribed_in_30_second_windows(whisper):
-    """65 s of stereo 48 kHz speech: three windows (30 + 30 + 5 s), each the model's own text."""
+    """65 s of stereo 48 kHz speech: three equal windows (of 21.7 s: no short tail), each the model's own text."""
     _, model, processor = whisper
     clips = [
         soundfile.read(SAMPLE_ROOT / "speech" / f"sample-speech-{i:04d}.flac", dtype="float32")[0] for i in range(5)
@@ -224,11 +224,18 @@ def test_long_audio_is_transcribed_in_30_second_windows(whisper):
     stereo48 = resample(np.stack([mono16, 0.5 * mono16]), 16000, 48000)  # [2, 65 s at 48 kHz]
     recogniser = HFSpeechRecognizer(str(whisper[0]), torch.device("cpu"), batch_size=2)
     windows = recogniser.windows(stereo48, 48000)
-    assert [len(w) for w in windows] == [480000, 480000, len(windows[2])] and 4 * 16000 < len(windows[2]) <= 5 * 16000
+    size = len(windows[0])
+    assert (
+        len(windows) == 3
+        and size == -(-65 * 16000 // 3)
+        and [len(w) for w in windows] == [size, size, 65 * 16000 - 2 * size]
+    )
     mono = resample(stereo48.mean(axis=0, keepdims=True), 48000, 16000)
-    texts = [by_hand(model, processor, mono[:, start : start + 480000], 16000) for start in (0, 480000, 960000)]
+    texts = [by_hand(model, processor, mono[:, start : start + size], 16000) for start in (0, size, 2 * size)]
     assert len(set(texts)) > 1, "the windows' texts do not differ: nothing shows they are separate"
     assert recogniser(stereo48, 48000) == " ".join(texts)
+    # one frame over a window is two windows of half the audio, not a window and a one-frame sliver
+    assert [len(w) for w in recogniser.windows(np.zeros((1, 480001), np.float32), 16000)] == [240001, 240000]
     # batched with a short clip, windows of different clips in one generate call: the same texts
     short = mono[:, :80000]
     assert recogniser.transcribe([(stereo48, 48000), (short, 16000)]) == [
@@ -259,7 +266,12 @@ def test_an_english_only_model_takes_no_language_prompt(whisper, tmp_path):
     recogniser = HFSpeechRecognizer(str(folder), torch.device("cpu"))
     assert recogniser.generate_kwargs == {}
     audio = soundfile.read(SAMPLE_ROOT / "speech" / "sample-speech-0000.flac", dtype="float32")[0][None]
-    assert recogniser(audio, 16000)
+    english_only = transformers.WhisperForConditionalGeneration.from_pretrained(folder)
+    features = recogniser.processor(audio[0], sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        ids = english_only.generate(features)  # no language, no task: what an English-only model takes
+    expected = recogniser.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+    assert expected and recogniser(audio, 16000) == expected
     with pytest.raises(UsageError, match="English-only model: it cannot transcribe fr speech"):
         HFSpeechRecognizer(str(folder), torch.device("cpu"), language="fr")
 

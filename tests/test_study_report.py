@@ -124,6 +124,26 @@ def test_study_layout_figure_and_table_through_the_cli(sample_builds, tmp_path):
     assert f"| photos | jpeg | jpeg-q5 | org/brightness | 0.2500 | {jpeg:.4f} | {jpeg - 0.25:.4f} |" in text
     saved = json.loads((out / "report.json").read_text())
     assert saved["layout"] == "study" and len(saved["published_vs_measured"]) == 5
+    # what each panel draws: the lossy builds' scores at their rates, the lossless one as the
+    # baseline, and the published points of the study's model
+    photos, music = saved["figure"]
+    scores = {
+        name: json.loads((sample_builds[name] / "eval-classification.json").read_text())["top1"]
+        for name in ("png", "jpeg-q5", "webp-q0")
+    }
+    rates = {n: json.loads((sample_builds[n] / "manifest.json").read_text())["bits"]["bpp"] for n in scores}
+    assert (photos["title"], photos["baseline"]) == ("Sample photos", scores["png"])
+    assert sorted((p["codec"], p["rate"], p["value"]) for p in photos["points"]) == [
+        ("jpeg", rates["jpeg-q5"], scores["jpeg-q5"]),
+        ("webp", rates["webp-q0"], scores["webp-q0"]),
+    ]
+    assert photos["published"] == {
+        "model": "org/brightness",
+        "baseline": 0.5,
+        "points": [{"codec": "jpeg", "rate": 0.3, "value": 0.25}, {"codec": "webp", "rate": 0.2, "value": 0.125}],
+    }
+    separation = json.loads((sample_builds["music-flac"] / "eval-separation.json").read_text())
+    assert music["baseline"] == separation["bsseval"]["sdr_mean_over_frames"] and len(music["points"]) == 1
     # the metrics layout takes --published too (one modality at a time)
     images = [str(sample_builds[n]) for n in ("png", "jpeg-q5", "webp-q0")]
     result = run("report", *images, "--published", str(study_file), "--out", str(tmp_path / "metrics"))
@@ -142,8 +162,9 @@ def test_the_shipped_study_covers_every_run_of_the_grid():
     seen = set()
     for run_spec in grid["runs"]:
         params = {k: v for k, v in run_spec.items() if k not in ("name", "dataset", "split", "codec")}
-        facts = {"dataset": run_spec["dataset"], "codec": run_spec["codec"], "params": params,
-                 "lossless": run_spec["codec"] in lossless}  # fmt: skip
+        facts = {"dataset": run_spec["dataset"], "split": run_spec["split"], "codec": run_spec["codec"],
+                 "params": params, "lossless": run_spec["codec"] in lossless,
+                 "dataset_options": {k: v for k, v in params.items() if k == "hf_config"}}  # fmt: skip
         task = next(t for prefix, t in tasks.items() if run_spec["name"].startswith(prefix))
         found = match_run(facts, study, task)
         assert found is not None, run_spec["name"]
@@ -155,6 +176,24 @@ def test_the_shipped_study_covers_every_run_of_the_grid():
             assert entry["rates_as_published"][codec_key] > 0
         seen.add((set_name, codec_key))
     assert len(seen) == len(grid["runs"]) == 28
+    # and only those: another split, another configuration, or a setting the study did not use
+    # (optimized JPEG tables, replicated padding) is not the study's run
+    jpeg = {"dataset": "hf:imagenet-1k", "split": "validation[:1000]", "codec": "jpeg", "lossless": False,
+            "params": {"quality": 5, "optimize": False, "subsampling": "4:2:0"}}  # fmt: skip
+    assert match_run(jpeg, study, "classification") == ("imagenet-1k", "jpeg")
+    assert match_run(jpeg | {"params": {"quality": 5, "optimize": True}}, study, "classification") is None
+    assert match_run(jpeg | {"split": "train"}, study, "classification") is None
+    assert match_run(jpeg | {"codec": "png", "lossless": True, "split": "validation"}, study, "classification") is None
+    mbt = {"dataset": "hf:beans", "split": "validation", "codec": "mbt2018", "lossless": False,
+           "params": {"quality": 1, "padding": "replicate"}}  # fmt: skip
+    assert match_run(mbt, study, "classification") is None
+    xray = {"dataset": "hf:keremberke/chest-xray-classification", "split": "validation", "codec": "webp",
+            "lossless": False, "params": {"quality": 0}, "dataset_options": {"hf_config": "mini"}}  # fmt: skip
+    assert match_run(xray, study, "classification") is None
+    assert match_run(xray | {"dataset_options": {"hf_config": "full"}}, study, "classification") == (
+        "chest-xray",
+        "webp",
+    )
     # the study's figure numbers (results_summary.ipynb): ViT-B/16 on ImageNet, uncompressed and HiFiC
     vit = study["sets"]["imagenet-1k"]["models"]["google/vit-base-patch16-224"]
     assert (vit["baseline"], vit["runs"]["hific"]) == (0.799, 0.795)

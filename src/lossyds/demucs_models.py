@@ -62,18 +62,23 @@ def load_demucs(spec: str) -> Any:
     from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo, ModelLoadingError
 
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise UsageError(f"demucs:{spec} is a folder: pass one checkpoint file (.th or .safetensors) or a model name.")
     if path.is_file():
-        if path.suffix == ".safetensors":
-            from demucs.hf import load_safetensors_model
-
-            return load_safetensors_model(path).eval()
-        from demucs.states import load_model
-
         try:
+            if path.suffix == ".safetensors":
+                from demucs.hf import load_safetensors_model
+
+                return load_safetensors_model(path).eval()
+            from demucs.states import load_model
+
             return load_model(str(path)).eval()
-        except (KeyError, TypeError, RuntimeError) as exc:
+        except ImportError as exc:  # a quantised model needs diffq
+            raise UsageError(f"demucs:{spec} needs a package that is not installed: {exc}.") from None
+        except Exception as exc:  # a pickle, safetensors or state that is not a demucs model's
             raise UsageError(
-                f"demucs:{spec} is not a demucs checkpoint (a package with klass, args, kwargs and state): {exc}"
+                f"demucs:{spec} is not a demucs checkpoint (a package with klass, args, kwargs and state, "
+                f"or demucs's safetensors): {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from None
     if path.suffix in (".th", ".pt", ".pth", ".safetensors") or "/" in spec:
         raise UsageError(f"demucs:{spec}: no such checkpoint file.")
@@ -139,6 +144,11 @@ class DemucsSeparator:
         from demucs.apply import apply_model
         from demucs.audio import convert_audio
 
+        if mixture.shape[0] not in (1, self.model.audio_channels):
+            raise UsageError(
+                f"the demucs model takes {self.model.audio_channels}-channel or mono audio; this mixture has "
+                f"{mixture.shape[0]} channels."
+            )
         wav = convert_audio(
             torch.from_numpy(np.ascontiguousarray(mixture)), rate, self.model.samplerate, self.model.audio_channels
         )

@@ -406,7 +406,8 @@ def bss_eval_v4(
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """museval's BSSEval v4 image metrics in dB, per stem: ({stem: {SDR, SIR, SAR, ISR}}, each the
     median over 2 s frames taken every 1.5 s, and {stem: SDR of every frame}). Frames where a
-    reference is silent are NaN in museval: left out of the medians, and out of the frame lists.
+    reference is silent are NaN in museval: left out of the medians and the frame lists, as the
+    reference study left them out of its mean.
     A clip shorter than one window is one frame.
     stems and estimates: float32 [channels, frames] at `rate` Hz, the same stem names."""
     import museval
@@ -422,7 +423,7 @@ def bss_eval_v4(
             name: {metric: float(np.nanmedian(table[i])) for metric, table in zip(("SDR", "ISR", "SIR", "SAR"), values)}
             for i, name in enumerate(names)
         }
-    frames = {name: [float(v) for v in values[0][i] if np.isfinite(v)] for i, name in enumerate(names)}
+    frames = {name: [float(v) for v in values[0][i] if not np.isnan(v)] for i, name in enumerate(names)}
     return medians, frames
 
 
@@ -443,7 +444,7 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
     the model (`separator_for`) gets the mixture as float32 numpy [C, T] and its rate. Per
     sample: key, SDR per stem, BSSEval per stem and its per-frame SDRs. Over samples: the mean
     plain SDR; BSSEval's median over tracks (SiSEC's aggregate) and, as the reference study
-    aggregated it, the mean SDR over every finite frame of every stem and track."""
+    aggregated it, the mean SDR over every non-NaN frame of every stem and track."""
     import importlib.util
 
     with_bss = importlib.util.find_spec("museval") is not None
@@ -501,7 +502,7 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
         result["bsseval_note"] = (
             f"museval BSSEval v4, {BSS_WINDOW_SECONDS:g} s windows every {BSS_HOP_SECONDS:g} s: `sdr` is the mean over "
             "stems of the median over tracks of the median over frames (SiSEC); `sdr_mean_over_frames` is the mean "
-            "over every finite frame of every stem and track (the reference study's aggregate)"
+            "over every frame of every stem and track, NaN frames left out (the reference study's aggregate)"
         )
     return result
 

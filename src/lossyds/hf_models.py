@@ -11,6 +11,7 @@ offers Whisper's English text normaliser beside the raw text.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,7 @@ def _load(kind: str, spec: str, processor_class: str = "AutoImageProcessor") -> 
         raise UsageError("--model hf:... needs transformers: pip install 'lossyds[hf]'.") from None
     auto_model = getattr(transformers, f"AutoModelFor{kind}")
     try:
-        model = auto_model.from_pretrained(spec, local_files_only=True)
+        model, loading = auto_model.from_pretrained(spec, local_files_only=True, output_loading_info=True)
         processor = getattr(transformers, processor_class).from_pretrained(spec, local_files_only=True)
     except OSError as exc:
         raise UsageError(
@@ -41,6 +42,12 @@ def _load(kind: str, spec: str, processor_class: str = "AutoImageProcessor") -> 
         raise UsageError(
             f"hf:{spec} is not a model AutoModelFor{kind} loads ({str(exc).splitlines()[0].rstrip('.')})."
         ) from None
+    if loading.get("missing_keys"):  # transformers would run these weights randomly initialised
+        missing = sorted(loading["missing_keys"])
+        raise UsageError(
+            f"hf:{spec} lacks {len(missing)} of the weights AutoModelFor{kind} needs ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}), which would run randomly initialised: use a model trained for this task."
+        )
     return model.eval(), processor
 
 
@@ -121,11 +128,11 @@ class HFSemanticSegmenter:
             return self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
 
     def __call__(self, images: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-        try:
-            batched = [self._logits(images)] if len(images) > 1 else None
-        except (ValueError, RuntimeError):  # sizes the processor leaves unequal cannot be stacked
-            batched = None
-        outputs = list(batched[0]) if batched else [self._logits([image])[0] for image in images]
+        processed = self.processor(images=[image.cpu() for image in images])["pixel_values"]
+        if len({tuple(np.shape(pixels)) for pixels in processed}) == 1:  # one size: one batch
+            outputs = list(self._logits(images))
+        else:  # a processor that keeps each image's size: one at a time
+            outputs = [self._logits([image])[0] for image in images]
         with torch.no_grad():
             return [
                 torch.nn.functional.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].cpu()
@@ -185,11 +192,15 @@ class HFSpeechRecognizer:
 
     def windows(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:
         """float32 [channels, frames] at `rate` Hz -> mono float32 [frames] pieces at the
-        model's rate, each at most one window long (an empty clip is one empty piece)."""
+        model's rate: as few as hold it in windows of at most 30 s, all of one length (the last
+        a few frames shorter), so no piece is a sliver the model would invent text for (an empty
+        clip is one empty piece)."""
         from .codecs._audio import resample
 
         mono = resample(np.asarray(audio, dtype=np.float32).mean(axis=0, keepdims=True), rate, self.rate)[0]
-        return [mono[start : start + self.window] for start in range(0, max(len(mono), 1), self.window)]
+        count = max(1, math.ceil(len(mono) / self.window))
+        size = max(1, math.ceil(len(mono) / count))
+        return [mono[start : start + size] for start in range(0, max(len(mono), 1), size)]
 
     def transcribe(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[str]:
         """[(float32 [channels, frames], rate in Hz), ...] -> one transcript per clip.

@@ -63,6 +63,13 @@ def load_study(spec: str | Path) -> dict[str, Any]:
         for model, numbers in entry["models"].items():
             if not isinstance(numbers, dict) or "baseline" not in numbers or "runs" not in numbers:
                 raise UsageError(f"{where}: set {name!r}, model {model!r} needs baseline and runs.")
+            unknown = set(numbers["runs"]) - set(entry["codecs"])
+            if unknown:
+                raise UsageError(
+                    f"{where}: set {name!r}, model {model!r} has runs of no listed codec: {sorted(unknown)}."
+                )
+        if entry.get("figure_model") is not None and entry["figure_model"] not in entry["models"]:
+            raise UsageError(f"{where}: set {name!r}: figure_model {entry['figure_model']!r} is not one of its models.")
     if not (study or {}).get("sets"):
         raise UsageError(f"{where} lists no sets.")
     return study
@@ -90,6 +97,7 @@ def build_facts(directory: Path) -> dict[str, Any]:
         "name": Path(directory).name,
         "dataset": manifest["dataset"]["name"],
         "split": manifest["dataset"].get("split"),
+        "dataset_options": manifest["dataset"].get("options") or {},
         "codec": manifest["codec"]["name"],
         "params": manifest["codec"]["params"],
         "lossless": bool(manifest["codec"].get("lossless")),
@@ -129,6 +137,11 @@ def match_run(facts: dict[str, Any], study: dict[str, Any], task: str | None = N
     for set_name, entry in study["sets"].items():
         if facts["dataset"] not in entry["match"] or (task is not None and entry["task"] != task):
             continue
+        if entry.get("split") is not None and facts.get("split") != entry["split"]:
+            continue
+        options = facts.get("dataset_options") or {}
+        if any(options.get(k) != v for k, v in (entry.get("options") or {}).items()):
+            continue
         if facts["lossless"]:
             return set_name, "baseline"
         for codec_key, codec in entry["codecs"].items():
@@ -149,6 +162,14 @@ def study_model(entry: dict[str, Any], model: str | None) -> tuple[str, bool]:
         if ran == name or ran.endswith("/" + name) or ran.endswith("--" + name.replace("/", "--")):
             return name, True
     return entry.get("figure_model") or next(iter(entry["models"])), False
+
+
+def published_rate_in_bits(entry: dict[str, Any], codec_key: str) -> float | None:
+    """The study's rate for a codec in bits (its `rates_as_published` times the codec's
+    `published_rate_scale`, 8 where the study counted bytes), or None."""
+    rate = entry["rates_as_published"].get(codec_key)
+    scale = (entry["codecs"].get(codec_key) or {}).get("published_rate_scale", 1)
+    return None if rate is None else rate * scale
 
 
 def measured_score(scores: dict[str, float], score: str) -> tuple[float | None, str | None]:
@@ -181,6 +202,10 @@ def published_vs_measured(all_facts: list[dict[str, Any]], study: dict[str, Any]
                 notes.append(f"measured as {read_from} (the study's {entry['score']} is not in this eval)")
             if result["partial"]:
                 notes.append(f"{result['evaluated']} of {result['samples']} samples (--limit)")
+            if entry.get("samples") is not None and result["evaluated"] != entry["samples"]:
+                notes.append(f"{result['evaluated']} samples scored; the study scored {entry['samples']}")
+            if entry.get("note"):
+                notes.append(entry["note"])
             codec_note = (entry["codecs"].get(run) or {}).get("note")
             if codec_note:
                 notes.append(codec_note)
@@ -241,10 +266,13 @@ def _panel_score(
     return task, TASK_SCORE[task], TASK_SCORE[task]
 
 
-def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[str, Any] | None = None) -> list[Path]:
+def draw_study_figures(
+    all_facts: list[dict[str, Any]], out: Path, study: dict[str, Any] | None = None
+) -> tuple[list[Path], list[dict[str, Any]]]:
     """report.png: per dataset, its task score against rate, one point per lossy build, the
     lossless build as a dashed line (published points in grey when a study is given);
-    report-quality.png: per dataset and quality metric, the metric against rate."""
+    report-quality.png: per dataset and quality metric, the metric against rate.
+    Returns the paths written and, per panel of report.png, the numbers it draws."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,10 +284,10 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
         by_dataset.setdefault(label, []).append(facts)
 
     def entry_of(builds: list[dict[str, Any]]) -> dict[str, Any] | None:
-        tasks = {e["task"] for b in builds for e in b["evals"]}
-        for entry in ((study or {}).get("sets") or {}).values():
-            if builds[0]["dataset"] in entry["match"] and entry["task"] in tasks:
-                return entry
+        for task in sorted({e["task"] for b in builds for e in b["evals"]}):
+            found = match_run(builds[0], study, task) if study else None
+            if found is not None:
+                return study["sets"][found[0]]
         return None
 
     panels = []
@@ -268,7 +296,8 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
         task, score, label = _panel_score(builds, entry)
         if task is not None:
             panels.append((dataset, builds, entry, task, score, label))
-    paths = []
+    paths: list[Path] = []
+    drawn_panels: list[dict[str, Any]] = []
     if panels:
         columns = min(3, len(panels))
         rows = math.ceil(len(panels) / columns)
@@ -290,6 +319,15 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
                         baseline = value
                     else:
                         lossy.append((facts["rate"], value, facts["codec"]))
+            panel: dict[str, Any] = {
+                "title": (entry or {}).get("title", dataset),
+                "task": task,
+                "score": score,
+                "points": [{"codec": c, "rate": r, "value": v} for r, v, c in lossy],
+                "baseline": baseline,
+                "published": None,
+            }
+            drawn_panels.append(panel)
             codecs = sorted({c for _, _, c in lossy})
             for rate, value, codec in lossy:
                 axis.scatter(rate, value, marker=markers[codecs.index(codec) % len(markers)], zorder=3)
@@ -308,11 +346,14 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
                     fontsize=8,
                 )
             if entry is not None and entry["task"] == task:
-                model = entry.get("figure_model") or next(iter(entry["models"]))
+                ran = next((e["model"] for b in builds for e in b["evals"] if e["task"] == task), None)
+                model, _ = study_model(entry, ran)  # the published model the evals ran, else the study's figure's
                 numbers = entry["models"][model]
+                panel["published"] = {"model": model, "baseline": numbers["baseline"], "points": []}
                 for codec_key, value in numbers["runs"].items():
-                    rate = entry["rates_as_published"].get(codec_key)
+                    rate = published_rate_in_bits(entry, codec_key)
                     if rate is not None:
+                        panel["published"]["points"].append({"codec": codec_key, "rate": rate, "value": value})
                         axis.scatter(rate, value, marker="o", facecolors="none", edgecolors="grey", zorder=2)
                         axis.annotate(
                             f"{codec_key} (published)",
@@ -330,7 +371,7 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
             axis.set_title((entry or {}).get("title", dataset), fontsize=10)
             drawn = [rate for rate, _, _ in lossy]
             if entry is not None and entry["task"] == task:
-                drawn += [r for r in entry["rates_as_published"].values() if r is not None]
+                drawn += [r for r in map(lambda c: published_rate_in_bits(entry, c), entry["rates_as_published"]) if r]
             axis.set_xlim(0, 1.15 * max(drawn) if drawn else None)
             axis.grid(True, alpha=0.3)
         figure.tight_layout()
@@ -376,7 +417,7 @@ def draw_study_figures(all_facts: list[dict[str, Any]], out: Path, study: dict[s
         raise UsageError(
             "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
         )
-    return paths
+    return paths, drawn_panels
 
 
 def builds_markdown(all_facts: list[dict[str, Any]]) -> str:
@@ -407,7 +448,7 @@ def builds_markdown(all_facts: list[dict[str, Any]]) -> str:
 def make_study_report(directories: list[Path], out: Path, study: dict[str, Any] | None) -> list[Path]:
     """report.png (and report-quality.png), report.md and report.json in the study's layout."""
     all_facts = [build_facts(Path(d)) for d in directories]
-    figures = draw_study_figures(all_facts, out, study)
+    figures, panels = draw_study_figures(all_facts, out, study)
     sections = ["# lossyds report", ""]
     sections += [f"![{p.stem}]({p.name})" for p in figures]
     sections += ["", builds_markdown(all_facts)]
@@ -417,6 +458,8 @@ def make_study_report(directories: list[Path], out: Path, study: dict[str, Any] 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(sections) + "\n")
     (out / "report.json").write_text(
-        json.dumps({"layout": "study", "builds": all_facts, "published_vs_measured": comparison}, indent=2)
+        json.dumps(
+            {"layout": "study", "builds": all_facts, "figure": panels, "published_vs_measured": comparison}, indent=2
+        )
     )
     return [*figures, out / "report.md", out / "report.json"]
