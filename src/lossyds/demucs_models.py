@@ -88,7 +88,9 @@ def load_demucs(spec: str) -> Any:
 
         names = sorted(p.stem for p in REMOTE_ROOT.glob("*.yaml"))
         raise UsageError(f"demucs has no pretrained model {spec!r}; its models are: {', '.join(names)}.")
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    from .weights import torch_hub_checkpoints
+
+    cache = torch_hub_checkpoints()
     missing = [(file, url) for file, url in files if not (cache / file).exists()]
     if missing:
         raise UsageError(

@@ -182,7 +182,9 @@ def torchvision_classifier(name: str, device: torch.device | None = None) -> Cal
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
         network = torchvision.models.get_model(name, weights=None)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        from .weights import torch_hub_checkpoints
+
+        cached = torch_hub_checkpoints() / Path(weights.url).name
         if not cached.is_file():
             raise UsageError(
                 f"pretrained weights for torchvision:{name} are not cached; put {Path(weights.url).name} in {cached.parent} (from {weights.url})."

@@ -50,16 +50,24 @@ LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pt
 _lpips_models: dict[str, Any] = {}
 
 
+def torchvision_backbone(filename: str, metric: str) -> Path:
+    """The torchvision backbone file `metric` needs, in torch hub's cache; a missing one is one
+    sentence naming the file and where to put it."""
+    from .weights import torch_hub_checkpoints
+
+    path = torch_hub_checkpoints() / filename
+    if not path.is_file():
+        raise UsageError(
+            f"{metric} needs torchvision's backbone weights: put {filename} (from download.pytorch.org/models) at {path}."
+        )
+    return path
+
+
 def lpips(source: np.ndarray, decoded: np.ndarray, net: str = "alex") -> float:
     """LPIPS distance (Zhang et al. 2018, the lpips package's v0.1 linear layers) with the
     AlexNet or VGG-16 backbone; inputs scaled to [-1, 1], grey images repeated to three channels."""
     if net not in _lpips_models:
-        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONES[net]
-        if not checkpoint.exists():
-            raise UsageError(
-                f"lpips{'' if net == 'alex' else '-' + net} needs torchvision's {net} backbone weights: "
-                f"put {checkpoint.name} (from download.pytorch.org/models) at {checkpoint}."
-            )
+        torchvision_backbone(LPIPS_BACKBONES[net], "lpips" if net == "alex" else f"lpips-{net}")
         import lpips as _lpips
 
         _lpips_models[net] = _lpips.LPIPS(net=net, verbose=False)
@@ -73,11 +81,6 @@ DISTS_BACKBONE = LPIPS_BACKBONES["vgg"]
 DISTS_CHANNELS = 3 + 64 + 128 + 256 + 512 + 512  # the input and its five VGG stages, one alpha and beta each
 _dists_model: torch.nn.Module | None = None
 _dists_lock = threading.Lock()  # loading patches a module global of DISTS_pytorch for a moment
-
-
-def dists_backbone() -> Path:
-    """Where torch hub's cache keeps the VGG-16 file DISTS needs."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / DISTS_BACKBONE
 
 
 def _dists_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -100,15 +103,10 @@ def _dists_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_dists(backbone: Path | None = None) -> torch.nn.Module:
-    """DISTS's network (Ding et al. 2020) on the CPU: VGG-16 read from `backbone` (default: torch
-    hub's cache), alpha and beta from the DISTS_pytorch package. Nothing is downloaded."""
-    backbone = backbone or dists_backbone()
-    if not backbone.is_file():
-        raise UsageError(
-            f"metric dists needs torchvision's VGG-16 backbone weights: "
-            f"put {backbone.name} (from download.pytorch.org/models) at {backbone}."
-        )
+def load_dists() -> torch.nn.Module:
+    """DISTS's network (Ding et al. 2020) on the CPU: VGG-16 read from torch hub's cache, alpha
+    and beta from the DISTS_pytorch package. Nothing is downloaded."""
+    backbone = torchvision_backbone(DISTS_BACKBONE, "metric dists")
     import torchvision
     from DISTS_pytorch import DISTS_pt
 

@@ -111,32 +111,25 @@ def per_sample_correlations(directories: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def collect(directory: Path) -> dict[str, Any]:
-    manifest = load_manifest(directory)
-    bits = manifest["bits"]
+def collect(facts: dict[str, Any]) -> dict[str, Any]:
+    """One build's row of the metrics layout, from `study_report.build_facts`: its rate in bpp
+    (images) or kbps (audio), task scores, quality means, and notes on --limit evaluations."""
     row: dict[str, Any] = {
-        "build": str(directory),
-        "codec": manifest["codec"]["name"],
-        "setting": describe_setting(manifest["codec"]["params"]),
-        "modality": manifest["modality"],
-        "rate": bits["bpp"] if manifest["modality"] == "image" else bits["kbps"],
-        "bits_per_sample": bits["per_sample_mean"],
+        "build": facts["build"],
+        "codec": facts["codec"],
+        "setting": describe_setting(facts["params"]),
+        "modality": facts["modality"],
+        "rate": facts["rate"] if facts["modality"] == "image" else facts["kbps"],
+        "bits_per_sample": facts["bits_per_sample"],
         "scores": {},
-        "quality": {
-            name: summary["mean"]
-            for name, summary in (manifest.get("metrics") or {}).items()
-            if summary.get("mean") is not None
-        },
+        "quality": dict(facts["quality"]),
         "partial": [],  # notes on evaluations scored with --limit
     }
-    for path in sorted(Path(directory).glob("eval-*.json")):
-        result = json.loads(path.read_text())
-        for name in TASK_SCORES:
-            if isinstance(result.get(name), (int, float)):
-                row["scores"][name] = result[name]
-        if result.get("limit"):  # scored with --limit: said beside the table
+    for result in facts["evals"]:
+        row["scores"].update({name: result["scores"][name] for name in TASK_SCORES if name in result["scores"]})
+        if result["partial"]:  # scored with --limit: said beside the table
             row["partial"].append(
-                f"{result['task']} scored {result.get('num_evaluated')} of {result.get('num_samples')} samples (--limit)"
+                f"{result['task']} scored {result['evaluated']} of {result['samples']} samples (--limit)"
             )
     return row
 
@@ -176,14 +169,15 @@ def make_report(
     quality metric over builds of one modality; "study": the reference study's figure (one
     panel per dataset, `study_report`). published: a study's numbers (`mpq-2024` or a YAML
     file) set beside the measured runs in report.md and report.json."""
-    from .study_report import comparison_markdown, load_study, make_study_report, published_vs_measured
+    from .study_report import build_facts, comparison_markdown, load_study, make_study_report, published_vs_measured
 
     if layout not in ("metrics", "study"):
         raise UsageError(f"unknown report layout {layout!r}; choose metrics or study.")
     study = load_study(published) if published is not None else None
     if layout == "study":
         return make_study_report(directories, out, study)
-    rows = [collect(Path(d)) for d in directories]
+    all_facts = [build_facts(Path(d)) for d in directories]
+    rows = [collect(facts) for facts in all_facts]
     modalities = {r["modality"] for r in rows}
     if len(modalities) != 1:
         raise UsageError("report compares builds of one modality at a time (images in bpp, audio in kbps).")
@@ -261,9 +255,7 @@ def make_report(
         )
     comparison: list[dict[str, Any]] = []
     if study is not None:
-        from .study_report import build_facts
-
-        comparison = published_vs_measured([build_facts(Path(d)) for d in directories], study)
+        comparison = published_vs_measured(all_facts, study)
         table += "\n\n## Published vs measured\n\n" + comparison_markdown(comparison, study)
     markdown = out / "report.md"
     markdown.write_text(f"# lossyds report\n\n![rate vs metrics](report.png)\n\n{table}\n")

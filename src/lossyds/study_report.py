@@ -88,8 +88,9 @@ def eval_scores(result: dict[str, Any]) -> dict[str, float]:
 
 
 def build_facts(directory: Path) -> dict[str, Any]:
-    """What the study layout needs of one build: dataset, codec and params, the rate (bpp for
-    images, bits per audio sample of every channel for audio), quality means, and its evals."""
+    """What a report needs of one build, read once: dataset, codec and params, the rate (bpp for
+    images, bits per audio sample of every channel for audio; kbps beside it), mean bits per
+    sample, quality means, and its evals."""
     manifest = load_manifest(directory)
     bits = manifest["bits"]
     facts = {
@@ -103,6 +104,8 @@ def build_facts(directory: Path) -> dict[str, Any]:
         "lossless": bool(manifest["codec"].get("lossless")),
         "modality": manifest["modality"],
         "rate": bits["bpp"] if manifest["modality"] == "image" else bits["bits_per_audio_sample"],
+        "kbps": bits.get("kbps"),
+        "bits_per_sample": bits["per_sample_mean"],
         "quality": {
             name: summary["mean"]
             for name, summary in (manifest.get("metrics") or {}).items()
@@ -266,6 +269,36 @@ def _panel_score(
     return task, TASK_SCORE[task], TASK_SCORE[task]
 
 
+def _panel_grid(count: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+    """A matplotlib figure of `count` panels, at most `columns` a row, each `size` inches:
+    (figure, its axes in reading order); the grid's spare axes hidden."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    return figure, list(axes.flat[:count])
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _rate_label(modality: str) -> str:
+    return "bits per pixel" if modality == "image" else "bits per audio sample"
+
+
 def draw_study_figures(
     all_facts: list[dict[str, Any]], out: Path, study: dict[str, Any] | None = None
 ) -> tuple[list[Path], list[dict[str, Any]]]:
@@ -273,11 +306,6 @@ def draw_study_figures(
     lossless build as a dashed line (published points in grey when a study is given);
     report-quality.png: per dataset and quality metric, the metric against rate.
     Returns the paths written and, per panel of report.png, the numbers it draws."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_dataset: dict[str, list[dict[str, Any]]] = {}
     for facts in all_facts:  # a panel per dataset and split
         label = facts["dataset"] if facts["split"] in (None, "") else f"{facts['dataset']} ({facts['split']})"
@@ -299,13 +327,9 @@ def draw_study_figures(
     paths: list[Path] = []
     drawn_panels: list[dict[str, Any]] = []
     if panels:
-        columns = min(3, len(panels))
-        rows = math.ceil(len(panels) / columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.6 * rows), squeeze=False)
+        figure, axes = _panel_grid(len(panels), columns=3, size=(4.3, 3.6))
         markers = "os^Dpv*xP"
-        for axis in axes.flat[len(panels) :]:
-            axis.set_visible(False)
-        for axis, (dataset, builds, entry, task, score, label) in zip(axes.flat, panels):
+        for axis, (dataset, builds, entry, task, score, label) in zip(axes, panels):
             lossy = []
             baseline = None
             for facts in builds:
@@ -365,8 +389,7 @@ def draw_study_figures(
                             color="grey",
                         )
                 axis.axhline(numbers["baseline"], ls=":", c="grey", lw=1)
-            image = builds[0]["modality"] == "image"
-            axis.set_xlabel("bits per pixel" if image else "bits per audio sample")
+            axis.set_xlabel(_rate_label(builds[0]["modality"]))
             axis.set_ylabel(label)
             axis.set_title((entry or {}).get("title", dataset), fontsize=10)
             drawn = [rate for rate, _, _ in lossy]
@@ -374,11 +397,7 @@ def draw_study_figures(
                 drawn += [r for r in map(lambda c: published_rate_in_bits(entry, c), entry["rates_as_published"]) if r]
             axis.set_xlim(0, 1.15 * max(drawn) if drawn else None)
             axis.grid(True, alpha=0.3)
-        figure.tight_layout()
-        out.mkdir(parents=True, exist_ok=True)
-        paths.append(out / "report.png")
-        figure.savefig(paths[-1], dpi=110)
-        plt.close(figure)
+        paths.append(_save(figure, out / "report.png"))
 
     quality = [
         (dataset, metric, builds)
@@ -386,12 +405,8 @@ def draw_study_figures(
         for metric in sorted({q for b in builds for q in b["quality"]})
     ]
     if quality:
-        columns = min(4, len(quality))
-        rows = math.ceil(len(quality) / columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
-        for axis in axes.flat[len(quality) :]:
-            axis.set_visible(False)
-        for axis, (dataset, metric, builds) in zip(axes.flat, quality):
+        figure, axes = _panel_grid(len(quality), columns=4, size=(4, 3.3))
+        for axis, (dataset, metric, builds) in zip(axes, quality):
             for facts in builds:
                 if metric in facts["quality"] and not facts["lossless"]:
                     axis.scatter(facts["rate"], facts["quality"][metric], zorder=3)
@@ -403,16 +418,12 @@ def draw_study_figures(
                         ha="center",
                         fontsize=8,
                     )
-            axis.set_xlabel("bits per pixel" if builds[0]["modality"] == "image" else "bits per audio sample")
+            axis.set_xlabel(_rate_label(builds[0]["modality"]))
             axis.set_ylabel(metric)
             axis.set_title(f"{dataset}: {metric}", fontsize=10)
             axis.set_xlim(left=0)
             axis.grid(True, alpha=0.3)
-        figure.tight_layout()
-        out.mkdir(parents=True, exist_ok=True)
-        paths.append(out / "report-quality.png")
-        figure.savefig(paths[-1], dpi=110)
-        plt.close(figure)
+        paths.append(_save(figure, out / "report-quality.png"))
     if not paths:
         raise UsageError(
             "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."

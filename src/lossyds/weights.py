@@ -89,11 +89,17 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def torch_hub_checkpoints() -> Path:
+    """torch hub's checkpoint folder ($TORCH_HOME/hub/checkpoints), where torchvision, lpips and
+    demucs keep the files they download."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def cache_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("LOSSYDS_WEIGHTS_DIR"):
         dirs.append(Path(os.environ["LOSSYDS_WEIGHTS_DIR"]).expanduser())
-    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    dirs.append(torch_hub_checkpoints())
     return dirs
 
 
