@@ -18,6 +18,7 @@ import yaml
 
 from .errors import UsageError
 from .manifest import CARD_NAME, MANIFEST_NAME, achieved_rate_text, load_manifest, shard_format_of
+from .shards import is_url
 
 # https://huggingface.co/docs/hub/repositories-recommendations (checked 2026-11)
 HUB_MAX_FILE_BYTES = 50 * 10**9  # hard limit per file
@@ -155,6 +156,10 @@ def plan_push(directory: str | Path, repo: str, license: str | None = None) -> P
     """Everything `push` will upload, checked against the Hub's limits; nothing is sent."""
     if not _REPO_ID.match(repo):
         raise UsageError(f"--repo must look like OWNER/NAME (got {repo!r}).")
+    if is_url(directory):
+        raise UsageError(
+            f"push uploads a build folder on this machine, and {directory} is a URL; copy the build to a local folder first."
+        )
     root = Path(directory).resolve()
     manifest = load_manifest(root)
     if not (license or manifest["dataset"].get("license")):

@@ -5,21 +5,35 @@ when it is allowed), a local dataset folder or data files (parquet, arrow, csv+f
 or a folder written by `save_to_disk`. The split takes datasets' own slicing syntax
 (`validation`, `validation[:1000]`, `train[10:20]`, `train[:5%]`), resolved by
 `datasets.ReadInstruction`, so the rows are the ones `load_dataset(..., split=...)` gives.
+Keys and recorded rows are numbered in the base split (`validation-00000362`).
+
+A `save_to_disk` folder of one split (`load_dataset(..., split="validation").save_to_disk(P)`)
+records the split it was saved from, and serves only that split: `validation`, or a slice
+of it (`validation[2:7]`). A folder saved from a slice (`validation[2:7]`) keeps its rows'
+numbers and serves only slices within them. A folder that records no split (a `Dataset`
+made in memory) holds what datasets calls a split without a name: `train`.
+
+The manifest, the card and each sample (`source.path`, `NAME#ROW`) record a Hub id or a
+relative path as given, and any other local path by its last name (`/data/hf/beans` ->
+`hf:beans`): an absolute local path never leaves the machine with a build.
 
 Roles come from the feature types: the first `Image` column is the image (a second one is
 the segmentation `mask`), the first `Audio` column the audio, a `ClassLabel` column the
 `label` (with its `class_name`), and a string column named like a transcript (`text`,
 `sentence`, `transcription`, ...) the `text`. `--column ROLE=NAME[,ROLE=NAME]` overrides
-(roles: image, audio, label, mask, text). Images and audio are read as the bytes the
-dataset stores, not decoded by `datasets`: lossyds decodes them by its own rules (audio at
-its file's own rate; a 48 kHz MP3 is decoded once, then encoded) and counts those bytes as
-the source bits. A mask is stored as its PNG bytes when it is a PNG (pixel-identical), else
-losslessly re-encoded as PNG.
+(roles: image, audio, label, mask, text); a column of a type its role cannot use is refused
+before anything is built (lossyds.sources.huggingface_columns). Images and audio are read as
+the bytes the dataset stores, not decoded by `datasets`: lossyds decodes them by its own
+rules (audio at its file's own rate; a 48 kHz MP3 is decoded once, then encoded) and counts
+those bytes as the source bits. A mask is stored as its PNG bytes when it is a PNG
+(pixel-identical), else losslessly re-encoded as PNG.
 
 `--hf-streaming` reads a Hub dataset as a stream and keeps only the selected rows (in
 memory, as an arrow table), so a 150 GB training split is never downloaded whole for a
-`[:1000]` slice. The dataset's fingerprint (and the Hub revision where known) goes into
-the build's settings: a resumed build refuses a changed source.
+`[:1000]` slice. It reads the same stored cells, so a streamed build's shards and manifest
+are byte-identical to a build that reads the whole split. The fingerprint of the rows read
+(a sha256 of the role columns' stored values) goes into the build's settings: a resumed
+build refuses a changed source.
 """
 
 from __future__ import annotations
@@ -34,27 +48,24 @@ from ..errors import SourceError, UsageError
 from ..options import Option
 from ..types import SourceSample
 from .base import Source, SourceRef, decode_audio, decode_image, safe_key
+from .huggingface_columns import ROLES, label_targets, parse_columns, role_columns, rows_fingerprint
 
-ROLES = ("image", "audio", "label", "mask", "text")
-TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_text")
-MASK_COLUMNS = ("annotation", "mask", "label", "segmentation", "semantic_segmentation", "seg", "labels")
+__all__ = ["ROLES", "HuggingFaceSource", "parse_columns", "recorded_name"]
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SPLIT = re.compile(r"^\s*([\w.-]+)\s*(\[.*\])?\s*$")
 
 
-def parse_columns(text: str | None) -> dict[str, str]:
-    """'image=img,label=fine_label' -> {'image': 'img', 'label': 'fine_label'}."""
-    roles: dict[str, str] = {}
-    for pair in (text or "").split(","):
-        if not pair.strip():
-            continue
-        role, equals, column = (part.strip() for part in pair.partition("="))
-        if not equals or role not in ROLES or not column:
-            raise UsageError(
-                f"column takes ROLE=NAME pairs with ROLE one of {', '.join(ROLES)} (got {pair.strip()!r})."
-            )
-        roles[role] = column
-    return roles
+def recorded_name(path: str) -> str:
+    """What the manifest, the card and each sample record for NAME_OR_PATH: a Hub id, or a path
+    relative to the working folder, as given; any other local path (absolute, under ~, or
+    through ..) by its last name only, so no local folder's location leaves the machine."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        return path
+    if local.is_absolute() or path.startswith("~") or ".." in local.parts or local.as_posix() == ".":
+        return local.resolve().name or path
+    return local.as_posix()
 
 
 def _datasets():
@@ -87,7 +98,8 @@ class HuggingFaceSource(Source):
         if not path:
             raise UsageError("name the Hugging Face dataset: --dataset hf:NAME_OR_PATH.")
         self.path = path
-        self.name = f"hf:{path}"  # type: ignore[misc]  (the instance's name: what the manifest records)
+        self.recorded = recorded_name(path)
+        self.name = f"hf:{self.recorded}"  # type: ignore[misc]  (the instance's name: what the manifest records)
         # --root, when given, is where the data is read from (a local copy of the Hub dataset
         # NAME: save_to_disk folder or data files); the manifest still names NAME.
         self.location = str(Path(root).expanduser()) if root is not None else path
@@ -100,8 +112,15 @@ class HuggingFaceSource(Source):
         self._table: Any = None
         self._columns: dict[str, str] = {}
         self._license: str | None = None
-        self._spool_offset = 0
-        self._spooled_rows = False  # the table holds only the selected rows (a stream's)
+        self._offset = 0  # the base split's row number of the table's first row
+        self._rows = (0, 0)  # the selected rows [first, end), numbered in the base split
+        self._saved_as: str | None = None  # the slice a save_to_disk folder of one split was saved from
+
+    def configure(self, options: dict[str, Any]) -> dict[str, Any]:
+        # Streaming is how the rows are read, not which rows: a streamed build records the same
+        # settings, and so writes the same manifest, as one that reads the whole split.
+        self.streaming = bool(options.pop("hf_streaming"))
+        return options
 
     def resolve_root(self, root: str | Path | None) -> Path:
         local = Path(self.location).expanduser()
@@ -115,36 +134,89 @@ class HuggingFaceSource(Source):
     # -- opening --------------------------------------------------------------------
 
     def _open(self) -> Any:
-        """The whole base split as a pyarrow-backed datasets Table (rows addressed absolutely)."""
+        """The base split's rows as an arrow table (the whole split, or the rows a stream or a
+        save_to_disk folder holds), read without datasets decoding them."""
         if self._table is not None:
             return self._table
         datasets = _datasets()
-        local = Path(self.location).expanduser()
         try:
-            if local.is_dir() and any((local / name).is_file() for name in ("state.json", "dataset_dict.json")):
-                loaded = datasets.load_from_disk(str(local))
-                if isinstance(loaded, datasets.DatasetDict):
-                    if self.base_split not in loaded:
-                        raise UsageError(f"{self.path} has no split {self.base_split!r}; it has: {', '.join(loaded)}.")
-                    loaded = loaded[self.base_split]
-            elif self.options["hf_streaming"]:
-                loaded = self._spooled(datasets)
-                self._spooled_rows = True
-            else:
-                loaded = datasets.load_dataset(**self._hub_arguments(), split=self.base_split)
+            table, features, info = self._load(datasets)
         except UsageError:
             raise
         except (ValueError, FileNotFoundError, ConnectionError, OSError, KeyError) as exc:
             raise UsageError(f"datasets cannot open {self.location!r} split {self.base_split!r}: {exc}") from None
-        self._features = loaded.features
-        self._fingerprint = getattr(loaded, "_fingerprint", None)
-        self._license = (loaded.info.license or None) if loaded.info is not None else None
-        self._columns = self._role_columns(datasets, loaded.features)
-        # The arrow table itself: rows are read by absolute index, without datasets decoding
-        # them. It pickles to worker processes by file reference (memory-mapped) or by value
-        # (a stream's selected rows).
-        self._table = loaded.flatten_indices().data if loaded._indices is not None else loaded.data
-        return self._table
+        self._features = features
+        self._license = (info.license or None) if info is not None else None
+        self._columns = role_columns(datasets, self.roles, features, self.modality, self.path)
+        # It pickles to worker processes by file reference (memory-mapped) or by value (a stream's rows).
+        self._table = table
+        return table
+
+    def _load(self, datasets) -> tuple[Any, Any, Any]:
+        """(table, features, info) of the base split; sets the table's first row and the selection."""
+        local = Path(self.location).expanduser()
+        if local.is_dir() and any((local / name).is_file() for name in ("state.json", "dataset_dict.json")):
+            loaded = datasets.load_from_disk(str(local))
+            if isinstance(loaded, datasets.DatasetDict):
+                if self.base_split not in loaded:
+                    raise UsageError(f"{self.path} has no split {self.base_split!r}; it has: {', '.join(loaded)}.")
+                loaded = loaded[self.base_split]
+                total = loaded.num_rows
+            else:
+                self._offset, total = self._held_rows(datasets, loaded)
+        elif self.streaming:
+            return self._spooled(datasets)
+        else:
+            loaded = datasets.load_dataset(**self._hub_arguments(), split=self.base_split)
+            total = loaded.num_rows
+        table = loaded.flatten_indices().data if loaded._indices is not None else loaded.data
+        self._rows = self._selected(total, table.num_rows)
+        return table, loaded.features, loaded.info
+
+    def _held_rows(self, datasets, loaded: Any) -> tuple[int, int | None]:
+        """(the base split's row number of the first row, the base split's rows or None when
+        unknown) of a save_to_disk folder of one split, which must be the split asked for. The
+        folder records the split it was saved from (`validation`, `validation[2:7]`); one that
+        records none holds what datasets calls a split without a name: 'train'."""
+        if loaded.split is None:
+            if self.base_split != "train":
+                raise UsageError(
+                    f"{self.path} does not record which split it holds, which datasets calls 'train'; "
+                    f"build it with split 'train' (or a slice such as 'train[:100]'), not {self.split!r}."
+                )
+            return 0, loaded.num_rows
+        saved = str(loaded.split)
+        match = _SPLIT.match(saved)
+        if match is None or match.group(1) != self.base_split:
+            raise UsageError(f"{self.path} holds only split {saved!r} (saved by save_to_disk), not {self.split!r}.")
+        if not match.group(2):
+            return 0, loaded.num_rows
+        self._saved_as = saved
+        splits = loaded.info.splits if loaded.info is not None else None
+        if splits and self.base_split in splits:
+            total = splits[self.base_split].num_examples
+            (absolute,) = datasets.ReadInstruction.from_spec(saved).to_absolute({self.base_split: total})
+            return absolute.from_, total
+        start = re.fullmatch(r"\[\s*(\d*)\s*:.*\]", match.group(2))
+        if start is None:
+            raise UsageError(
+                f"{self.path} holds {saved!r} of a split whose length it does not record, so its row numbers are "
+                f"unknown; save it from a slice of row numbers such as '{self.base_split}[100:200]'."
+            )
+        return int(start.group(1) or 0), None
+
+    def _selected(self, total: int | None, held: int) -> tuple[int, int]:
+        """The rows [first, end) the split asks for, numbered in the base split, which must lie
+        within the `held` rows of the table (a sliced save_to_disk folder holds only its slice)."""
+        first, end = self._bounds(total)
+        stop = self._offset + held
+        end = stop if end is None else end
+        if self._saved_as is not None and (first < self._offset or end > stop):
+            raise UsageError(
+                f"{self.path} holds rows {self._offset} to {stop - 1} of split {self.base_split!r} (saved as "
+                f"{self._saved_as!r}); split {self.split!r} asks for rows {first} to {end - 1}."
+            )
+        return max(first, self._offset), max(min(end, stop), self._offset)
 
     def _hub_arguments(self) -> dict[str, Any]:
         """load_dataset's name, configuration and revision: a local copy (--root) is read as
@@ -153,25 +225,30 @@ class HuggingFaceSource(Source):
             return {"path": self.location}
         return {"path": self.path, "name": self.options["hf_config"], "revision": self.options["hf_revision"]}
 
-    def _spooled(self, datasets) -> Any:
+    def _spooled(self, datasets) -> tuple[Any, Any, Any]:
         """Stream the base split and keep only the selected rows, in memory (an arrow table)."""
+        import pyarrow
+
         stream = datasets.load_dataset(**self._hub_arguments(), split=self.base_split, streaming=True)
-        total = None
-        if stream.info is not None and stream.info.splits and self.base_split in stream.info.splits:
-            total = stream.info.splits[self.base_split].num_examples
-        first, end = self._bounds(total)
-        self._spool_offset = first
         if stream.features is None:
             raise UsageError(
                 f"the stream of {self.location!r} does not describe its columns; read it without --hf-streaming."
             )
-        for name, feature in stream.features.items():
-            if isinstance(feature, (datasets.Image, datasets.Audio)):
-                stream = stream.cast_column(name, type(feature)(decode=False))
+        total = None
+        if stream.info is not None and stream.info.splits and self.base_split in stream.info.splits:
+            total = stream.info.splits[self.base_split].num_examples
+        first, end = self._bounds(total)
         selected = stream.skip(first).take(end - first) if end is not None else stream.skip(first)
-        features = selected.features
-        rows = list(selected)  # only the selected rows, never the whole split
-        return datasets.Dataset.from_list(rows, features=features)
+        # Arrow batches hold the cells as stored: datasets' own image and audio decoding (and
+        # the libraries it needs) never runs, as when a whole split is read.
+        tables = list(selected.with_format("arrow").iter(batch_size=256))
+        table = (
+            pyarrow.concat_tables(tables, promote_options="default")
+            if tables
+            else stream.features.arrow_schema.empty_table()
+        )
+        self._offset, self._rows = first, (first, first + table.num_rows)
+        return table, stream.features, stream.info
 
     def _bounds(self, total: int | None) -> tuple[int, int | None]:
         """(first row, end row or None for 'to the end') of the split's slice, in a base split
@@ -187,47 +264,9 @@ class HuggingFaceSource(Source):
         match = re.fullmatch(r"\s*[\w.-]+\s*\[\s*(\d*)\s*:\s*(\d*)\s*\]\s*", self.split or "")
         if match is None:
             raise UsageError(
-                f"split {self.split!r}: this stream does not say how many rows it has, so slice it by rows, e.g. [:1000]."
+                f"split {self.split!r}: this source does not say how many rows its split has, so slice it by rows, e.g. [:1000]."
             )
         return int(match.group(1) or 0), (int(match.group(2)) if match.group(2) else None)
-
-    def _role_columns(self, datasets, features: dict[str, Any]) -> dict[str, str]:
-        for role, column in self.roles.items():
-            if column not in features:
-                raise UsageError(
-                    f"column {column!r} (for {role}) is not in {self.path}; its columns: {', '.join(features)}."
-                )
-        found = dict(self.roles)
-        images = [n for n, f in features.items() if isinstance(f, datasets.Image) and n not in found.values()]
-        audios = [n for n, f in features.items() if isinstance(f, datasets.Audio) and n not in found.values()]
-        if self.modality == "image" and "image" not in found and images:
-            preferred = [n for n in images if n.lower() in ("image", "img", "photo", "picture")]
-            found["image"] = (preferred or [n for n in images if n.lower() not in MASK_COLUMNS] or images)[0]
-        if self.modality == "image" and "mask" not in found:
-            masks = [n for n in images if n != found.get("image")]
-            named = [n for n in masks if n.lower() in MASK_COLUMNS]
-            if named or masks:
-                found["mask"] = (named or masks)[0]
-        if self.modality == "audio" and "audio" not in found and audios:
-            found["audio"] = audios[0]
-        if "label" not in found:
-            labels = [n for n, f in features.items() if isinstance(f, datasets.ClassLabel)]
-            if labels:
-                found["label"] = labels[0]
-        if "text" not in found:
-            texts = [
-                n
-                for n, f in features.items()
-                if isinstance(f, datasets.Value) and f.dtype in ("string", "large_string") and n.lower() in TEXT_COLUMNS
-            ]
-            if texts:
-                found["text"] = texts[0]
-        if self.modality not in found:
-            raise UsageError(
-                f"{self.path} has no {self.modality} column (its columns: {', '.join(features)}); "
-                f"name it with --column {self.modality}=NAME."
-            )
-        return found
 
     # -- the Source interface -----------------------------------------------------------
 
@@ -245,44 +284,38 @@ class HuggingFaceSource(Source):
 
     def records(self) -> list[SourceRef]:
         table = self._open()
-        if self._spooled_rows:
-            offset, first, end = self._spool_offset, 0, table.num_rows
-        else:
-            offset = 0
-            first, end = self._bounds(table.num_rows)
-            end = table.num_rows if end is None else min(end, table.num_rows)
-        count = max(0, end - first)
-        labels = (
-            table.column(self._columns["label"]).slice(first, count).to_pylist() if "label" in self._columns else None
-        )
-        texts = table.column(self._columns["text"]).slice(first, count).to_pylist() if "text" in self._columns else None
-        names = None
-        if labels is not None:
-            feature = self._features[self._columns["label"]]
-            names = getattr(feature, "names", None)
-        self.options = {
-            **self.options,
-            "columns": dict(sorted(self._columns.items())),
-            "fingerprint": self._fingerprint,
-            "rows": [first + offset, end + offset],
-        }
+        first, end = self._rows
+        start, count = first - self._offset, max(0, end - first)  # start: the table's row of `first`
+
+        def column(role: str) -> list[Any]:
+            if role not in self._columns:
+                return [None] * count
+            return table.column(self._columns[role]).slice(start, count).to_pylist()
+
+        labels: list[dict[str, Any]] = [{}] * count
+        names = strings = None  # the ClassLabel's names; a string label column's names
+        if "label" in self._columns:
+            names = getattr(self._features[self._columns["label"]], "names", None)
+            labels, strings = label_targets(column("label"), names)
+        fingerprint = rows_fingerprint(table, self._columns, start, start + count, strings or names)
+        options = {**self.options, "columns": dict(sorted(self._columns.items())), "fingerprint": fingerprint}
+        options["rows"] = [first, end]
+        if strings is not None:
+            options["label_names"] = strings
+        self.options = options
         refs = []
-        for position in range(count):
+        for position, text in enumerate(column("text")):
+            targets = dict(labels[position])
+            if text is not None:
+                targets["text"] = str(text)
             row = first + position
-            targets: dict[str, Any] = {}
-            if labels is not None and labels[position] is not None and labels[position] >= 0:  # -1: unlabelled
-                targets["label"] = int(labels[position])
-                if names is not None and 0 <= targets["label"] < len(names):
-                    targets["class_name"] = names[targets["label"]]
-            if texts is not None and texts[position] is not None:
-                targets["text"] = str(texts[position])
-            refs.append(SourceRef(safe_key(f"{self.base_split}-{row + offset:08d}"), str(row), targets))
+            refs.append(SourceRef(safe_key(f"{self.base_split}-{row:08d}"), str(row), targets))
         return refs
 
     def load(self, record: SourceRef) -> SourceSample:
         table = self._open()
-        row = int(record.path)
-        sample = SourceSample(key=record.key, targets=dict(record.targets), source_path=f"{self.path}#{row}")
+        row = int(record.path)  # numbered in the base split, as the key and the recorded path
+        sample = SourceSample(key=record.key, targets=dict(record.targets), source_path=f"{self.recorded}#{row}")
         column = self._columns[self.modality]
         data, where = self._file_bytes(table, column, row)
         digest = hashlib.sha256(data)
@@ -301,8 +334,8 @@ class HuggingFaceSource(Source):
         return sample
 
     def _file_bytes(self, table: Any, column: str, row: int) -> tuple[bytes, str]:
-        """The stored file of an Image/Audio cell: its bytes, or the file its path names."""
-        cell = table.column(column)[row].as_py()
+        """The stored file of an Image/Audio cell of base-split row `row`: its bytes, or the file its path names."""
+        cell = table.column(column)[row - self._offset].as_py()
         where = f"{column} of row {row}"
         if not isinstance(cell, dict):
             raise SourceError(f"{where} is not an Image/Audio cell")
@@ -312,7 +345,9 @@ class HuggingFaceSource(Source):
             try:
                 return Path(cell["path"]).read_bytes(), where
             except OSError as exc:
-                raise SourceError(f"{where} names {cell['path']}, which cannot be read: {exc.strerror}") from None
+                # The file's name only: a local folder's location stays out of the manifest's skip reasons.
+                name = Path(cell["path"]).name
+                raise SourceError(f"{where} names {name}, which cannot be read: {exc.strerror}") from None
         raise SourceError(f"{where} is empty")
 
 
