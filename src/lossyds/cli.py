@@ -19,6 +19,7 @@ from . import __version__
 from .cli_build import LOCATION
 from .errors import LossydsError
 from .manifest import achieved_rate_text
+from .storage import storage_errors
 
 out = Console(highlight=False, markup=False)
 err = Console(stderr=True, highlight=False)
@@ -117,7 +118,8 @@ def merge(directory: Path) -> None:
     from .build import merge as run_merge
 
     try:
-        manifest = run_merge(directory)
+        with storage_errors(directory, "merging in", "rerunning the merge continues it"):
+            manifest = run_merge(directory)
     except LossydsError as exc:
         fail(exc)
     out.print(summary_table(manifest, directory))
@@ -131,7 +133,8 @@ def info(directory: Path, as_json: bool) -> None:
     from .manifest import load_manifest
 
     try:
-        manifest = load_manifest(directory)
+        with storage_errors(directory, "reading"):
+            manifest = load_manifest(directory)
     except LossydsError as exc:
         fail(exc)
     if as_json:
@@ -157,7 +160,7 @@ def verify(directory: Path, decode: bool, weights: str | None, cores: int | None
     from .verify import verify as run_verify
 
     try:
-        with progress_bar("verifying") as bar:
+        with storage_errors(directory, "verifying"), progress_bar("verifying") as bar:
             task = bar.add_task("verify", total=None)
             report = run_verify(
                 directory,
@@ -173,7 +176,7 @@ def verify(directory: Path, decode: bool, weights: str | None, cores: int | None
 
 
 @main.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LOCATION)  # a URL kept as written, so an error names it intact
 @click.option("--repo", required=True, help="Hugging Face dataset repo, OWNER/NAME.")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--revision", help="Branch to upload to.")
@@ -182,7 +185,7 @@ def verify(directory: Path, decode: bool, weights: str | None, cores: int | None
 )
 @click.option("--dry-run", is_flag=True, help="Print the files and the dataset card; upload nothing.")
 def push(
-    directory: Path, repo: str, private: bool, revision: str | None, license_id: str | None, dry_run: bool
+    directory: Path | str, repo: str, private: bool, revision: str | None, license_id: str | None, dry_run: bool
 ) -> None:
     """Upload a build (shards, manifest.json, a generated dataset card) to the Hugging Face Hub."""
     from .hub import plan_push

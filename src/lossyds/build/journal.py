@@ -14,18 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildStateError, LossydsError, UsageError
-from ..manifest import (
-    BUILD_INFO_NAME,
-    CARD_NAME,
-    JOURNAL_NAME,
-    MANIFEST_NAME,
-    PARTIAL_SUFFIX,
-    is_shard_name,
-    write_json_atomic,
-)
+from ..manifest import JOURNAL_NAME, write_text_atomic
 
 TOTAL_KEYS = ("raw_bits", "source_bytes", "pixels", "seconds", "audio_samples", "payload_bytes")
-OWNED = (MANIFEST_NAME, JOURNAL_NAME, BUILD_INFO_NAME, CARD_NAME)  # files a build writes besides shards
 
 
 def zero_totals() -> dict[str, Any]:
@@ -66,19 +57,34 @@ class Journal:
     metrics: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count] over finite values
     json_types: Any = "null"  # lossyds.jsontypes: every finished record's KEY.json, unified
     next_index: int = 0
+    # Files besides the next shard that the build may write before the journal is saved again
+    # (the finished build's card and manifest, a merge's shards): the records that let clean-up
+    # remove them (lossyds.build.folder). The next shard's name follows from `shards`.
+    writing: list[str] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
 
     def save(self, out: Path) -> None:
-        write_json_atomic(out / JOURNAL_NAME, asdict(self))
+        write_text_atomic(out / JOURNAL_NAME, self.to_bytes().decode())
+
+    @classmethod
+    def parse(cls, data: bytes | None, label: str, strict: bool = True) -> Journal | None:
+        """The journal in `data` (None when there is none); a damaged one raises BuildStateError
+        naming `label`, or is None when not `strict`."""
+        if data is None:
+            return None
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError) as exc:
+            if not strict:
+                return None
+            raise BuildStateError(f"{label} is damaged ({exc}); rerun with --force to start over.") from exc
 
     @classmethod
     def load(cls, out: Path) -> Journal | None:
         path = out / JOURNAL_NAME
-        if not path.is_file():
-            return None
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise BuildStateError(f"{path} is damaged ({exc}); rerun with --force to start over.") from exc
+        return cls.parse(path.read_bytes() if path.is_file() else None, str(path))
 
     def shard_stats(self) -> list[ShardStats]:
         return [ShardStats(**entry) for entry in self.shards]
@@ -99,55 +105,9 @@ def make_folder(out: Path) -> bool:
     return True
 
 
-def drop_unused_journal(out: Path) -> None:
-    """When a build stops before finishing any shard, its journal holds nothing worth
-    resuming: remove it (nothing is lost; a rerun starts from the beginning)."""
-    try:
-        journal = Journal.load(out)
-    except BuildStateError:
-        return
-    if journal is None or not journal.shards:
-        (out / JOURNAL_NAME).unlink(missing_ok=True)
-
-
 def remove_empty_folder(out: Path) -> None:
     """Remove a folder this build created, if it is empty (a failed build leaves nothing)."""
     try:
         out.rmdir()
     except OSError:
         pass  # not empty (another build's lock, a kept journal, ...): keep it
-
-
-def check_resumable(out: str | Path, journal: Journal | None, settings: dict[str, Any]) -> Journal:
-    """The journal to continue: `journal` when its settings are `settings`, a new one when there is none."""
-    if journal is None:
-        return Journal(settings=settings)
-    if journal.settings != settings:
-        changed = sorted(k for k in set(settings) | set(journal.settings) if settings.get(k) != journal.settings.get(k))
-        raise BuildStateError(
-            f"{out} holds an interrupted build with other settings ({', '.join(changed)}); rerun it with the same settings, or pass --force."
-        )
-    return journal
-
-
-def prepare_output(out: Path, force: bool, settings: dict[str, Any]) -> Journal:
-    """Refuse a finished folder (unless `force`), resume an interrupted one, or start fresh.
-    The folder exists (make_folder) and this process holds its lock (lossyds.build.lock)."""
-    if force:
-        for path in out.iterdir():
-            if path.name in OWNED or is_shard_name(path.name) or path.name.endswith(PARTIAL_SUFFIX):
-                path.unlink()
-    elif (out / MANIFEST_NAME).exists():
-        raise BuildStateError(f"{out} already holds a finished build; pass --force to rebuild it.")
-    journal = check_resumable(out, Journal.load(out), settings)
-    # Remove leftovers of the interrupted run: partial files and shards finished after the last journal write.
-    kept = {shard["path"] for shard in journal.shards}
-    for path in out.iterdir():
-        if path.name.endswith(PARTIAL_SUFFIX) or (is_shard_name(path.name) and path.name not in kept):
-            path.unlink()
-    for shard in journal.shards:
-        if not (out / shard["path"]).is_file():
-            raise BuildStateError(
-                f"{out}: shard {shard['path']} recorded as finished is missing; pass --force to rebuild."
-            )
-    return journal

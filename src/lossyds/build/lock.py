@@ -26,6 +26,15 @@ from ..errors import BuildLockedError, LossydsError
 LOCK_NAME = ".lossyds-lock"
 
 
+def is_lock_record(data: bytes) -> bool:
+    """Whether `data` is what `hold_folder` writes into a lock file."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and set(record) == {"pid", "host", "command", "started"}
+
+
 def _holder_text(path: Path) -> str:
     try:
         holder = json.loads(path.read_text())

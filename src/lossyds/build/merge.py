@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -11,11 +12,21 @@ from typing import Any
 
 from .. import jsontypes
 from ..errors import BuildStateError, UsageError
-from ..manifest import MANIFEST_NAME, PARTIAL_SUFFIX, PARTS_DIR, load_manifest, shard_format_of, shard_name
+from ..manifest import (
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    PARTIAL_SUFFIX,
+    PARTS_DIR,
+    load_manifest,
+    shard_format_of,
+    shard_name,
+)
 from ..shards import is_url, join_location
+from .claim import CLAIM_NAME
 from .finish import assemble_manifest, finish_folder
-from .journal import TOTAL_KEYS, ShardStats, zero_totals
-from .lock import hold_folder
+from .folder import FINISH_NAMES, MARKER_NAME, Folder, LocalFolder, discard_build, holds_marker
+from .journal import TOTAL_KEYS, Journal, ShardStats, zero_totals
+from .lock import LOCK_NAME, hold_folder
 
 
 def _dataset_identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -109,16 +120,47 @@ def merge(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if not out.is_dir():
         raise UsageError(f"{out} is not a folder.")
+    folder = LocalFolder(out)
     with hold_folder(out, "merge"):
-        if (out / MANIFEST_NAME).exists():
-            raise BuildStateError(f"{out} already holds a finished build; remove it before merging parts into it.")
+        check_mergeable(folder)
         folders, manifests = load_parts(out)
         merged, copies = plan_merge(folders, manifests)
+        folder.write(JOURNAL_NAME, merge_journal(copies))
         for source, name in copies:
             link_or_copy(source, out / name)
         finish_folder(out, merged, merge_info(folders))
-        shutil.rmtree(out / PARTS_DIR)
+        remove_parts(folder, [LocalFolder(part) for part in folders])
         return merged
+
+
+def check_mergeable(folder: Folder) -> None:
+    """Refuse to merge into a folder that is not the parts' lossyds folder, or that holds a finished build."""
+    if not holds_marker(folder):
+        raise UsageError(f"{folder.label} is not the folder of a partitioned lossyds build (it has no lossyds marker).")
+    if folder.read(MANIFEST_NAME) is not None:
+        raise BuildStateError(f"{folder.label} already holds a finished build; remove it before merging parts into it.")
+    stale = Journal.parse(folder.read(JOURNAL_NAME), folder.label, strict=False)
+    if stale is not None and stale.settings != {"merge": True}:
+        raise BuildStateError(f"{folder.label} holds an interrupted build; finish it or remove it before merging.")
+
+
+def merge_journal(copies: list[tuple[str | Path, str]]) -> bytes:
+    """The journal a merge writes first: it names every file the merge is about to write."""
+    return Journal(settings={"merge": True}, writing=[name for _, name in copies] + list(FINISH_NAMES)).to_bytes()
+
+
+def remove_parts(folder: Folder, parts: list[Folder]) -> None:
+    """After a merge: each part's recorded files, then its folder and the parts folder where empty."""
+    for part in parts:
+        discard_build(part)
+        for name in (LOCK_NAME, CLAIM_NAME, MARKER_NAME):
+            part.remove(name)
+    if isinstance(folder, LocalFolder):
+        for part in parts:
+            with contextlib.suppress(OSError):
+                Path(part.label).rmdir()
+        with contextlib.suppress(OSError):
+            (folder.path / PARTS_DIR).rmdir()
 
 
 def merge_info(folders: list[str | Path]) -> dict[str, Any]:

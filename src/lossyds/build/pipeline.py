@@ -1,7 +1,7 @@
 """The build, top to bottom: source -> codec -> sample record -> shard writer -> manifest.
 
 1. plan: the codec, the source reader and the slice of its samples to build;
-2. prepare_output: refuse, resume or start the folder (journal.py);
+2. prepare_folder: refuse, resume or start the folder (folder.py), removing only what its records name;
 3. encode_all: read and encode each sample, in worker processes (encode.py);
 4. RateKeeper picks each sample's bitstream, ShardStage writes its record (stages.py);
 5. assemble_manifest and finish_folder (finish.py).
@@ -28,7 +28,8 @@ from ..shards import ShardWriter, is_url
 from ..sources import Source, SourceRef
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
-from .journal import Journal, drop_unused_journal, make_folder, prepare_output, remove_empty_folder
+from .folder import FINISH_NAMES, LocalFolder, claim, prepare_folder, release_unused, unclaim_if_unused
+from .journal import Journal, make_folder, remove_empty_folder
 from .lock import hold_folder
 from .options import BuildOptions
 from .stages import RateKeeper, ShardStage
@@ -122,23 +123,36 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
     if is_url(job.out):
         from .remote import staged_build
 
-        with staged_build(str(job.out), options.force, job.settings) as (staging, journal, uploader):
+        top = str(options.out) if job.part is not None else None
+        with staged_build(str(job.out), options.force, job.settings, top) as (staging, journal, uploader):
             return _run(job, staging, journal, options, progress, started, uploader)
-    created = make_folder(job.out)
+    if job.part is not None:
+        claim_local(Path(options.out))  # the parts' common folder, where merge writes
+    folder = LocalFolder(job.out)
+    created = claim_local(job.out)
     try:
         with hold_folder(job.out, "build"):
             try:
-                return _run(
-                    job, job.out, prepare_output(job.out, options.force, job.settings), options, progress, started
-                )
+                journal = prepare_folder(folder, options.force, job.settings)
+                return _run(job, job.out, journal, options, progress, started)
             except BaseException:
-                if created:
-                    drop_unused_journal(job.out)  # while the folder is still this build's
+                release_unused(folder)  # while the folder is still this build's
                 raise
     except BaseException:
         if created:
+            unclaim_if_unused(folder)
             remove_empty_folder(job.out)  # after the lock file is gone; kept if anything is in it
         raise
+
+
+def claim_local(out: Path) -> bool:
+    """Refuse `out` unless it is new, empty or a lossyds build folder, then create and mark it.
+    True when this call created it."""
+    folder = LocalFolder(out)
+    claim(folder, create=False)  # before anything is written into it, the lock file included
+    created = make_folder(out)
+    claim(folder)
+    return created
 
 
 def _run(
@@ -225,6 +239,10 @@ def _run(
         "python": platform.python_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    journal.writing = list(FINISH_NAMES)  # recorded before they are written
+    journal.save(folder)
+    if uploader:
+        uploader.journal_saved()
     finish_folder(folder, manifest, build_info)
     if uploader:
         uploader.build_finished()

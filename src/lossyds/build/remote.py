@@ -8,10 +8,15 @@ build leaves finished shards and the journal in the remote folder: a rerun downl
 journal, removes shards uploaded after it, and carries on, giving the same objects as an
 uninterrupted (or a local) build.
 
-The staging folder is named after the URL (under $LOSSYDS_STAGING, else the system's temp
-folder) and locked like a local output folder, so a second build into the same URL on the
-same host refuses at once. Object stores offer no lock that fsspec can take, so two hosts
-building into one URL are not kept apart.
+The URL's folder follows the local rules (lossyds.build.folder): lossyds writes only under
+a new or empty prefix, or one holding a lossyds build (its marker object), and removes only
+what the build's records name.
+
+Two builds into one URL are kept apart by a claim on the URL itself (lossyds.build.claim): an
+object created with a conditional put, which the second build cannot create, renewed while
+the build runs and checked before every upload. The staging folder is named after the URL
+(under $LOSSYDS_STAGING, else the system's temp folder) and locked like a local output
+folder, so a second build into the same URL from the same staging folder refuses at once.
 
 Credentials come from fsspec's own configuration (for S3: the AWS environment variables,
 ~/.aws, AWS_ENDPOINT_URL for S3-compatible servers); lossyds never prints or records them.
@@ -27,17 +32,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildStateError, LossydsError
-from ..manifest import (
-    BUILD_INFO_NAME,
-    CARD_NAME,
-    JOURNAL_NAME,
-    MANIFEST_NAME,
-    PARTIAL_SUFFIX,
-    PARTS_DIR,
-    is_shard_name,
-)
-from .journal import OWNED, Journal, check_resumable, remove_empty_folder
+from ..errors import LossydsError
+from ..manifest import BUILD_INFO_NAME, CARD_NAME, JOURNAL_NAME, MANIFEST_NAME
+from ..storage import storage_errors
+from .claim import BuildClaim
+from .folder import claim, prepare_folder, release_unused, unclaim_if_unused
+from .journal import Journal, remove_empty_folder
 from .lock import LOCK_NAME, hold_folder
 
 
@@ -53,8 +53,30 @@ class RemoteFolder:
         except (ImportError, ValueError) as exc:  # no filesystem for the protocol (e.g. s3fs not installed)
             raise LossydsError(f"cannot write to {self.url}: {exc}") from None
 
+        self.label = self.url
+
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
+
+    def entries(self) -> list[str]:
+        """Names of the objects and sub-prefixes directly under it; [] when there are none."""
+        return sorted(set(self.names()) | set(self.names(folders=True)))
+
+    def write(self, name: str, data: bytes) -> None:
+        self.fs.pipe_file(self.path(name), data)
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        """A conditional put (S3's If-None-Match: *), where the filesystem offers one; elsewhere
+        fsspec's check-then-write, which two writers can both pass."""
+        try:
+            self.fs.pipe_file(self.path(name), data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:  # s3fs reports a failed precondition as a plain OSError on some versions
+            if "precondition" in str(exc).lower():
+                return False
+            raise
+        return True
 
     def names(self, folders: bool = False) -> list[str]:
         """The names of the files (or, with `folders`, the folders) directly inside it; none when it does not exist."""
@@ -83,10 +105,6 @@ class RemoteFolder:
         """Copy `source` (a URL inside this folder) to NAME, by the store's own copy (no download)."""
         self.fs.copy(self.path(source[len(self.url) + 1 :]), self.path(name))
 
-    def remove_tree(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.path(name), recursive=True)
-
 
 def staging_folder(url: str) -> Path:
     """The local folder a build into `url` stages in: the same folder for the same URL, so the lock works."""
@@ -94,68 +112,68 @@ def staging_folder(url: str) -> Path:
     return parent / f"lossyds-staging-{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:16]}"
 
 
-def prepare_remote(remote: RemoteFolder, staging: Path, force: bool, settings: dict[str, Any]) -> Journal:
-    """Like journal.prepare_output, for a remote folder: refuse a finished build (unless `force`),
-    resume an interrupted one from its journal, or start fresh. `staging` is empty."""
-    if force:
-        for name in remote.names():
-            if name in OWNED or is_shard_name(name) or name.endswith(PARTIAL_SUFFIX):
-                remote.remove(name)
-    elif remote.read(MANIFEST_NAME) is not None:
-        raise BuildStateError(f"{remote.url} already holds a finished build; pass --force to rebuild it.")
-    data = remote.read(JOURNAL_NAME)
-    if data is not None:
-        (staging / JOURNAL_NAME).write_bytes(data)
-    journal = check_resumable(remote.url, Journal.load(staging), settings)
-    kept = {shard["path"] for shard in journal.shards}
-    present = remote.names()
-    for name in present:  # shards uploaded after the journal's last upload
-        if (is_shard_name(name) and name not in kept) or name.endswith(PARTIAL_SUFFIX):
-            remote.remove(name)
-    for name in sorted(kept - set(present)):
-        raise BuildStateError(f"{remote.url}: shard {name} recorded as finished is missing; pass --force to rebuild.")
-    return journal
-
-
 class Uploader:
     """Moves what a staged build finishes into the remote folder (see the module's docstring)."""
 
-    def __init__(self, remote: RemoteFolder, staging: Path):
+    def __init__(self, remote: RemoteFolder, staging: Path, build_claim: BuildClaim | None = None):
         self.remote = remote
         self.staging = staging
+        self.claim = build_claim
+
+    def _upload(self, name: str) -> None:
+        if self.claim is not None:
+            self.claim.check()  # never write after another build took the URL over
+        self.remote.upload(self.staging / name, name)
 
     def shard_finished(self, name: str) -> None:
         """After the shard `name` and the journal that records it are written in the staging folder."""
-        self.remote.upload(self.staging / name, name)
-        self.remote.upload(self.staging / JOURNAL_NAME, JOURNAL_NAME)
+        self._upload(name)
+        self._upload(JOURNAL_NAME)
         (self.staging / name).unlink()
+
+    def journal_saved(self) -> None:
+        """After the staging journal was saved with new records (the files the build is about to write)."""
+        self._upload(JOURNAL_NAME)
 
     def build_finished(self) -> None:
         """After finish_folder wrote card, build info and manifest into the staging folder."""
         for name in (CARD_NAME, BUILD_INFO_NAME, MANIFEST_NAME):  # the manifest last
-            self.remote.upload(self.staging / name, name)
+            self._upload(name)
         self.remote.remove(JOURNAL_NAME)
 
 
 @contextlib.contextmanager
-def staged_build(url: str, force: bool, settings: dict[str, Any]) -> Iterator[tuple[Path, Journal, Uploader]]:
-    """Yield (staging folder, journal, uploader) for a build into `url`; the staging folder is
-    locked while the block runs and removed after it."""
-    remote = RemoteFolder(url)
-    staging = staging_folder(url)
-    staging.mkdir(parents=True, exist_ok=True)
-    with hold_folder(staging, f"build into {remote.url}"):
+def staged_build(
+    url: str, force: bool, settings: dict[str, Any], top: str | None = None
+) -> Iterator[tuple[Path, Journal, Uploader]]:
+    """Yield (staging folder, journal, uploader) for a build into `url` (a part of the build at
+    `top`, when given); the URL is claimed and the staging folder locked while the block runs,
+    and the staging folder is removed after it."""
+    with storage_errors(url, "building into", "rerunning resumes from the last uploaded shard"):
+        remote = RemoteFolder(url)
+        if top is not None:
+            claim(RemoteFolder(top))  # the parts' common folder, where merge writes
+        marked = claim(remote)
+        staging = staging_folder(url)
+        staging.mkdir(parents=True, exist_ok=True)
         try:
-            _clear(staging)  # a killed run's leftovers: the remote folder is the record
-            journal = prepare_remote(remote, staging, force, settings)
-            yield staging, journal, Uploader(remote, staging)
-        except OSError as exc:  # the object store refused or failed a request
-            raise LossydsError(
-                f"writing to {remote.url} failed: {exc.strerror or exc}; rerunning resumes from the last uploaded shard."
-            ) from exc
+            with hold_folder(staging, f"build into {remote.url}"), BuildClaim(remote, "build") as build_claim:
+                try:
+                    _clear(staging)  # a killed run's leftovers: the remote folder is the record
+                    journal = prepare_folder(remote, force, settings)
+                    journal.save(staging)
+                    yield staging, journal, Uploader(remote, staging, build_claim)
+                except BaseException:
+                    release_unused(remote)
+                    raise
+                finally:
+                    _clear(staging)
+        except BaseException:
+            if marked:
+                unclaim_if_unused(remote)
+            raise
         finally:
-            _clear(staging)
-    remove_empty_folder(staging)
+            remove_empty_folder(staging)
 
 
 def _clear(staging: Path) -> None:
@@ -167,28 +185,30 @@ def _clear(staging: Path) -> None:
 def merge_remote(url: str) -> dict[str, Any]:
     """lossyds.build.merge for a URL: parts' shards copied inside the store, the manifest last, then the parts removed."""
     from .finish import finish_folder
-    from .merge import load_parts, merge_info, plan_merge
+    from .merge import check_mergeable, load_parts, merge_info, merge_journal, plan_merge, remove_parts
 
-    remote = RemoteFolder(url)
-    staging = staging_folder(url)
-    staging.mkdir(parents=True, exist_ok=True)
-    with hold_folder(staging, f"merge into {remote.url}"):
+    with storage_errors(url, "merging in"):
+        remote = RemoteFolder(url)
+        staging = staging_folder(url)
+        staging.mkdir(parents=True, exist_ok=True)
         try:
-            _clear(staging)
-            if remote.read(MANIFEST_NAME) is not None:
-                raise BuildStateError(
-                    f"{remote.url} already holds a finished build; remove it before merging parts into it."
-                )
-            folders, manifests = load_parts(remote.url)
-            merged, copies = plan_merge(folders, manifests)
-            for source, name in copies:
-                remote.copy_inside(str(source), name)
-            finish_folder(staging, merged, merge_info(folders))
-            Uploader(remote, staging).build_finished()
-            remote.remove_tree(PARTS_DIR)
-        except OSError as exc:
-            raise LossydsError(f"merging in {remote.url} failed: {exc.strerror or exc}.") from exc
+            with hold_folder(staging, f"merge into {remote.url}"), BuildClaim(remote, "merge") as build_claim:
+                try:
+                    _clear(staging)
+                    check_mergeable(remote)
+                    folders, manifests = load_parts(remote.url)
+                    merged, copies = plan_merge(folders, manifests)
+                    remote.write(JOURNAL_NAME, merge_journal(copies))
+                    for source, name in copies:
+                        build_claim.check()
+                        remote.copy_inside(str(source), name)
+                    finish_folder(staging, merged, merge_info(folders))
+                    Uploader(remote, staging, build_claim).build_finished()
+                    remove_parts(remote, [RemoteFolder(str(folder)) for folder in folders])
+                except OSError as exc:
+                    raise LossydsError(f"merging in {remote.url} failed: {exc.strerror or exc}.") from exc
+                finally:
+                    _clear(staging)
         finally:
-            _clear(staging)
-    remove_empty_folder(staging)
+            remove_empty_folder(staging)
     return merged
