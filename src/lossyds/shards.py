@@ -17,13 +17,13 @@ import mmap
 import os
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import ShardError
 from .manifest import PARTIAL_SUFFIX, SHARD_FORMATS, shard_name
+from .shard_stream import cut_at_damage, decompress_stream
 
 FIXED_MTIME = 0  # seconds since epoch stamped on every member: keeps shards byte-reproducible
 CHUNK = 1 << 20
@@ -228,8 +228,8 @@ def index_tar(
     return entries
 
 
-def _index_into(entries: list[SampleEntry], buffer: bytes | mmap.mmap, shard_name: str) -> None:
-    for name, offset, size in scan_tar(buffer, shard_name):
+def _index_into(entries: list[SampleEntry], buffer: bytes | mmap.mmap, shard_name: str, cut_ok: bool = False) -> None:
+    for name, offset, size in scan_tar(buffer, shard_name, cut_ok):
         if name.startswith("/") or ".." in name.split("/") or "/" in name:
             raise ShardError(f"shard {shard_name} holds a member with an unsafe path {name!r}", shard=shard_name)
         key, extension = split_member_name(name)
@@ -263,8 +263,9 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, int, int]]:
-    """(member name, data offset, size) of every regular file in a POSIX tar held in memory.
+def scan_tar(buffer: bytes | mmap.mmap, shard_name: str, cut_ok: bool = False) -> Iterator[tuple[str, int, int]]:
+    """(member name, data offset, size) of every regular file in a POSIX tar held in memory;
+    with `cut_ok`, a last member cut short is yielded with the bytes it has.
 
     Written here rather than using `tarfile` because tarfile builds a full TarInfo per
     member (eight field parses, PAX/GNU handling in Python), a large share of the loader's
@@ -292,7 +293,9 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
         data = position + 512
         end = data + size + (-size % 512)
         if data + size > total:
-            raise damaged(f"member of {size} bytes runs past the end of the file (truncated)")
+            if not (cut_ok and kind in _REGULAR):
+                raise damaged(f"member of {size} bytes runs past the end of the file (truncated)")
+            size = total - data
         if kind in (b"x", b"L", b"g"):
             payload = bytes(buffer[data : data + size])
             if kind == b"L":
@@ -314,7 +317,9 @@ def scan_tar(buffer: bytes | mmap.mmap, shard_name: str) -> Iterator[tuple[str, 
             size = pending_size
             end = data + size + (-size % 512)
             if data + size > total:
-                raise damaged("member runs past the end of the file (truncated)")
+                if not cut_ok:
+                    raise damaged("member runs past the end of the file (truncated)")
+                size = total - data
         if pending_name is not None:
             name = pending_name
         else:
@@ -369,81 +374,22 @@ def read_location(location: str | Path) -> bytes:
         return handle.read()
 
 
-class _Sink:
-    """Where a compressed shard decompresses to: memory, or, past SPILL_BYTES, an unnamed
-    temporary file that is then memory-mapped (so a large shard does not sit in RAM)."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self.size = 0
-        self.file = None
-
-    def append(self, data: bytes) -> None:
-        if not data:
-            return
-        self.size += len(data)
-        if self.file is None and self.size > SPILL_BYTES:
-            import tempfile
-
-            self.file = tempfile.TemporaryFile(prefix="lossyds-shard-")
-            for piece in self.pieces:
-                self.file.write(piece)
-            self.pieces = []
-        if self.file is not None:
-            self.file.write(data)
-        else:
-            self.pieces.append(data)
-
-    def result(self) -> bytes | mmap.mmap:
-        if self.file is None:
-            return b"".join(self.pieces)
-        self.file.flush()
-        mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.file.close()  # the map keeps the (unnamed) file's pages
-        return mapped
-
-
-def _decompress_stream(
-    data: bytes, shard_name: str, kind: str, new_stream: Callable[[], Any], errors: type[Exception] | tuple
-) -> tuple[bytes | mmap.mmap, ShardError | None]:
-    """Decompress `data` (one or more concatenated members/frames) as a stream with
-    `new_stream()` objects (zlib's or zstandard's decompressobj): (bytes, None), or, when
-    the data is damaged or cut short, (everything decompressed before the damage, the
-    error). A whole-buffer decompress would keep nothing of a truncated file."""
-    sink = _Sink()
-    position = 0
-    while position < len(data):
-        stream = new_stream()
-        try:
-            while position < len(data) and not stream.eof:
-                block = data[position : position + CHUNK]
-                sink.append(stream.decompress(block))
-                position += len(block) - len(stream.unused_data)
-        except errors as exc:
-            return sink.result(), ShardError(
-                f"shard {shard_name} is damaged {kind} data near byte {position}: {exc}", shard=shard_name
-            )
-        if not stream.eof:
-            return sink.result(), ShardError(
-                f"shard {shard_name} is a truncated {kind} file (it ends after {len(data)} bytes, inside the stream)",
-                shard=shard_name,
-            )
-        if not any(data[position : position + 512]):
-            break  # zero padding after the last member, as some tools write
-    return sink.result(), None
-
-
 def gunzip(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
-    """A .gz shard decompressed as a stream (see _decompress_stream)."""
-    return _decompress_stream(data, shard_name, "gzip", lambda: zlib.decompressobj(wbits=31), zlib.error)
+    """A .gz shard decompressed as a stream (see shard_stream.decompress_stream)."""
+    return decompress_stream(data, shard_name, "gzip", lambda: zlib.decompressobj(wbits=31), zlib.error, SPILL_BYTES)
 
 
 def unzstd(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
-    """A .zst shard decompressed as a stream (see _decompress_stream)."""
+    """A .zst shard decompressed as a stream (see shard_stream.decompress_stream)."""
     import zstandard
 
-    return _decompress_stream(
-        data, shard_name, "zstandard", lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError
+    return decompress_stream(
+        data,
+        shard_name,
+        "zstandard",
+        lambda: zstandard.ZstdDecompressor().decompressobj(),
+        zstandard.ZstdError,
+        SPILL_BYTES,
     )
 
 
@@ -470,13 +416,14 @@ class MappedShard:
         the file's bytes when the caller has already fetched them (not fetched again)."""
         self.name = shard_name or str(location).rsplit("/", 1)[-1]
         self.damage: list[ShardError] = []
+        self.stream_damage: ShardError | None = None  # a compressed stream's own error, when damaged
         self._file = None
         try:
             gzip_damage = None
             if str(location).endswith((".gz", ".zst")):
                 decompress = gunzip if str(location).endswith(".gz") else unzstd
                 self._map, gzip_damage = decompress(read_location(location) if data is None else data, self.name)
-                if gzip_damage is not None and (not tolerate_damage or not len(self._map)):
+                if gzip_damage is not None and not len(self._map):
                     raise gzip_damage
             elif data is not None or is_url(location):
                 self._map = read_location(location) if data is None else data
@@ -493,12 +440,17 @@ class MappedShard:
             raise
         if len(self._map) == 0:
             raise ShardError(f"shard {self.name} is empty", shard=self.name)
-        if gzip_damage is not None:  # the intact prefix of a damaged gzip stream
-            self.damage.append(gzip_damage)
-            cut: list[ShardError] = []
-            self.entries = index_tar(self._map, self.name, cut)
-            if not cut:  # the prefix ends between members: the last sample may lack some of them
-                self.entries = self.entries[:-1]
+        if gzip_damage is not None:  # the prefix of a damaged compressed stream, up to its first damaged sample
+            self.stream_damage = gzip_damage
+            self.entries = []
+            try:
+                _index_into(self.entries, self._map, self.name, cut_ok=True)
+            except ShardError:
+                pass  # the samples indexed so far are checked next
+            self.damage.append(cut_at_damage(self, gzip_damage))
+            if not tolerate_damage:
+                self.close()
+                raise self.damage[0]
             return
         self.entries = (
             index if index is not None else index_tar(self._map, self.name, self.damage if tolerate_damage else None)

@@ -102,14 +102,20 @@ def _fetch(url: str, name: str) -> bytes:
 
 
 def locate_damage(path: str | Path, name: str, extension: str, data: bytes | None = None) -> str:
-    """After a shard hash mismatch: '; first damaged sample KEY' when the per-member CRCs tell which."""
+    """After a shard hash mismatch: '; first damaged sample KEY, from byte N of the shard' (of the
+    decompressed tar for a compressed shard) when the per-member CRCs tell which, else the
+    damage the shard reports (for a damaged compressed stream, its first damaged sample)."""
     try:
-        with MappedShard(path, name, data=data) as shard:
-            for entry in shard.entries:
+        with MappedShard(path, name, data=data, tolerate_damage=True) as shard:
+            where = "of the decompressed tar" if name.endswith((".gz", ".zst")) else "of the shard"
+            for entry in shard.entries:  # for a compressed shard, those before its first damaged sample
                 try:
                     record.check(shard, entry, extension)
                 except ShardError:
-                    return f"; first damaged sample {entry.key!r}"
+                    offset = min(offset for offset, _size in entry.members.values())
+                    return f"; first damaged sample {entry.key!r}, from byte {offset} {where}"
+            if shard.damage:
+                return f"; {shard.damage[0]}"
     except ShardError as exc:
         return f"; {exc}"
     return "; every member's CRC-32 still matches (the damage is in tar headers or padding)"

@@ -101,8 +101,10 @@ def pyav_decode(data: bytes, demuxer: str) -> tuple[np.ndarray, int]:
                     array = array.reshape(-1, channels).T
                 chunks.append(array.astype(np.float32, copy=False))
                 rate = frame.sample_rate
-    except (av.FFmpegError, IndexError) as exc:
-        raise CodecError(f"cannot decode {demuxer} bitstream: {exc}") from exc
+    except av.FFmpegError as exc:  # its str() adds an error number and a '<none>' file name
+        raise CodecError(f"FFmpeg ({demuxer}): {exc.strerror}") from exc
+    except IndexError as exc:
+        raise CodecError(f"FFmpeg ({demuxer}): the bitstream holds no audio stream") from exc
     if not chunks:
         raise CodecError(f"{demuxer} bitstream holds no audio")
     return np.concatenate(chunks, axis=1), rate

@@ -7,16 +7,20 @@ the GIL), and Pillow otherwise.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import os
+import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import PIL
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ..errors import CodecError
+from ..errors import CodecError, reason_text
 from ..types import SourceSample
 from ._torchvision_batch import batch_decoder
 from .base import ImageCodec, bracket_candidates
@@ -78,6 +82,115 @@ def rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(0)
 
 
+class _CStderr:
+    """C's `stderr` stream, pointed at a file while native decoders run (see decoder_messages).
+
+    libjpeg's warnings and libpng's errors are printed by the libraries with fprintf(stderr),
+    bypassing Python. Pointing file descriptor 2 elsewhere would also take Python's own output
+    from every other thread; swapping the C stream pointer takes only C-level printing."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0  # decodes running now
+        self.entries = 0  # decodes started so far
+        self.ready = False
+        self.pointer: Any = None  # libc's `stderr` variable, or None where it cannot be reached
+        self.original: int | None = None
+        self.capture: Any = None  # the file it points to while decoders run
+        self.stream: int | None = None  # that file as a C stream
+
+    def usable(self) -> bool:
+        """Set up on first use; False where the C library has no reachable `stderr` (not glibc)."""
+        if not self.ready:
+            self.ready = True
+            try:
+                libc = ctypes.CDLL(None)
+                pointer = ctypes.c_void_p.in_dll(libc, "stderr")
+                libc.fdopen.restype = ctypes.c_void_p
+                libc.fdopen.argtypes = (ctypes.c_int, ctypes.c_char_p)
+                libc.setvbuf.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t)
+                capture = tempfile.TemporaryFile(prefix="lossyds-decoder-")
+                stream = libc.fdopen(os.dup(capture.fileno()), b"a")  # appending: several threads may write
+                if not stream:
+                    return False
+                libc.setvbuf(stream, None, 2, 0)  # unbuffered (_IONBF): each message is in the file at once
+            except (OSError, ValueError, AttributeError, TypeError):
+                return False
+            self.pointer, self.original, self.capture, self.stream = pointer, pointer.value, capture, stream
+        return self.pointer is not None
+
+    def after_fork(self) -> None:
+        """A forked child gets C's own stderr back, and sets up its own file on first use (two
+        processes sharing one would read and truncate each other's messages)."""
+        if self.active:
+            self.pointer.value = self.original
+        self.__init__()
+
+
+_C_STDERR = _CStderr()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_C_STDERR.after_fork)
+
+
+class _DecoderMessages:
+    """The context manager decoder_messages returns."""
+
+    __slots__ = ("lines", "started", "alone")
+
+    def __enter__(self) -> list[str]:
+        state, self.lines = _C_STDERR, []
+        with state.lock:
+            if not state.usable():
+                self.started = 0
+                return self.lines
+            if state.active == 0:
+                state.pointer.value = state.stream
+            state.active += 1
+            state.entries += 1
+            self.started, self.alone = state.entries, state.active == 1
+        return self.lines
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.started:
+            return
+        state = _C_STDERR
+        with state.lock:
+            state.active -= 1
+            if state.active:
+                return
+            state.pointer.value = state.original
+            handle = state.capture.fileno()
+            size = os.fstat(handle).st_size
+            if not size:
+                return
+            if self.alone and state.entries == self.started:  # the file was empty when this decode began
+                text = os.pread(handle, size, 0).decode("utf-8", "replace")
+                self.lines += [line.strip() for line in text.splitlines() if line.strip()]
+            os.ftruncate(handle, 0)
+
+
+def decoder_messages() -> _DecoderMessages:
+    """Keep what native decoders print to C's stderr while the block runs (libjpeg's warnings,
+    libpng's errors) from the terminal. The list the block gets is filled on exit with those
+    lines; it stays empty when another decode ran at the same time, as their lines cannot be
+    told apart (each decode's exception still gives its own reason)."""
+    return _DecoderMessages()
+
+
+def decode_failure(codec: str, data: bytes, printed: list[str], fast: Exception | None, pillow: Exception) -> str:
+    """One sentence for a bitstream that neither decoder takes: what the native decoder printed,
+    torchvision's reason, and Pillow's where torchvision did not try."""
+    reasons = list(printed)
+    if fast is not None:
+        reasons.append(str(fast))
+    elif isinstance(pillow, UnidentifiedImageError):
+        reasons.append(f"not in an image format Pillow reads (it starts with {data[:4].hex(' ')})")
+    else:
+        reasons.append(reason_text(pillow))
+    unique = dict.fromkeys(reason.strip().rstrip(".!").strip() for reason in reasons)
+    return f"{codec} decoder: {'; '.join(reason for reason in unique if reason)}"
+
+
 class PillowImageCodec(ImageCodec):
     library: ClassVar[str] = "Pillow"
     decodes_in_threads: ClassVar[bool] = True  # torchvision's and Pillow's decoders release the GIL
@@ -137,20 +250,23 @@ class PillowImageCodec(ImageCodec):
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         channels = int(meta.get("channels", 3))
         cls = type(self)
-        fast_failed = False
-        if self._torchvision_ready():
+        fast_error = pillow_error = None
+        with decoder_messages() as printed:
+            if self._torchvision_ready():
+                try:
+                    image = cls._fast_decode(data, channels)  # type: ignore[misc]
+                    if cls._fast_decode_strikes:
+                        cls._fast_decode_strikes = 0
+                    return image
+                except RuntimeError as exc:
+                    fast_error = exc  # a corrupt bitstream, or a format this torchvision build lacks
             try:
-                image = cls._fast_decode(data, channels)  # type: ignore[misc]
-                if cls._fast_decode_strikes:
-                    cls._fast_decode_strikes = 0
-                return image
-            except RuntimeError:
-                fast_failed = True  # a corrupt bitstream, or a format this torchvision build lacks
-        try:
-            image = decode_with_pillow(data, channels)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise CodecError(f"{self.name}: cannot decode bitstream: {exc}") from exc
-        if fast_failed:
+                image = decode_with_pillow(data, channels)
+            except (OSError, ValueError, RuntimeError, SyntaxError, Image.DecompressionBombError) as exc:
+                pillow_error = exc
+        if pillow_error is not None:
+            raise CodecError(decode_failure(self.name, data, printed, fast_error, pillow_error)) from pillow_error
+        if fast_error is not None:
             # Pillow decoded what torchvision refused: after FAST_DECODE_STRIKES of those in a row,
             # this torchvision build lacks the format, and Pillow decodes from then on.
             cls._fast_decode_strikes += 1
@@ -169,7 +285,8 @@ class PillowImageCodec(ImageCodec):
         channels = [int(meta.get("channels", 3)) for _, meta in items]
         mode_values = {c: torchvision_mode(function_name, c).value for c in set(channels)}
         try:
-            images = batch([encoded_tensor(data) for data, _ in items], [mode_values[c] for c in channels])
+            with decoder_messages():  # a bitstream that fails is decoded again alone, which names its reason
+                images = batch([encoded_tensor(data) for data, _ in items], [mode_values[c] for c in channels])
         except RuntimeError:
             return super().decode_many(items)
         type(self)._fast_decode_strikes = 0

@@ -18,6 +18,7 @@ import soundfile
 import torch
 
 from ..errors import CodecError
+from ..sources.base import libsndfile_reason
 from ..types import SourceSample
 from .base import AudioCodec
 
@@ -67,5 +68,5 @@ class FlacCodec(AudioCodec):
         try:
             audio, _rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise CodecError(f"cannot decode flac bitstream: {exc}") from exc
+            raise CodecError(f"libsndfile: {libsndfile_reason(exc)}") from exc
         return torch.from_numpy(np.ascontiguousarray(audio.T))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,25 @@ import torch
 
 from .. import record
 from ..codecs import Codec
+from ..codecs._pillow import decoder_messages
 from ..codecs.base import Latent
-from ..errors import LossydsError, ShardError
+from ..errors import CodecError, LossydsError, ShardError, reason_text
+from ..sources.base import libsndfile_reason
 from .reader import Reference
 
 DECODE_ERRORS = (LossydsError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, OSError)
 
 
+_TEMPORARY_PATH = re.compile(rf"(?:/dev/shm|{re.escape(tempfile.gettempdir())})/\S+")
+
+
 def undecodable(shard_name: str, key: str, exc: BaseException) -> ShardError:
-    """The ShardError naming shard and sample for a decode failure (`exc` kept as its cause)."""
-    error = ShardError(f"shard {shard_name}: sample {key!r} cannot be decoded: {exc}", shard=shard_name, key=key)
+    """The ShardError naming shard and sample for a decode failure (`exc` kept as its cause), in
+    one sentence: the decoder's reason without object addresses or the names of temporary
+    files (which are gone by the time anyone reads the message)."""
+    reason = _TEMPORARY_PATH.sub("the bitstream", reason_text(exc))
+    reason = "; ".join(line.strip() for line in reason.splitlines() if line.strip()).rstrip(".") or type(exc).__name__
+    error = ShardError(f"shard {shard_name}: sample {key!r} cannot be decoded: {reason}", shard=shard_name, key=key)
     error.__cause__ = exc
     return error
 
@@ -106,7 +117,7 @@ class Decoder:
         decode cache (lossless .npy files, written atomically)."""
         codec = self.codec
         if self.output == "latent":
-            return codec.latent_output(stored.read(codec.extension), stored.meta)  # type: ignore[return-value]
+            return self.latent(stored)  # type: ignore[return-value]
         if self.device is not None:
             return codec.decode_latent(stored.read(codec.extension), stored.meta)
         if self.cache is None:
@@ -124,6 +135,22 @@ class Decoder:
         os.replace(partial, path)
         return value
 
+    def latent(self, stored: record.StoredRecord) -> Any:
+        """The codec's latent_output; a failure carries what the native reader printed (jpeglib's
+        libjpeg prints its reason and raises an error naming only its temporary file)."""
+        bitstream = stored.read(self.codec.extension)
+        with decoder_messages() as printed:
+            try:
+                return self.codec.latent_output(bitstream, stored.meta)
+            except LossydsError:
+                raise
+            except DECODE_ERRORS as exc:
+                failure = exc
+        if not printed:
+            raise failure
+        reason = "; ".join(line.rstrip(".") for line in printed)
+        raise CodecError(f"{self.codec.name} decoder: {reason}") from failure
+
     def sample(self, stored: record.StoredRecord, decoded: Any) -> dict[str, Any]:
         """The sample dict around a decoded payload: targets, attachments, encoded extras."""
         meta = stored.meta
@@ -139,7 +166,7 @@ class Decoder:
         for member in stored.attachments(self.codec.extension):
             data = stored.read(member)
             if member not in stored.payload_members:
-                value = record.decode_attachment(member, data)
+                value = decoded_attachment(member, data)
             elif self.output == "latent":
                 value = self.codec.latent_output(data, meta)
             elif self.device is not None:  # a codec-encoded extra (e.g. a separation stem)
@@ -148,6 +175,18 @@ class Decoder:
                 value = self.codec.decode(data, meta)
             record.place_attachment(sample, member, value)
         return sample
+
+
+def decoded_attachment(member: str, data: bytes) -> Any:
+    """record.decode_attachment, with the reason a lossless member (a mask PNG, a FLAC stem) fails
+    to decode in one sentence: what libpng printed, or libsndfile's own words."""
+    with decoder_messages() as printed:
+        try:
+            return record.decode_attachment(member, data)
+        except DECODE_ERRORS as exc:
+            failure = exc
+    reasons = dict.fromkeys([*printed, libsndfile_reason(failure)])
+    raise CodecError(f".{member} member does not decode: {'; '.join(reasons)}") from failure
 
 
 def find_latents(node: Any, found: list[tuple[dict[str, Any], str, Latent]]) -> None:

@@ -76,7 +76,7 @@ class ShardReader:
             return
         expected = self.shards[shard_index]["num_samples"]
         for damage in shard.damage:  # on_error="skip": the samples before the damage are still served
-            self.note(f"{damage} (samples after it in this shard are lost)")
+            self.note(str(damage) if shard.stream_damage else f"{damage} (samples after it in this shard are lost)")
         if len(shard.entries) != expected and not shard.damage:
             error = ShardError(
                 f"shard {name} holds {len(shard.entries)} samples but the manifest says {expected}", shard=name

@@ -106,6 +106,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 SUBTYPE_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
 
 
+def libsndfile_reason(exc: Exception) -> str:
+    """libsndfile's own words for a failure: its str() names the file object it was given
+    (`Error opening <_io.BytesIO object at 0x...>: ...`) and starts with 'Error : '."""
+    reason = getattr(exc, "error_string", None) or reason_text(exc)
+    return reason.removeprefix("Error : ").strip().rstrip(".")
+
+
 def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
     """Source audio bytes -> (float32 [C, T], sample rate, source bit depth or None)."""
     try:
@@ -113,7 +120,7 @@ def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
             rate, subtype = handle.samplerate, handle.subtype
             audio = handle.read(dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise SourceError(f"cannot decode audio {name}: {exc}") from exc
+        raise SourceError(f"cannot decode audio {name}: {libsndfile_reason(exc)}") from exc
     if audio.shape[0] == 0:
         raise SourceError(f"audio {name} has no samples")
     if not np.isfinite(audio).all():

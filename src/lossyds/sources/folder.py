@@ -11,16 +11,18 @@ Keys: the file's path below the split folder without its suffix, through `safe_k
 (`anim.gif`, `anim.webp` -> `anim-gif`, `anim-webp`), and any still equal get a short
 hash of their path (`a b.jpg`, `a-b.jpg` -> `a-b-1f3a9c2e`, ...): stable from build to build.
 
-A file reached twice (a symlinked class folder, a symlinked file) is read once, at its first
-path in sorted order; later paths are recorded as skipped, naming the first.
+Symlinked folders and files are followed. A file reached by more than one path (a symlinked
+class folder, a symlinked file) is read once: at its real path when that path is one of them,
+else at its first path in sorted order; every other path is recorded as skipped, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import UsageError
@@ -54,24 +56,39 @@ class _FolderSource(Source):
         return folder
 
     def files_under(self, folder: Path) -> list[Path]:
-        """Files with one of `suffixes` below `folder`, sorted (symlinks followed)."""
-        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
+        """Files with one of `suffixes` below `folder`, sorted (symlinks followed; a link back to
+        a folder it sits in is not, as it would loop)."""
+        found = []
+        chains = {str(folder): {os.path.realpath(folder)}}  # real folders from `folder` down to each walked one
+        for top, dirs, names in os.walk(folder, followlinks=True):
+            chain = chains.pop(top)
+            for name in list(dirs):
+                real = os.path.realpath(os.path.join(top, name))
+                if real in chain:
+                    dirs.remove(name)
+                else:
+                    chains[os.path.join(top, name)] = chain | {real}
+            found += [Path(top, name) for name in names if Path(name).suffix.lower() in self.suffixes]
+        return sorted(path for path in found if path.is_file())
 
     def refs_for(self, folder: Path, files: list[Path], targets_of) -> list[SourceRef]:
-        """One SourceRef per file; a file already reached by another path becomes a skip record."""
+        """One SourceRef per file; a file also reached by another path becomes a skip record,
+        unless this path is the file's real one (see the module docstring)."""
         relatives = [path.relative_to(folder) for path in files]
-        first_path: dict[Path, Path] = {}
+        base = folder.resolve()
+        reals = [path.resolve() for path in files]
+        kept: dict[Path, Path] = {}  # real file -> the path it is read at
+        for inner, real in zip(relatives, reals):
+            if real not in kept or (real == base / inner and real != base / kept[real]):
+                kept[real] = inner
         refs = []
-        for path, inner, key in zip(files, relatives, folder_keys(relatives)):
+        for path, inner, real, key in zip(files, relatives, reals, folder_keys(relatives)):
             targets, problem = targets_of(inner)
-            real = path.resolve()
-            if real in first_path:
+            if kept[real] != inner:
+                first = kept[real].as_posix()
                 problem = (
-                    f"{inner.as_posix()} is the same file as {first_path[real].as_posix()} (through a symlink); "
-                    f"it is kept once, as {first_path[real].as_posix()}"
+                    f"{inner.as_posix()} is the same file as {first} (through a symlink); it is kept once, as {first}"
                 )
-            else:
-                first_path[real] = inner
             refs.append(SourceRef(key, path.relative_to(self.root).as_posix(), targets, problem=problem))
         return refs
 
@@ -126,14 +143,15 @@ class AudioFolderSource(_FolderSource):
 
 
 def read_metadata(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    """metadata.jsonl -> ({file name: targets}, {file name: line number}); a bad line is a
-    UsageError naming FILE:LINE."""
+    """metadata.jsonl -> ({file name: targets}, {file name: line number}); a bad line, or a
+    file_name that is absolute or holds `..`, is a UsageError naming FILE:LINE. A UTF-8
+    byte-order mark at the start is accepted."""
     rows: dict[str, dict[str, Any]] = {}
     lines: dict[str, int] = {}
     for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         where = f"{path}:{number}"
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # editors may start the file with a BOM
         except UnicodeDecodeError as exc:
             raise UsageError(f"{where} is not UTF-8 text (byte {exc.start + 1} of the line).") from None
         if not line.strip():
@@ -147,6 +165,8 @@ def read_metadata(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]
         name = row.pop("file_name", None)
         if not isinstance(name, str) or not name:
             raise UsageError(f"{where}: file_name must be a file path as a string (got {json.dumps(name)}).")
+        if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or ".." in Path(name).parts:
+            raise UsageError(f"{where}: file_name {name!r} leaves the folder; give the path relative to {path.parent}.")
         name = Path(name).as_posix()
         if name in rows:
             raise UsageError(f"{where} repeats file_name {name!r} (first on line {lines[name]}).")
