@@ -75,3 +75,7 @@ class BuildStateError(LossydsError):
     """An output folder is in a state the build cannot continue from (finished without --force, or built with other settings)."""
 
     exit_code = 2
+
+
+class TaskModelError(LossydsError):
+    """A task model of `lossyds eval` raised, or returned what its task cannot score; names the model and the sample."""

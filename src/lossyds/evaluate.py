@@ -29,11 +29,8 @@ run batched on `decode_device`. The task model runs in this process on `device`.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import math
-import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,20 +43,9 @@ import torch
 from .errors import UsageError
 from .load import LossyDataset, decode_threads_for, decoded_samples, default_cores
 from .manifest import load_manifest, write_json_atomic
+from .task_model_checks import call, failure, load_callable, logits_of, masks_of, stems_of, texts_of
 
 TASKS = ("asr", "classification", "segmentation", "separation")
-
-
-def load_callable(spec: str) -> Callable:
-    """`module:function` -> the function. The current directory is searched too, as
-    `python -m` would (the `lossyds` console script does not put it on sys.path)."""
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"--model {spec!r} is not an importable module:function ({exc}).") from exc
 
 
 def bits_of(dataset: LossyDataset) -> dict[str, Any]:
@@ -131,7 +117,9 @@ def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
-        texts = transcribe([(s["audio"].cpu().numpy(), s["sample_rate"]) for s in pending])
+        keys = [s["key"] for s in pending]
+        clips = [(s["audio"].cpu().numpy(), s["sample_rate"]) for s in pending]
+        texts = texts_of(model, keys, call(model, keys, transcribe, clips))
         for sample, text in zip(pending, texts):
             per_sample.append(
                 {
@@ -177,21 +165,23 @@ def eval_asr(samples: Iterator[dict[str, Any]], model: str, device: torch.device
 def torchvision_classifier(name: str, device: torch.device | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     import torchvision
 
-    device = device or torch.device("cpu")
+    from .weights import torch_hub_checkpoints
 
+    device = device or torch.device("cpu")
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
         network = torchvision.models.get_model(name, weights=None)
-        from .weights import torch_hub_checkpoints
-
-        cached = torch_hub_checkpoints() / Path(weights.url).name
-        if not cached.is_file():
-            raise UsageError(
-                f"pretrained weights for torchvision:{name} are not cached; put {Path(weights.url).name} in {cached.parent} (from {weights.url})."
-            )
-        network.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-    except ValueError as exc:
+    except ValueError as exc:  # only the lookup: the cache's own errors below keep their sentence
         raise UsageError(f"torchvision has no model {name!r}.") from exc
+    cached = torch_hub_checkpoints() / Path(weights.url).name
+    if not cached.is_file():
+        raise UsageError(
+            f"pretrained weights for torchvision:{name} are not cached; put {Path(weights.url).name} in {cached.parent} (from {weights.url})."
+        )
+    try:
+        network.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+    except Exception as exc:  # a damaged or foreign file in the cache
+        raise UsageError(f"{cached} is not torchvision:{name}'s weights ({failure(exc)}).") from exc
     network.eval().to(device)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
@@ -255,8 +245,8 @@ def eval_classification(
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
-        images = [s["image"] for s in pending]
-        logits = classify(images) if hf is not None else classify(torch.stack(images).to(device))
+        images, keys = [s["image"] for s in pending], [s["key"] for s in pending]
+        logits = logits_of(model, keys, call(model, keys, classify, images if hf else torch.stack(images).to(device)))
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
         for sample, top in zip(pending, best.tolist()):
             target = sample["label"] if hf is None else hf.model_index(sample)
@@ -320,11 +310,14 @@ def eval_segmentation(
 
     def flush() -> None:
         nonlocal confusion
+        keys, sizes = [s["key"] for s, _, _ in pending], [tuple(target.shape) for _, target, _ in pending]
         if segmenter is not None:
-            outputs = segmenter([image for _, _, image in pending], [tuple(target.shape) for _, target, _ in pending])
+            found = call(model, keys, segmenter, [image for _, _, image in pending], sizes)
+            outputs = masks_of(model, keys, [logits[None] for logits in found], sizes, classes)
         else:
             with torch.no_grad():
-                outputs = [segment(image[None].to(device))[0].cpu() for _, _, image in pending]
+                found = [call(model, [s["key"]], segment, image[None].to(device)) for s, _, image in pending]
+            outputs = [logits.cpu() for logits in masks_of(model, keys, found, sizes, classes)]
         for (sample, target, _), logits in zip(pending, outputs):
             prediction = logits.argmax(0)
             if confusion is None:
@@ -463,7 +456,9 @@ def eval_separation(samples: Iterator[dict[str, Any]], model: str, device: torch
         estimates = (
             oracle_irm(mixture, stems)
             if separate is None
-            else {k: np.asarray(v) for k, v in separate(mixture, sample["sample_rate"]).items()}
+            else stems_of(
+                model, sample["key"], call(model, [sample["key"]], separate, mixture, sample["sample_rate"]), stems
+            )
         )
         sample_scores = {name: sdr(reference, estimates[name]) for name, reference in stems.items()}
         for name, value in sample_scores.items():

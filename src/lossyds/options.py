@@ -8,6 +8,7 @@ parameter; the CLI shows the flag instead (see `OptionError.cli_message`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,8 @@ class Option:
     """One option of a codec or a source.
 
     `kind` is the Python type of the value (int, float, bool or str); `span` an inclusive
-    (low, high) range for numbers; `choices` the allowed values. `default` None means the
-    owner decides (or the option is unset)."""
+    (low, high) range for numbers (high may be math.inf); `choices` the allowed values.
+    `default` None means the owner decides (or the option is unset)."""
 
     name: str
     kind: type
@@ -39,6 +40,8 @@ class Option:
         if self.choices is not None:
             return "one of " + ", ".join(_number(c) for c in self.choices)
         noun = {int: "an integer", float: "a number", bool: "true or false", str: "text"}[self.kind]
+        if self.span is not None and self.span[1] == math.inf:
+            return f"{noun} >= {_number(self.span[0])}"
         if self.span is not None:
             return f"{noun} in {_number(self.span[0])}..{_number(self.span[1])}"
         return noun

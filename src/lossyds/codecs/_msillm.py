@@ -4,7 +4,7 @@ targets 0.035, 0.07, 0.14, 0.3, 0.45, 0.9 bpp; weights CC-BY-NC 4.0).
 
 Its hyperprior strings (CompressAI entropy models) go into lossyds's `.lsyn` container
 like the CompressAI codecs. `neuralcompression` pins scipy<=1.11.1 for parts lossyds does
-not use: install it with `pip install --no-deps neuralcompression fvcore lpips torchmetrics`.
+not use, and no extra of lossyds installs it: `INSTALL` says how.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from typing import ClassVar
 
 import torch
 
+from ..errors import UsageError
 from ._compressai import LearnedImageCodec
+
+# `[neural]` brings what neuralcompression imports (fvcore, lpips, torchmetrics); the package
+# itself goes in without its own requirements, which would downgrade scipy.
+INSTALL = "pip install 'lossyds[neural]', then pip install --no-deps neuralcompression"
 
 TARGETS = {
     1: "target_0.035bpp",
@@ -31,6 +36,11 @@ class MsIllmCodec(LearnedImageCodec):
     package = "neuralcompression"
     quality_range = (1, 6)
     synthesis_attribute: ClassVar[str] = "decoder"
+    install_hint: ClassVar[str] = INSTALL
+
+    def require_package(self) -> None:
+        if not self.package_installed():
+            raise UsageError(f"msillm needs the neuralcompression package, which no lossyds extra installs: {INSTALL}.")
 
     def new_model(self) -> torch.nn.Module:
         from neuralcompression.models import HiFiCAutoencoder
