@@ -64,6 +64,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
             ],
             "of best",
         ),
+        (
+            "nvjpeg_decode.py",
+            ["--device", "cpu", "--images", "16", "--batch", "8", "--qualities", "5", "--threads", "1"],
+            "device_batch_8_vs_cpu_loader",
+        ),
     ],
 )
 def test_benchmark_script_runs(tmp_path, script, args, expect):
