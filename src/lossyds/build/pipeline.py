@@ -212,6 +212,26 @@ def _run(
     except BaseException:
         writer.abort()
         raise
+    manifest = build_manifest(job, journal, options)
+    build_info = {
+        "seconds": round(time.time() - started, 3),
+        "workers": workers,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    journal.writing = list(FINISH_NAMES)  # recorded before they are written
+    journal.save(folder)
+    if uploader:
+        uploader.journal_saved()
+    finish_folder(folder, manifest, build_info)
+    if uploader:
+        uploader.build_finished()
+    return manifest
+
+
+def build_manifest(job: Plan, journal: Journal, options: BuildOptions) -> dict[str, Any]:
+    """The finished build's manifest from its plan and its journal's shards and totals."""
     source = job.source
     manifest = assemble_manifest(
         dataset={
@@ -232,18 +252,4 @@ def _run(
         manifest["part"] = job.part
     if options.metrics:
         manifest["metrics"] = metric_means(options.metrics, journal.metrics)
-    build_info = {
-        "seconds": round(time.time() - started, 3),
-        "workers": workers,
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    journal.writing = list(FINISH_NAMES)  # recorded before they are written
-    journal.save(folder)
-    if uploader:
-        uploader.journal_saved()
-    finish_folder(folder, manifest, build_info)
-    if uploader:
-        uploader.build_finished()
     return manifest
