@@ -16,7 +16,7 @@ import torch
 import lossyds
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
-from lossyds.evaluate import evaluate
+from lossyds.eval import evaluate
 
 from .test_cli import run
 
@@ -92,7 +92,7 @@ def test_mono_48khz_mixture_is_converted_as_demucs_converts_it(tmp_path):
     back the same way."""
     from demucs.audio import convert_audio
 
-    from lossyds.demucs_models import DemucsSeparator
+    from lossyds.eval.demucs_models import DemucsSeparator
 
     checkpoint = tmp_path / "repo" / "tinyhtd.th"
     save_tiny_htdemucs(checkpoint)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import lossyds
-from lossyds import metrics
+from lossyds import image_metrics, metrics
 from lossyds.errors import UsageError
 from lossyds.sources.folder import ImageFolderSource
 
@@ -39,7 +39,7 @@ def torch_home(tmp_path_factory) -> Iterator[Path]:
     checkpoints = home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.manual_seed(0)
-    backbone = checkpoints / metrics.DISTS_BACKBONE
+    backbone = checkpoints / image_metrics.DISTS_BACKBONE
     # Saved in the legacy (pre-zip) format: the real file dates from 2017, before torch 1.6's zip format.
     torch.save(torchvision.models.vgg16(weights=None).state_dict(), backbone, _use_new_zipfile_serialization=False)
     with pytest.MonkeyPatch.context() as patch:
@@ -51,8 +51,8 @@ def torch_home(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture
 def fresh(monkeypatch, torch_home) -> Path:
     """No DISTS network cached from an earlier test; TORCH_HOME as above. -> the backbone file."""
-    monkeypatch.setattr(metrics, "_dists_model", None)
-    return torch_home / "hub" / "checkpoints" / metrics.DISTS_BACKBONE
+    monkeypatch.setattr(image_metrics, "_dists_model", None)
+    return torch_home / "hub" / "checkpoints" / image_metrics.DISTS_BACKBONE
 
 
 def natural_image(height: int = 64, width: int = 80, seed: int = 0) -> np.ndarray:
@@ -90,13 +90,13 @@ def by_hand(backbone: Path, source: np.ndarray, decoded: np.ndarray, monkeypatch
 
 def test_identical_images_are_at_distance_zero(fresh):
     image = natural_image()
-    assert abs(metrics.dists(image, image)) < 1e-6
-    assert metrics.dists(image, noisy(image, 10)) > 1e-3
+    assert abs(image_metrics.dists(image, image)) < 1e-6
+    assert image_metrics.dists(image, noisy(image, 10)) > 1e-3
 
 
 def test_distance_grows_with_noise(fresh):
     image = natural_image()
-    distances = [metrics.dists(image, noisy(image, sigma)) for sigma in (2, 8, 24, 64)]
+    distances = [image_metrics.dists(image, noisy(image, sigma)) for sigma in (2, 8, 24, 64)]
     assert all(a < b for a, b in zip(distances, distances[1:])), distances
 
 
@@ -104,7 +104,7 @@ def test_matches_the_packages_network_computed_by_hand(fresh, monkeypatch):
     image = natural_image()
     decoded = noisy(image, 16)
     expected = by_hand(fresh, image, decoded, monkeypatch)
-    assert metrics.dists(image, decoded) == pytest.approx(expected, abs=1e-5)
+    assert image_metrics.dists(image, decoded) == pytest.approx(expected, abs=1e-5)
     assert expected > 1e-3  # a real difference, not two zeros
 
 
@@ -112,8 +112,8 @@ def test_uses_the_packages_trained_alpha_and_beta(fresh):
     from DISTS_pytorch import DISTS_pt
 
     shipped = torch.load(Path(DISTS_pt.__file__).parent / "weights.pt", weights_only=True)
-    network = metrics.load_dists()
-    assert network.alpha.shape == network.beta.shape == (1, metrics.DISTS_CHANNELS, 1, 1)
+    network = image_metrics.load_dists()
+    assert network.alpha.shape == network.beta.shape == (1, image_metrics.DISTS_CHANNELS, 1, 1)
     assert torch.equal(network.alpha, shipped["alpha"]) and torch.equal(network.beta, shipped["beta"])
     assert not any(p.requires_grad for p in network.parameters())
 
@@ -121,20 +121,20 @@ def test_uses_the_packages_trained_alpha_and_beta(fresh):
 def test_grey_images_are_repeated_to_three_channels(fresh):
     grey = natural_image()[:, :, 1:2]  # [H, W, 1]
     decoded = noisy(grey, 16)
-    distance = metrics.dists(grey, decoded)
+    distance = image_metrics.dists(grey, decoded)
     assert distance > 1e-3
-    assert distance == pytest.approx(metrics.dists(np.repeat(grey, 3, 2), np.repeat(decoded, 3, 2)), abs=1e-7)
+    assert distance == pytest.approx(image_metrics.dists(np.repeat(grey, 3, 2), np.repeat(decoded, 3, 2)), abs=1e-7)
 
 
 def test_without_the_backbone_check_metrics_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch hub cache
-    monkeypatch.setattr(metrics, "_dists_model", None)
+    monkeypatch.setattr(image_metrics, "_dists_model", None)
     checkpoints = tmp_path / "hub" / "checkpoints"
     with pytest.raises(UsageError, match=r"vgg16-397923af\.pth .* at " + str(checkpoints)) as refused:
         metrics.check_metrics(["psnr", "dists"], "image")
     message = str(refused.value)
     assert "\n" not in message and message.endswith(".") and ". " not in message  # one sentence
-    assert metrics._dists_model is None
+    assert image_metrics._dists_model is None
     assert not checkpoints.exists()  # nothing was downloaded
 
 
@@ -164,10 +164,10 @@ def test_build_records_dists_of_each_decoded_sample(fresh, tmp_path):
     assert summary["count"] == len(recorded) == 3
     assert summary["mean"] == pytest.approx(np.mean(list(recorded.values())), rel=1e-6)
     source = ImageFolderSource(root=root, split="train", modality="image")
-    sources = {ref.key: source.load(ref).image for ref in source.records()}
+    sources = {ref.key: source.load(ref).image for ref in source.refs()}
     decoded = {s["key"]: s["image"].permute(1, 2, 0).numpy() for s in lossyds.open_dataset(out)}
     assert sorted(sources) == sorted(decoded) == sorted(recorded)
     assert {image.shape[2] for image in sources.values()} == {1, 3}
     for key, value in recorded.items():
         assert value > 1e-3, key  # JPEG at quality 10 is visibly lossy
-        assert metrics.dists(sources[key], decoded[key]) == pytest.approx(value, abs=1e-5), key
+        assert image_metrics.dists(sources[key], decoded[key]) == pytest.approx(value, abs=1e-5), key

@@ -15,7 +15,9 @@ from PIL import Image
 import lossyds
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
-from lossyds.evaluate import evaluate, oracle_irm, sdr
+from lossyds.eval import evaluate
+from lossyds.eval.oracle import oracle_irm
+from lossyds.eval.separation import sdr
 from lossyds.report import make_report
 
 from .fixtures import make_cityscapes

@@ -14,8 +14,8 @@ import transformers
 import lossyds
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
-from lossyds.evaluate import evaluate
-from lossyds.hf_models import HFImageClassifier, HFSemanticSegmenter
+from lossyds.eval import evaluate
+from lossyds.eval.hf import HFImageClassifier, HFSemanticSegmenter
 from lossyds.sources.cityscapes import train_ids
 
 from .fixtures import WNIDS, WORDS, hf_image_set, make_cityscapes, make_imagenet

@@ -21,8 +21,9 @@ from lossyds.build import BuildOptions, build
 from lossyds.cli import main
 from lossyds.codecs._audio import resample
 from lossyds.errors import UsageError
-from lossyds.evaluate import evaluate, normalize_text
-from lossyds.hf_models import HFSpeechRecognizer
+from lossyds.eval import evaluate
+from lossyds.eval.asr import normalize_text
+from lossyds.eval.hf import HFSpeechRecognizer
 from lossyds.sources.sample import SAMPLE_ROOT
 
 SPELLING = {"colour": "color"}

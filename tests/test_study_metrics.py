@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lossyds
-from lossyds import metrics
+from lossyds import audio_metrics, image_metrics, metrics
 from lossyds.errors import UsageError
 
 from .test_cli import run
@@ -53,38 +53,38 @@ def test_cdpam_grows_as_the_opus_rate_falls_and_psnr_falls(tmp_path):
     sample = next(iter(lossyds.open_dataset(tmp_path / "opus6")))
     decoded = sample["audio"].numpy()
     recorded = built["6"][sample["key"]]["metrics"]
-    assert metrics.audio_psnr(sources[sample["key"]], decoded) == pytest.approx(recorded["psnr"], abs=1e-6)
-    assert metrics.cdpam(sources[sample["key"]], decoded, sample["sample_rate"]) == pytest.approx(
+    assert audio_metrics.audio_psnr(sources[sample["key"]], decoded) == pytest.approx(recorded["psnr"], abs=1e-6)
+    assert audio_metrics.cdpam(sources[sample["key"]], decoded, sample["sample_rate"]) == pytest.approx(
         recorded["cdpam"], rel=1e-4
     )
 
 
 def test_cdpam_refuses_any_checkpoint_but_the_packages_own(tmp_path):
-    shipped = metrics.cdpam_checkpoint()
+    shipped = audio_metrics.cdpam_checkpoint()
     package = tmp_path / "cdpam"
     (package / "CDPAM_trained").mkdir(parents=True)
     shutil.copy(shipped.parent.parent / "models.py", package / "models.py")
-    altered = package / metrics.CDPAM_CHECKPOINT
+    altered = package / audio_metrics.CDPAM_CHECKPOINT
     data = bytearray(shipped.read_bytes())
     data[-1] ^= 1
     altered.write_bytes(bytes(data))
     with pytest.raises(UsageError, match="refusing to unpickle"):
-        metrics.load_cdpam(altered)
+        audio_metrics.load_cdpam(altered)
     with pytest.raises(UsageError, match="needs its weights at"):
-        metrics.load_cdpam(package / "CDPAM_trained" / "absent.pth")
+        audio_metrics.load_cdpam(package / "CDPAM_trained" / "absent.pth")
 
 
 def test_audio_psnr_is_against_full_scale():
     rng = np.random.default_rng(0)
     source = rng.uniform(-0.5, 0.5, (2, 8000)).astype(np.float32)
     decoded = source + np.float32(0.01) * np.sign(rng.standard_normal(source.shape)).astype(np.float32)
-    assert metrics.audio_psnr(source, decoded) == pytest.approx(40.0, abs=1e-3)  # MSE 1e-4 of peak 1
-    assert math.isinf(metrics.audio_psnr(source, source))
+    assert audio_metrics.audio_psnr(source, decoded) == pytest.approx(40.0, abs=1e-3)  # MSE 1e-4 of peak 1
+    assert math.isinf(audio_metrics.audio_psnr(source, source))
 
 
 def test_lpips_vgg_without_its_backbone_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch hub cache, here and in the subprocess
-    monkeypatch.setattr(metrics, "_lpips_models", {})
+    monkeypatch.setattr(image_metrics, "_lpips_models", {})
     with pytest.raises(UsageError, match=r"vgg16-397923af\.pth .* at " + str(tmp_path / "hub" / "checkpoints")):
         metrics.check_metrics(["psnr", "lpips-vgg"], "image")
     result = run("build", "--codec", "jpeg", "--quality", "20", "--metrics", "lpips-vgg", "--out", str(tmp_path / "o"))

@@ -21,33 +21,45 @@ from typing import Any
 
 from .codecs.base import describe_setting
 from .errors import UsageError
+from .eval import tasks as eval_tasks
 from .manifest import load_manifest
+from .metrics import find as find_metric
 
-TASK_SCORES = ("wer", "top1", "top5", "miou", "sdr")
+# The scores that get a panel: each task declares which of its scores are plotted.
+TASK_SCORES = tuple(score.name for declared in eval_tasks() for score in declared.scores if score.plotted)
 
 
 def sample_outcomes(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """key -> {outcome name: value} from one eval-TASK.json's per-sample entries."""
+    """key -> {outcome name: value} from one eval-TASK.json's per-sample entries, as its task
+    declares its per-sample outcome (every task's is tried for a result that names none)."""
+    declared = [task for task in eval_tasks() if task.name == result.get("task")] or eval_tasks()
     out: dict[str, dict[str, float]] = {}
     for sample in result.get("samples") or []:
-        if "correct" in sample:
-            out[sample["key"]] = {"top1": float(sample["correct"])}
-        elif "hypothesis" in sample and sample.get("reference"):
-            import jiwer
-
-            out[sample["key"]] = {"wer": float(jiwer.wer(sample["reference"], sample["hypothesis"]))}
-        elif "pixel_accuracy" in sample:
-            out[sample["key"]] = {"pixel_accuracy": float(sample["pixel_accuracy"])}
-        elif sample.get("sdr_per_stem"):
-            out[sample["key"]] = {"sdr": sum(sample["sdr_per_stem"].values()) / len(sample["sdr_per_stem"])}
+        for task in declared:
+            value = task.outcome.measure(sample)
+            if value is not None:
+                out[sample["key"]] = {task.outcome.name: float(value)}
+                break
     return out
+
+
+def panel_label(name: str, modality: str) -> str:
+    """A panel's axis label: the score or metric with its unit and direction, where declared."""
+    declared = [score for task in eval_tasks() for score in task.scores if score.name == name]
+    declared += [task.outcome for task in eval_tasks() if task.outcome.name == name]
+    metric = find_metric(name, modality)
+    if declared:
+        return f"{name} ({declared[0].unit}, {'higher' if declared[0].higher_is_better else 'lower'} is better)"
+    if metric is not None:
+        return f"{name} ({metric.unit}, {metric.direction})"
+    return name
 
 
 def sample_metrics(directory: Path) -> dict[str, dict[str, float]]:
     """key -> the quality metrics stored in its KEY.json (empty when built without --metrics).
     Reads only the JSON members, through the same shard reader and checks as the loader."""
     from . import record
-    from .shards import MappedShard
+    from .shards.mapped import MappedShard
 
     manifest = load_manifest(directory)
     if not manifest.get("metrics"):
@@ -162,37 +174,14 @@ def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def make_report(
-    directories: list[Path], out: Path, layout: str = "metrics", published: str | Path | None = None
-) -> list[Path]:
-    """Write the report of `directories` into `out`. layout "metrics": one panel per score and
-    quality metric over builds of one modality; "study": the reference study's figure (one
-    panel per dataset, `study_report`). published: a study's numbers (`mpq-2024` or a YAML
-    file) set beside the measured runs in report.md and report.json."""
-    from .study_report import build_facts, comparison_markdown, load_study, make_study_report, published_vs_measured
-
-    if layout not in ("metrics", "study"):
-        raise UsageError(f"unknown report layout {layout!r}; choose metrics or study.")
-    study = load_study(published) if published is not None else None
-    if layout == "study":
-        return make_study_report(directories, out, study)
-    all_facts = [build_facts(Path(d)) for d in directories]
-    rows = [collect(facts) for facts in all_facts]
-    modalities = {r["modality"] for r in rows}
-    if len(modalities) != 1:
-        raise UsageError("report compares builds of one modality at a time (images in bpp, audio in kbps).")
-    modality = modalities.pop()
-    unit = "bits per pixel (payload)" if modality == "image" else "kbps (payload)"
-    panels = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
-    if not panels:
-        raise UsageError(
-            "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
-        )
+def plot(rows: list[dict[str, Any]], panels: list[str], modality: str, png: Path) -> Path:
+    """report.png: one panel per score or quality metric, one curve per codec, against the rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    unit = "bits per pixel (payload)" if modality == "image" else "kbps (payload)"
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for axis, panel in zip(axes[0], panels):
         for codec in sorted({r["codec"] for r in rows}):
@@ -207,17 +196,19 @@ def make_report(
         if rates and max(rates) / min(rates) > 10:
             axis.set_xscale("log")
         axis.set_xlabel(unit)
-        axis.set_ylabel(panel)
+        axis.set_ylabel(panel_label(panel, modality))
         axis.set_title(panel)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    png = out / "report.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=110)
     plt.close(figure)
+    return png
 
-    columns = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
+
+def builds_table(rows: list[dict[str, Any]], columns: list[str], modality: str) -> str:
+    """The markdown table of builds: rate, bits per sample and every column, then the --limit notes."""
     lines = [
         f"| build | codec | setting | {'bpp' if modality == 'image' else 'kbps'} | bits/sample | "
         + " | ".join(columns)
@@ -235,7 +226,12 @@ def make_report(
     partial = [f"{Path(r['build']).name}: {note}" for r in rows for note in r["partial"]]
     if partial:
         table += "\n\nPartial evaluations: " + "; ".join(partial) + "."
-    found = correlations(rows)
+    return table
+
+
+def correlation_tables(found: list[dict[str, Any]], per_sample: list[dict[str, Any]]) -> str:
+    """The markdown of the correlations across builds and per sample (empty where there are none)."""
+    table = ""
     if found:
         table += (
             "\n\n| quality metric | task metric | builds | Pearson | Spearman |\n|---|---|---|---|---|\n"
@@ -244,7 +240,6 @@ def make_report(
                 for c in found
             )
         )
-    per_sample = per_sample_correlations([Path(d) for d in directories])
     if per_sample:
         table += (
             "\n\nPer sample (each sample's quality metric against its own task outcome):\n\n| builds | quality metric | outcome | samples | Spearman |\n|---|---|---|---|---|\n"
@@ -253,6 +248,39 @@ def make_report(
                 for c in per_sample
             )
         )
+    return table
+
+
+def make_report(
+    directories: list[Path], out: Path, layout: str = "metrics", published: str | Path | None = None
+) -> list[Path]:
+    """Write the report of `directories` into `out`. layout "metrics": one panel per score and
+    quality metric over builds of one modality; "study": the reference study's figure (one
+    panel per dataset, `study_report`). published: a study's numbers (`mpq-2024` or a YAML
+    file) set beside the measured runs in report.md and report.json."""
+    from .study_figure import make_study_report
+    from .study_report import build_facts, comparison_markdown, load_study, published_vs_measured
+
+    if layout not in ("metrics", "study"):
+        raise UsageError(f"unknown report layout {layout!r}; choose metrics or study.")
+    study = load_study(published) if published is not None else None
+    if layout == "study":
+        return make_study_report(directories, out, study)
+    all_facts = [build_facts(Path(d)) for d in directories]
+    rows = [collect(facts) for facts in all_facts]
+    modalities = {r["modality"] for r in rows}
+    if len(modalities) != 1:
+        raise UsageError("report compares builds of one modality at a time (images in bpp, audio in kbps).")
+    modality = modalities.pop()
+    panels = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
+    if not panels:
+        raise UsageError(
+            "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
+        )
+    png = plot(rows, panels, modality, out / "report.png")
+    found = correlations(rows)
+    per_sample = per_sample_correlations([Path(d) for d in directories])
+    table = builds_table(rows, panels, modality) + correlation_tables(found, per_sample)
     comparison: list[dict[str, Any]] = []
     if study is not None:
         comparison = published_vs_measured(all_facts, study)

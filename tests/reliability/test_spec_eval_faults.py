@@ -336,7 +336,7 @@ def test_torchvision_weights_that_do_not_fit_are_one_sentence(builds, tmp_path, 
 
 
 def test_well_behaved_models_still_score(builds):
-    from lossyds.evaluate import evaluate
+    from lossyds.eval import evaluate
 
     directory, _ = builds["classification"]
     assert evaluate(directory, "classification", "tests.task_models:brightness_classifier", cores=0)["count"] == 6
@@ -350,7 +350,7 @@ def test_well_behaved_models_still_score(builds):
 
 
 def test_msillm_not_installed_names_what_installs_it(monkeypatch):
-    from lossyds.codecs._msillm import MsIllmCodec
+    from lossyds.codecs.msillm import MsIllmCodec
     from lossyds.errors import UsageError
 
     monkeypatch.setattr(MsIllmCodec, "package_installed", classmethod(lambda cls: False))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
+from .base import TaskModel
 
 
 def _load(kind: str, spec: str, processor_class: str = "AutoImageProcessor") -> tuple[Any, Any]:
@@ -195,7 +196,7 @@ class HFSpeechRecognizer:
         model's rate: as few as hold it in windows of at most 30 s, all of one length (the last
         a few frames shorter), so no piece is a sliver the model would invent text for (an empty
         clip is one empty piece)."""
-        from .codecs._audio import resample
+        from ..codecs._audio import resample
 
         mono = resample(np.asarray(audio, dtype=np.float32).mean(axis=0, keepdims=True), rate, self.rate)[0]
         count = max(1, math.ceil(len(mono) / self.window))
@@ -242,3 +243,34 @@ class HFSpeechRecognizer:
         """Whisper's English text normaliser with the spelling map of the tokenizer's
         normalizer.json (an empty map where it has none: see `spelling_map`)."""
         return self._normalizer(text)
+
+
+def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
+    """The adapter `task`'s run function calls, for the model at `argument`."""
+    if task == "asr":
+        from .asr import Recognizer
+
+        recognizer = HFSpeechRecognizer(argument, device, batch_size=batch)
+        return Recognizer(recognizer.transcribe, batch=batch, whisper=recognizer)
+    if task == "classification":
+        from .classification import Classifier
+
+        classifier = HFImageClassifier(argument, device)
+        return Classifier(classifier, labels=classifier)
+    from .segmentation import Segmenter
+
+    segmenter = HFSemanticSegmenter(argument, device)
+    return Segmenter(
+        lambda images, sizes: [logits[None] for logits in segmenter(images, sizes)],
+        batch=batch,
+        num_labels=segmenter.num_labels,
+    )
+
+
+MODEL = TaskModel(
+    name="hf",
+    tasks=("asr", "classification", "segmentation"),
+    load=load,
+    spelling="hf:ID_OR_PATH",
+    transforms={"classification": hf_classification_input},
+)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import LossydsError, TaskModelError, UsageError
+from ..errors import LossydsError, TaskModelError, UsageError
 
 
 def load_callable(spec: str) -> Callable:

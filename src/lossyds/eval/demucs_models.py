@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
+from .base import TaskModel
 
 # The demucs command line's defaults (`demucs.separate`), which the reference study used.
 DEFAULT_SHIFTS = 1
@@ -88,7 +89,7 @@ def load_demucs(spec: str) -> Any:
 
         names = sorted(p.stem for p in REMOTE_ROOT.glob("*.yaml"))
         raise UsageError(f"demucs has no pretrained model {spec!r}; its models are: {', '.join(names)}.")
-    from .weights import torch_hub_checkpoints
+    from ..weights import torch_hub_checkpoints
 
     cache = torch_hub_checkpoints()
     missing = [(file, url) for file, url in files if not (cache / file).exists()]
@@ -177,3 +178,13 @@ class DemucsSeparator:
             stem = torch.nn.functional.pad(stem, (0, max(0, mixture.shape[-1] - stem.shape[-1])))
             estimates[name] = stem[..., : mixture.shape[-1]].numpy().astype(np.float32)
         return estimates
+
+
+def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
+    from .separation import Separator
+
+    separator = DemucsSeparator(argument, device)
+    return Separator(lambda mixture, rate, stems: separator(mixture, rate), separator.check_stems)
+
+
+MODEL = TaskModel(name="demucs", tasks=("separation",), load=load, spelling="demucs:NAME_OR_PATH")
