@@ -66,14 +66,14 @@ def test_imagenet_train_with_cmyk_gray_and_png_named_jpeg(tmp_path):
 def test_imagenet_flat_val_labels_from_csv_and_devkit_agree(tmp_path):
     truth = make_imagenet(tmp_path / "in")
     builder = get_builder("imagenet", root=tmp_path / "in", split="val", modality="image")
-    from_csv = {r.key: r.targets["label"] for r in builder.records()}
+    from_csv = {r.key: r.targets["label"] for r in builder.refs()}
     assert from_csv == truth
     os.remove(tmp_path / "in" / "LOC_val_solution.csv")
     os.remove(tmp_path / "in" / "LOC_synset_mapping.txt")
     with pytest.raises(UsageError, match="devkit"):
-        builder.records()
+        builder.refs()
     make_imagenet_devkit(tmp_path / "in", truth)
-    from_devkit = {r.key: (r.targets["label"], r.targets["class_name"]) for r in builder.records()}
+    from_devkit = {r.key: (r.targets["label"], r.targets["class_name"]) for r in builder.refs()}
     assert {k: v[0] for k, v in from_devkit.items()} == truth
     assert from_devkit["ILSVRC2012_val_00000001"][1] == "space shuttle"
 
@@ -83,7 +83,7 @@ def test_imagenet_kaggle_layout(tmp_path):
     make_imagenet(base / "ILSVRC" / "Data" / "CLS-LOC")
     for name in ("LOC_val_solution.csv", "LOC_synset_mapping.txt"):
         shutil.move(base / "ILSVRC" / "Data" / "CLS-LOC" / name, base / name)
-    records = get_builder("imagenet", root=base, split="val", modality="image").records()
+    records = get_builder("imagenet", root=base, split="val", modality="image").refs()
     assert len(records) == 4
 
 
@@ -345,7 +345,7 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
     assert (tmp_path / "grid" / "speech-opus-6k" / "manifest.json").is_file()
     from lossyds.build.spec import load_spec
 
-    committed = load_spec(Path(__file__).resolve().parents[1] / "manifests" / "mpq-2024.yaml")
+    committed = load_spec("mpq-2024")  # the study lossyds ships, by name
     assert {r["codec"] for r in committed["runs"]} >= {
         "jpeg",
         "webp",

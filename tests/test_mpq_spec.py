@@ -1,5 +1,6 @@
-"""manifests/mpq-2024.yaml, the reference study's grid, runs offline against small local
-stand-ins for each of its sources and says which runs it skipped and why."""
+"""The reference study (studies/mpq-2024.yaml, shipped with lossyds, `--spec mpq-2024`) runs
+offline against small local stand-ins for each of its sources and says which runs it skipped
+and why; by name from any folder, and with no data at all it lists every run as unavailable."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ import yaml
 
 from .fixtures import hf_image_set, hf_speech_set, make_musdb_hq
 
-datasets = pytest.importorskip("datasets")
 REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO / "manifests" / "mpq-2024.yaml"
+SPEC = REPO / "src" / "lossyds" / "studies" / "mpq-2024.yaml"
 NEEDS_WEIGHTS = {"mbt2018", "msillm", "encodec-48khz"}
 
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
     """Environment variables pointing the spec's roots at stand-ins in the sources' layouts."""
+    datasets = pytest.importorskip("datasets")
     root = tmp_path_factory.mktemp("mpq")
     sets = {
         "MPQ_IMAGENET_1K": hf_image_set(label_column="label"),
@@ -88,3 +89,99 @@ def test_the_study_grid_runs_on_stand_ins(stand_ins, tmp_path):
     assert {run["codec"] for run in spec["runs"]} <= set(codecs.available())
     for dataset in spec["roots"]:
         assert {run["codec"] for run in spec["runs"] if run["dataset"] == dataset} & {"png", "flac"}
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """No data, no weights, no network: none of the study's roots set, an empty Hugging Face cache."""
+    empty = tmp_path / "no-weights"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPQ_") and k != "MUSDB_ROOT"}
+    return env | {
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "LOSSYDS_NO_DOWNLOAD": "1",
+        "LOSSYDS_WEIGHTS_DIR": str(empty),
+        "TORCH_HOME": str(empty),
+    }
+
+
+def test_the_study_is_found_by_name_from_outside_the_repository(tmp_path):
+    """The installed package finds its study by name wherever it runs (as .ci/smoke-wheel checks
+    with the built wheel); with no data here every run is listed as unavailable, with its reason."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [sys.executable, "-m", "lossyds.cli", "build", "--spec", "mpq-2024", "--skip-unavailable", "--out", "X"]
+    result = subprocess.run(
+        command, cwd=elsewhere, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    runs = [run["name"] for run in yaml.safe_load(SPEC.read_text())["runs"]]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skip ")]
+    assert [line.split()[1].rstrip(":") for line in skipped] == runs
+    assert all(len(line.split(": ", 1)[1]) > 10 for line in skipped)  # each with its reason
+    assert not (elsewhere / "X").exists() or not any((elsewhere / "X").iterdir())
+    unknown = subprocess.run(
+        [*command[:5], "mpq-2042", "--out", "X"], cwd=elsewhere, capture_output=True, text=True, timeout=600
+    )
+    assert unknown.returncode == 2 and "mpq-2024" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+
+
+STUDY_RUN = {"name": "photos-jpeg-q5", "dataset": "sample", "split": "photos", "codec": "jpeg", "quality": 5}
+EVALUATION = {"task": "classification", "models": ["hf:org/model"], "score": "top1"}
+
+
+@pytest.mark.parametrize(
+    ("study", "fragment"),
+    [
+        (
+            {"published": {"other-run": {"scores": {"hf:org/model": 0.5}, "as": "jpeg", "rate": 0.2}}},
+            "no run of that name",
+        ),
+        ({"evaluations": {"e": EVALUATION | {"task": "captioning"}}}, "not a lossyds task"),
+        ({"runs": [STUDY_RUN | {"evaluation": "f"}]}, "names evaluation 'f'"),
+        (
+            {"published": {"photos-jpeg-q5": {"scores": {"hf:other/model": 0.5}, "as": "jpeg", "rate": 0.2}}},
+            "not a model",
+        ),
+        ({"published": {"photos-jpeg-q5": {"scores": {"hf:org/model": 0.5}}}}, "need `as`"),
+        ({"evaluations": {"e": EVALUATION | {"score": "bleu"}}}, "score 'bleu'"),
+        ({"evaluations": {"e": EVALUATION | {"metrics": ["cdpam"]}}}, "not one of lossyds.s image metrics"),
+    ],
+)
+def test_a_study_file_that_does_not_agree_with_itself_is_one_sentence(tmp_path, study, fragment):
+    from lossyds.build.spec import load_spec
+    from lossyds.errors import UsageError
+
+    spec = {"runs": [STUDY_RUN | {"evaluation": "e"}], "evaluations": {"e": EVALUATION}} | study
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UsageError, match=fragment):
+        load_spec(path)
+
+
+def test_a_plain_grid_and_a_study_file_by_path_still_load(tmp_path):
+    from lossyds.build.spec import load_spec
+    from lossyds.errors import UsageError
+    from lossyds.study_report import load_study
+
+    plain = tmp_path / "grid.yaml"
+    plain.write_text(yaml.safe_dump({"runs": [STUDY_RUN]}))
+    assert load_spec(plain)["runs"][0]["name"] == "photos-jpeg-q5"
+    baseline = STUDY_RUN | {"name": "photos-png", "codec": "png", "evaluation": "e"}
+    del baseline["quality"]
+    study = {"runs": [baseline, STUDY_RUN | {"evaluation": "e"}], "evaluations": {"e": EVALUATION}}
+    study["published"] = {
+        "photos-png": {"scores": {"hf:org/model": 0.75}},
+        "photos-jpeg-q5": {"scores": {"hf:org/model": 0.5}, "as": "jpeg", "rate": 0.2},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    entry = load_study(path)["sets"]["e"]
+    assert entry["match"] == ["sample"] and entry["codecs"]["jpeg"]["lossyds"] == {"codec": "jpeg", "quality": 5}
+    assert entry["models"] == {"org/model": {"baseline": 0.75, "runs": {"jpeg": 0.5}}}
+    # a model with no score on the lossless run has no baseline to draw
+    del study["published"]["photos-png"]
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(UsageError, match="needs baseline"):
+        load_study(path)

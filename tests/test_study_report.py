@@ -13,7 +13,7 @@ from PIL import Image
 
 from lossyds.build import BuildOptions, build
 from lossyds.errors import UsageError
-from lossyds.evaluate import evaluate
+from lossyds.eval import evaluate
 from lossyds.report import make_report
 from lossyds.study_report import build_facts, load_study, match_run, published_vs_measured
 
@@ -151,23 +151,37 @@ def test_study_layout_figure_and_table_through_the_cli(sample_builds, tmp_path):
     assert "| photos | webp | webp-q0 |" in (tmp_path / "metrics" / "report.md").read_text()
 
 
-def test_the_shipped_study_covers_every_run_of_the_grid():
-    """Every run of manifests/mpq-2024.yaml is a run of the shipped published numbers: the
-    lossless ones the baseline, each lossy one a codec whose published score and rate exist."""
+def test_the_shipped_study_is_one_consistent_file():
+    """studies/mpq-2024.yaml holds the runs, their evaluations and the published numbers: every
+    published number belongs to a run of the file and a model of its evaluation, every run's
+    evaluation names a known task, and every run is matched back to its own published numbers
+    (the lossless ones as the baseline, each lossy one as a codec with a published score and rate)."""
+    from lossyds.build.spec import load_spec, shipped_studies
+    from lossyds.build.spec_checks import run_is_lossless
+    from lossyds.eval.registry import TASKS
+
+    assert "mpq-2024" in shipped_studies()
+    assert (REPO / "manifests" / "mpq-2024.yaml").resolve() == REPO / "src" / "lossyds" / "studies" / "mpq-2024.yaml"
+    grid = load_spec("mpq-2024")  # checks the file whole, its evaluations and published numbers too
     study = load_study("mpq-2024")
-    grid = yaml.safe_load((REPO / "manifests" / "mpq-2024.yaml").read_text())
-    lossless = {"png", "flac"}
-    tasks = {"imagenet": "classification", "ade20k": "segmentation", "beans": "classification",
-             "xray": "classification", "common-voice": "asr", "musdb": "separation"}  # fmt: skip
+    runs = {run["name"]: run for run in grid["runs"]}
+    assert set(grid["published"]) == set(runs)  # the study published a number for every run, and only those
+    for name, numbers in grid["published"].items():
+        evaluation = grid["evaluations"][runs[name]["evaluation"]]
+        assert evaluation["task"] in TASKS
+        assert set(numbers["scores"]) <= set(evaluation["models"])
     seen = set()
     for run_spec in grid["runs"]:
-        params = {k: v for k, v in run_spec.items() if k not in ("name", "dataset", "split", "codec")}
+        params = {k: v for k, v in run_spec.items() if k not in ("name", "dataset", "split", "codec", "evaluation")}
         facts = {"dataset": run_spec["dataset"], "split": run_spec["split"], "codec": run_spec["codec"],
-                 "params": params, "lossless": run_spec["codec"] in lossless,
+                 "params": params, "lossless": run_is_lossless(run_spec),
                  "dataset_options": {k: v for k, v in params.items() if k == "hf_config"}}  # fmt: skip
-        task = next(t for prefix, t in tasks.items() if run_spec["name"].startswith(prefix))
-        found = match_run(facts, study, task)
-        assert found is not None, run_spec["name"]
+        evaluation = grid["evaluations"][run_spec["evaluation"]]
+        found = match_run(facts, study, evaluation["task"])
+        assert found == (
+            run_spec["evaluation"],
+            "baseline" if facts["lossless"] else grid["published"][run_spec["name"]]["as"],
+        ), run_spec["name"]
         set_name, codec_key = found
         entry = study["sets"][set_name]
         for numbers in entry["models"].values():

@@ -7,55 +7,60 @@ channel), one point per lossy build labelled with its codec, and the lossless bu
 dashed reference line. With a study file the published points and baseline are drawn in grey
 beside them. A second figure puts each dataset's quality metrics against the same rate.
 
-A study file (YAML, see `studies/mpq-2024.yaml`) lists, per set: the manifest dataset names it
-matches, the task and score, each model's baseline and per-codec scores, the lossyds codec
-settings that reproduce each codec, and the rates as the study reported them.
+A study file (YAML, see `studies/mpq-2024.yaml`) holds the study's runs (the build settings),
+each run's evaluation (task, models, score) and its published numbers keyed by run;
+`build.spec.published_sets` turns them into the sets matched here: per set, the manifest
+dataset names it matches, the task and score, each model's baseline and per-codec scores, the
+lossyds codec settings that reproduce each codec, and the rates as the study reported them. A
+file that lists those `sets` directly is read as it is.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .eval import tasks as eval_tasks
 from .manifest import load_manifest
 
-STUDIES = {"mpq-2024": "mpq-2024.yaml"}
-
-# The score each task is plotted by when no study file names one.
-TASK_SCORE = {"classification": "top1", "segmentation": "miou", "asr": "wer", "separation": "sdr"}
+# The score each task is plotted by when no study file names one: the task's headline score.
+TASK_SCORE = {task.name: task.headline.name for task in eval_tasks()}
 
 # What a study's score is read from in an eval-TASK.json, in order: the study's own scoring
-# first, then the nearest lossyds score (said in the table when a fallback is used).
+# first, then the nearest lossyds score (said in the table when a fallback is used); each
+# task declares its scores' fallbacks.
 SCORE_SOURCES: dict[str, tuple[str, ...]] = {
-    "top1": ("top1",),
-    "miou": ("miou",),
-    "wer_raw": ("wer_raw", "wer"),
-    "wer": ("wer",),
-    "bsseval_sdr_mean_over_frames": ("bsseval_sdr_mean_over_frames", "bsseval_sdr", "sdr"),
-    "sdr": ("sdr",),
+    score.name: (score.name, *score.fallbacks) for task in eval_tasks() for score in task.scores
 }
 
 
 def load_study(spec: str | Path) -> dict[str, Any]:
-    """A study's published numbers: a name lossyds ships (`mpq-2024`) or a YAML file's path."""
+    """A study's published numbers: the name of a study lossyds ships (`mpq-2024`) or a YAML
+    file's path (a study file with runs and `published`, or a file of `sets`)."""
     import yaml
 
-    if str(spec) in STUDIES:
-        text = resources.files("lossyds").joinpath("studies", STUDIES[str(spec)]).read_text()
-        where = f"lossyds's {spec}"
+    from .build.spec import load_spec, published_sets, shipped_studies
+
+    path = Path(spec)
+    if str(spec) in shipped_studies() and not path.is_file():
+        study, where = load_spec(str(spec)), f"lossyds's {spec}"
     else:
-        path = Path(spec)
         if not path.is_file():
-            raise UsageError(f"--published {spec}: neither a study lossyds ships ({', '.join(STUDIES)}) nor a file.")
-        text, where = path.read_text(), str(path)
-    try:
-        study = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{where} is not valid YAML: {exc}") from None
+            raise UsageError(
+                f"--published {spec}: neither a study lossyds ships ({', '.join(shipped_studies())}) nor a file."
+            )
+        where = str(path)
+        try:
+            study = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{where} is not valid YAML: {exc}") from None
+        if isinstance(study, dict) and "runs" in study:
+            study = load_spec(path)  # the whole study file is checked, as `build --spec` checks it
+    if isinstance(study, dict) and "runs" in study:
+        study = {"study": study.get("study"), "source": study.get("source"), "sets": published_sets(study)}
     for name, entry in ((study or {}).get("sets") or {}).items():
         needed = {"match", "task", "score", "models", "codecs", "rates_as_published"}
         if not isinstance(entry, dict) or not needed <= set(entry):
@@ -71,7 +76,7 @@ def load_study(spec: str | Path) -> dict[str, Any]:
         if entry.get("figure_model") is not None and entry["figure_model"] not in entry["models"]:
             raise UsageError(f"{where}: set {name!r}: figure_model {entry['figure_model']!r} is not one of its models.")
     if not (study or {}).get("sets"):
-        raise UsageError(f"{where} lists no sets.")
+        raise UsageError(f"{where} lists no published numbers (no sets).")
     return study
 
 
@@ -235,7 +240,7 @@ def comparison_markdown(rows: list[dict[str, Any]], study: dict[str, Any]) -> st
     if not rows:
         return (
             f"No build here reproduces a run of {study.get('study', 'the study')} with an evaluation of its task "
-            "(match: dataset name, codec and setting, as in manifests/mpq-2024.yaml)."
+            "(match: dataset name, codec and setting, as in the study file's runs)."
         )
 
     def number(value: float | None) -> str:
@@ -254,181 +259,6 @@ def comparison_markdown(rows: list[dict[str, Any]], study: dict[str, Any]) -> st
             f"{number(r['rate_measured'])} | {'; '.join(r['notes'])} |"
         )
     return "\n".join(lines)
-
-
-def _panel_score(
-    builds: list[dict[str, Any]], entry: dict[str, Any] | None
-) -> tuple[str | None, str | None, str | None]:
-    """(task, score name, axis label) of one dataset's panel."""
-    tasks = [e["task"] for b in builds for e in b["evals"]]
-    if entry is not None and entry["task"] in tasks:
-        return entry["task"], entry["score"], entry.get("score_label", entry["score"])
-    if not tasks:
-        return None, None, None
-    task = tasks[0]
-    return task, TASK_SCORE[task], TASK_SCORE[task]
-
-
-def _panel_grid(count: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
-    """A matplotlib figure of `count` panels, at most `columns` a row, each `size` inches:
-    (figure, its axes in reading order); the grid's spare axes hidden."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = min(columns, count)
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows), squeeze=False)
-    for axis in axes.flat[count:]:
-        axis.set_visible(False)
-    return figure, list(axes.flat[:count])
-
-
-def _save(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _rate_label(modality: str) -> str:
-    return "bits per pixel" if modality == "image" else "bits per audio sample"
-
-
-def draw_study_figures(
-    all_facts: list[dict[str, Any]], out: Path, study: dict[str, Any] | None = None
-) -> tuple[list[Path], list[dict[str, Any]]]:
-    """report.png: per dataset, its task score against rate, one point per lossy build, the
-    lossless build as a dashed line (published points in grey when a study is given);
-    report-quality.png: per dataset and quality metric, the metric against rate.
-    Returns the paths written and, per panel of report.png, the numbers it draws."""
-    by_dataset: dict[str, list[dict[str, Any]]] = {}
-    for facts in all_facts:  # a panel per dataset and split
-        label = facts["dataset"] if facts["split"] in (None, "") else f"{facts['dataset']} ({facts['split']})"
-        by_dataset.setdefault(label, []).append(facts)
-
-    def entry_of(builds: list[dict[str, Any]]) -> dict[str, Any] | None:
-        for task in sorted({e["task"] for b in builds for e in b["evals"]}):
-            found = match_run(builds[0], study, task) if study else None
-            if found is not None:
-                return study["sets"][found[0]]
-        return None
-
-    panels = []
-    for dataset, builds in by_dataset.items():
-        entry = entry_of(builds)
-        task, score, label = _panel_score(builds, entry)
-        if task is not None:
-            panels.append((dataset, builds, entry, task, score, label))
-    paths: list[Path] = []
-    drawn_panels: list[dict[str, Any]] = []
-    if panels:
-        figure, axes = _panel_grid(len(panels), columns=3, size=(4.3, 3.6))
-        markers = "os^Dpv*xP"
-        for axis, (dataset, builds, entry, task, score, label) in zip(axes, panels):
-            lossy = []
-            baseline = None
-            for facts in builds:
-                for result in facts["evals"]:
-                    if result["task"] != task:
-                        continue
-                    value, _ = measured_score(result["scores"], score)
-                    if value is None:
-                        continue
-                    if facts["lossless"]:
-                        baseline = value
-                    else:
-                        lossy.append((facts["rate"], value, facts["codec"]))
-            panel: dict[str, Any] = {
-                "title": (entry or {}).get("title", dataset),
-                "task": task,
-                "score": score,
-                "points": [{"codec": c, "rate": r, "value": v} for r, v, c in lossy],
-                "baseline": baseline,
-                "published": None,
-            }
-            drawn_panels.append(panel)
-            codecs = sorted({c for _, _, c in lossy})
-            for rate, value, codec in lossy:
-                axis.scatter(rate, value, marker=markers[codecs.index(codec) % len(markers)], zorder=3)
-                axis.annotate(
-                    codec, (rate, value), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=8
-                )
-            if baseline is not None:
-                axis.axhline(baseline, ls="--", c="black", lw=1)
-                axis.annotate(
-                    "No additional compression",
-                    (0.5, baseline),
-                    xycoords=("axes fraction", "data"),
-                    textcoords="offset points",
-                    xytext=(0, 4),
-                    ha="center",
-                    fontsize=8,
-                )
-            if entry is not None and entry["task"] == task:
-                ran = next((e["model"] for b in builds for e in b["evals"] if e["task"] == task), None)
-                model, _ = study_model(entry, ran)  # the published model the evals ran, else the study's figure's
-                numbers = entry["models"][model]
-                panel["published"] = {"model": model, "baseline": numbers["baseline"], "points": []}
-                for codec_key, value in numbers["runs"].items():
-                    rate = published_rate_in_bits(entry, codec_key)
-                    if rate is not None:
-                        panel["published"]["points"].append({"codec": codec_key, "rate": rate, "value": value})
-                        axis.scatter(rate, value, marker="o", facecolors="none", edgecolors="grey", zorder=2)
-                        axis.annotate(
-                            f"{codec_key} (published)",
-                            (rate, value),
-                            textcoords="offset points",
-                            xytext=(0, 5),
-                            ha="center",
-                            fontsize=7,
-                            color="grey",
-                        )
-                axis.axhline(numbers["baseline"], ls=":", c="grey", lw=1)
-            axis.set_xlabel(_rate_label(builds[0]["modality"]))
-            axis.set_ylabel(label)
-            axis.set_title((entry or {}).get("title", dataset), fontsize=10)
-            drawn = [rate for rate, _, _ in lossy]
-            if entry is not None and entry["task"] == task:
-                drawn += [r for r in map(lambda c: published_rate_in_bits(entry, c), entry["rates_as_published"]) if r]
-            axis.set_xlim(0, 1.15 * max(drawn) if drawn else None)
-            axis.grid(True, alpha=0.3)
-        paths.append(_save(figure, out / "report.png"))
-
-    quality = [
-        (dataset, metric, builds)
-        for dataset, builds in by_dataset.items()
-        for metric in sorted({q for b in builds for q in b["quality"]})
-    ]
-    if quality:
-        figure, axes = _panel_grid(len(quality), columns=4, size=(4, 3.3))
-        for axis, (dataset, metric, builds) in zip(axes, quality):
-            for facts in builds:
-                if metric in facts["quality"] and not facts["lossless"]:
-                    axis.scatter(facts["rate"], facts["quality"][metric], zorder=3)
-                    axis.annotate(
-                        facts["codec"],
-                        (facts["rate"], facts["quality"][metric]),
-                        textcoords="offset points",
-                        xytext=(0, -12),
-                        ha="center",
-                        fontsize=8,
-                    )
-            axis.set_xlabel(_rate_label(builds[0]["modality"]))
-            axis.set_ylabel(metric)
-            axis.set_title(f"{dataset}: {metric}", fontsize=10)
-            axis.set_xlim(left=0)
-            axis.grid(True, alpha=0.3)
-        paths.append(_save(figure, out / "report-quality.png"))
-    if not paths:
-        raise UsageError(
-            "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
-        )
-    return paths, drawn_panels
 
 
 def builds_markdown(all_facts: list[dict[str, Any]]) -> str:
@@ -454,23 +284,3 @@ def builds_markdown(all_facts: list[dict[str, Any]]) -> str:
                 f"{'' if result is None else result['model']} | {score} |"
             )
     return "\n".join(lines)
-
-
-def make_study_report(directories: list[Path], out: Path, study: dict[str, Any] | None) -> list[Path]:
-    """report.png (and report-quality.png), report.md and report.json in the study's layout."""
-    all_facts = [build_facts(Path(d)) for d in directories]
-    figures, panels = draw_study_figures(all_facts, out, study)
-    sections = ["# lossyds report", ""]
-    sections += [f"![{p.stem}]({p.name})" for p in figures]
-    sections += ["", builds_markdown(all_facts)]
-    comparison = published_vs_measured(all_facts, study) if study else []
-    if study:
-        sections += ["", "## Published vs measured", "", comparison_markdown(comparison, study)]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(sections) + "\n")
-    (out / "report.json").write_text(
-        json.dumps(
-            {"layout": "study", "builds": all_facts, "figure": panels, "published_vs_measured": comparison}, indent=2
-        )
-    )
-    return [*figures, out / "report.md", out / "report.json"]

@@ -11,17 +11,23 @@ codec's and the dataset's declared options by name (quality, kbps, weights, chun
 ...: the same options the CLI offers as flags); `codec_options: {...}` sets codec options too.
 Each run writes OUT/<name>/ (OUT from --out, else the spec's `out`), so a name is one
 folder name. The whole spec (types, ranges, every run's options) is checked before the first
-run starts. Finished runs are left alone, interrupted ones resume. Runs whose codec is not
+run starts (the checks are in spec_checks.py). Finished runs are left alone, interrupted ones resume. Runs whose codec is not
 registered or whose root is missing stop the grid before anything is built, or are skipped
 with --skip-unavailable (and listed).
+
+A study is the same file with more in it (`studies/mpq-2024.yaml`, shipped with lossyds and
+found by name: `--spec mpq-2024`): `study` and `source` (what it is), `evaluations` (per set of
+runs: the task, the study's models, its score and metrics), each run's `evaluation`, and
+`published` (the study's numbers, keyed by run name). `lossyds report --published NAME` reads
+the numbers; the build reads the runs.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,43 +35,40 @@ import yaml
 from .. import codecs, sources
 from ..errors import OptionError, UsageError
 from ..manifest import MANIFEST_NAME
-from ..options import Option, check_options
 from .options import BuildOptions
 from .pipeline import build
-
-RUN_KEYS = ("name", "dataset", "split", "codec", "shard_samples", "shard_mb", "shard_format", "codec_options", "params")
-SPEC_KEYS = ("roots", "defaults", "runs", "out")
-
-# The run keys that are the build's own settings, declared like the codecs' and the datasets'
-# options so that one checker (lossyds.options) gives their types and ranges in the same words.
-BUILD_OPTIONS = (
-    Option("name", str, "The run's folder under OUT: one folder name."),
-    Option("dataset", str, "The source dataset, as --dataset."),
-    Option("codec", str, "The codec, as --codec."),
-    Option("split", str, "The dataset's split, as --split."),
-    Option("shard_samples", int, "Most samples per shard.", default=1000, span=(1, math.inf)),
-    Option("shard_mb", float, "Most megabytes (10^6 bytes) per shard.", default=1024.0, span=(0.01, math.inf)),
-    Option("shard_format", str, "Shard files.", default="auto", choices=("auto", "tar", "tar.gz", "tar.zst")),
-)
+from .spec_checks import check_layout, check_run, check_run_name, check_study, run_is_lossless, run_settings
 
 
-def declared_keys(run: dict[str, Any]) -> tuple[set[str] | None, set[str] | None]:
-    """The codec's and the dataset's option names for this run (None when it is unknown here:
-    such a run is reported by unavailable_reason, not refused for its keys)."""
-    try:
-        codec_keys = {o.name for o in codecs.codec_class(run["codec"]).declared_options()}
-    except UsageError:
-        codec_keys = None
-    try:
-        source_keys = {o.name for o in sources.source_class(run["dataset"]).declared_options()}
-    except UsageError:
-        source_keys = None
-    return codec_keys, source_keys
+def shipped_studies() -> list[str]:
+    """The names of the studies (grids) lossyds ships: `studies/NAME.yaml` in the package."""
+    folder = resources.files("lossyds").joinpath("studies")
+    return sorted(item.name[: -len(".yaml")] for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
-def load_spec(path: Path) -> dict[str, Any]:
-    """The spec at `path`, checked whole (its layout, every run's name, keys, types and option
-    values) so that a spec with any run that cannot run stops before one run builds or deletes."""
+def resolve_spec(spec: str | Path) -> Path:
+    """The file `--spec` names: a path, or the name of a study lossyds ships. A name (no `/`,
+    no `.yaml`) is a shipped study unless a file of that name is here, so that a study is usable
+    from any folder after a plain install."""
+    text = str(spec)
+    if Path(text).is_file() or "/" in text or os.sep in text or text.endswith((".yaml", ".yml")):
+        return Path(text)
+    if text not in shipped_studies():
+        raise UsageError(
+            f"--spec {text}: no such file, and no study lossyds ships has that name "
+            f"(shipped: {', '.join(shipped_studies())})."
+        )
+    # the package's own folder: a wheel installs it as plain files
+    return Path(str(resources.files("lossyds").joinpath("studies", f"{text}.yaml")))
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """The spec at `path` (a file, or a shipped study's name), checked whole (its layout, every
+    run's name, keys, types and option values, and a study's evaluations and published numbers)
+    so that a spec with any run that cannot run stops before one run builds or deletes."""
+    path = resolve_spec(path)
+    if not path.is_file():
+        raise UsageError(f"--spec {path}: no such file.")
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
@@ -87,94 +90,67 @@ def load_spec(path: Path) -> dict[str, Any]:
             check_run(path, spec, run)
         except OptionError as exc:  # named by its spec key, as the spec spells it
             raise UsageError(f"{path}: run {run['name']!r}: {str(exc).strip()}") from None
+    check_study(path, spec)
     return spec
 
 
-def check_layout(path: Path, spec: dict[str, Any]) -> None:
-    """The spec's top level: known keys, `roots` and `defaults` mappings, `out` text."""
-    unknown = sorted(str(key) for key in spec if key not in SPEC_KEYS)
-    if unknown:
-        raise UsageError(
-            f"{path} has unknown top-level keys {', '.join(map(repr, unknown))}; valid: {', '.join(SPEC_KEYS)}."
-        )
-    for key in ("roots", "defaults"):
-        if spec.get(key) is not None and not isinstance(spec[key], dict):
-            raise UsageError(f"{path}: `{key}:` must be a mapping (got {type(spec[key]).__name__}).")
-    for dataset, root in (spec.get("roots") or {}).items():
-        if root is not None and not isinstance(root, str):
-            raise UsageError(f"{path}: the root of {dataset!r} under `roots:` must be a folder path (got {root!r}).")
-    if spec.get("out") is not None and not isinstance(spec["out"], str):
-        raise UsageError(f"{path}: `out:` must be a folder path (got {spec['out']!r}).")
-
-
-def check_run_name(path: Path, number: int, name: Any) -> None:
-    """A run writes OUT/<name>/, so its name is one folder name: nothing that leaves OUT."""
-    if not isinstance(name, str):
-        raise UsageError(f"{path}: run {number}'s name {name!r} is not text; a run name is one folder name.")
-    if (
-        name.strip() in ("", ".", "..")
-        or any(c in name for c in "/\\\0")
-        or PurePosixPath(name).is_absolute()
-        or PureWindowsPath(name).drive
-    ):
-        raise UsageError(
-            f"{path}: run {number} is named {name!r}, which is not one folder name under the output folder "
-            "(no /, \\, NUL, drive, '.' or '..')."
-        )
-
-
-def check_run(path: Path, spec: dict[str, Any], run: dict[str, Any]) -> None:
-    """One run's keys and values, with `defaults`: the build's own settings (BUILD_OPTIONS), then
-    the codec's and the dataset's declared options, and the codec's own rules for them."""
-    label = f"run {run['name']!r}"
-    merged = {**(spec.get("defaults") or {}), **run}
-    for option in BUILD_OPTIONS:
-        if merged.get(option.name) is not None:
-            option.check("", merged[option.name])  # the run is named where the error is reported
-    for key in ("codec_options", "params"):
-        if merged.get(key) is not None and not isinstance(merged[key], dict):
-            raise UsageError(f"{path}: {label} {key} must be a mapping of codec options (got {merged[key]!r}).")
-    codec_keys, source_keys = declared_keys(merged)
-    if codec_keys is None or source_keys is None:
-        return  # reported as unavailable by run_spec
-    unknown = set(merged) - set(RUN_KEYS) - codec_keys - source_keys
-    if unknown:
-        valid = sorted(set(RUN_KEYS) | codec_keys | source_keys)
-        raise UsageError(
-            f"{path}: {label} has unknown keys {', '.join(sorted(map(str, unknown)))}; valid here: {', '.join(valid)}."
-        )
-    _, codec_options, source_options = run_settings(spec, run)
-    codec_class = codecs.codec_class(merged["codec"])
-    check_options(codec_class.name, codec_class.declared_options(), codec_options)
-    if not hasattr(codec_class, "package_installed") or codec_class.package_installed():
-        # the codec's own rules: a rate it needs, options that exclude each other
-        codecs.get(merged["codec"], **codec_options)
-    source_class = sources.source_class(merged["dataset"])
-    check_options(f"dataset {merged['dataset']!r}", source_class.declared_options(), source_options)
-    split = merged.get("split")
-    if split is not None and source_class.splits and split not in source_class.splits:
-        raise UsageError(
-            f"{path}: {label}: dataset {merged['dataset']!r} has no split {split!r}; "
-            f"choose one of: {', '.join(source_class.splits)}."
-        )
-    if codec_class.modality not in source_class.modalities:
-        raise UsageError(
-            f"{path}: {label}: dataset {merged['dataset']!r} holds {' and '.join(source_class.modalities)} data; "
-            f"the {codec_class.modality} codec {codec_class.name} cannot encode it."
-        )
-
-
-def run_settings(spec: dict[str, Any], run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(the run with `defaults` under it, its codec options, its dataset options)."""
-    merged = {**(spec.get("defaults") or {}), **run}
-    codec_keys, source_keys = declared_keys(merged)
-    codec_keys = (
-        codec_keys if codec_keys is not None else set(merged) - set(RUN_KEYS)
-    )  # unknown codec: kept for the report
-    codec_options = {k: merged[k] for k in codec_keys if k in merged}
-    codec_options.update(merged.get("codec_options") or merged.get("params") or {})
-    source_options = {k: merged[k] for k in source_keys or () if k in merged}
-    return merged, codec_options, source_options
+def published_sets(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A study's published numbers per evaluation, as `lossyds report` matches builds to them:
+    the datasets, split and dataset options of its runs, each model's baseline (its lossless
+    run's score) and per-codec scores, and per codec the build settings that reproduce it."""
+    sets: dict[str, dict[str, Any]] = {}
+    for name, entry in (spec.get("evaluations") or {}).items():
+        runs = [run for run in spec["runs"] if run.get("evaluation") == name]
+        if not runs:
+            continue
+        merged = [run_settings(spec, run) for run in runs]
+        # the report names a model as its id, without the `--model` kind (hf:, demucs:, ...)
+        models = [model.split(":", 1)[-1] for model in entry["models"]]
+        by_spelling = dict(zip(entry["models"], models))
+        # a revision says where the data is read from, not which data: builds from a local copy match too
+        options = {k: v for k, v in merged[0][2].items() if k != "hf_revision"}
+        found: dict[str, Any] = {
+            **{
+                k: entry[k]
+                for k in ("title", "task", "score", "score_label", "rate_unit", "samples", "note")
+                if k in entry
+            },
+            "match": sorted({run["dataset"] for run in runs}) + list(entry.get("also_matches") or []),
+            "split": merged[0][0].get("split"),
+            "options": options,
+            "models": {model: {"baseline": None, "runs": {}} for model in models},
+            "figure_model": models[0],
+            "codecs": {},
+            "rates_as_published": {},
+        }
+        for run, (settings, codec_options, _) in zip(runs, merged):
+            numbers = (spec.get("published") or {}).get(run["name"])
+            if numbers is None:
+                continue
+            scores = {by_spelling[model]: value for model, value in numbers["scores"].items()}
+            if run_is_lossless(run):
+                for model, value in scores.items():
+                    found["models"][model]["baseline"] = value
+                continue
+            key = numbers["as"]
+            codec = {"lossyds": {"codec": settings["codec"], **codec_options}}
+            if numbers.get("note"):
+                codec["note"] = numbers["note"]
+            if numbers.get("rate_scale") is not None:
+                codec["published_rate_scale"] = numbers["rate_scale"]
+            found["codecs"][key] = codec
+            found["rates_as_published"][key] = numbers["rate"]
+            for model, value in scores.items():
+                found["models"][model]["runs"][key] = value
+        # a model without a lossless run's score has no baseline: `lossyds report` refuses it by name
+        found["models"] = {
+            m: {k: v for k, v in n.items() if v is not None}
+            for m, n in found["models"].items()
+            if n["baseline"] is not None or n["runs"]
+        }
+        if found["models"]:
+            sets[name] = found
+    return sets
 
 
 def run_options(
@@ -266,7 +242,7 @@ def weights_unavailable_reason(options: BuildOptions) -> str | None:
 
 
 def run_spec(
-    path: Path,
+    path: str | Path,
     out: Path | None,
     *,
     force: bool,
