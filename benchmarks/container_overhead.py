@@ -25,7 +25,7 @@ from lossyds.build import BuildOptions, build  # noqa: E402
 
 def decompress_rate(shards: list[Path]) -> float:
     """MB/s of tar bytes out of lossyds's streaming decompression of these .tar.gz/.tar.zst shards."""
-    from lossyds.shards import gunzip, unzstd
+    from lossyds.shards.stream import gunzip, unzstd
 
     blobs = [shard.read_bytes() for shard in shards]
     decompress = gunzip if shards[0].name.endswith(".gz") else unzstd

@@ -42,7 +42,7 @@ from common import make_photo_folder  # noqa: E402
 import lossyds  # noqa: E402
 from lossyds import codecs  # noqa: E402
 from lossyds.build import BuildOptions, build  # noqa: E402
-from lossyds.shards import MappedShard  # noqa: E402
+from lossyds.shards.mapped import MappedShard  # noqa: E402
 from lossyds.sources import get as get_builder  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -73,7 +73,7 @@ def per_second(function, items: int, device: torch.device) -> float:
 def make_speech_folder(root: Path, count: int) -> Path:
     """`count` utterances of 4-16 s made by joining the sample's espeak-ng utterances (16 kHz)."""
     speech = get_builder("sample", root=None, split="speech", modality="audio")
-    clips = [speech.load(r).audio for r in speech.records()]
+    clips = [speech.load(r).audio for r in speech.refs()]
     root.mkdir(parents=True, exist_ok=True)
     for index in range(count):
         target = root / f"utt-{index:04d}.wav"

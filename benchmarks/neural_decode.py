@@ -42,7 +42,7 @@ def timed(function, repeat: int = 3) -> float:
 def encodec_figures(batch: int, workdir: Path) -> None:
     codec = codecs.get("encodec", kbps=6, weights="random:0")
     speech = get_builder("sample", root=None, split="speech", modality="audio")
-    clip = speech.load(speech.records()[0])
+    clip = speech.load(speech.refs()[0])
     clips = [clip] * batch
     seconds = clip.audio.shape[1] / clip.sample_rate * batch
     streams = [codec.encode(c) for c in clips]
@@ -70,7 +70,7 @@ def encodec_figures(batch: int, workdir: Path) -> None:
 def encodec_lm_figures() -> None:
     """EnCodec 6 kbps with --entropy-lm (a random LM here: it costs bits instead of saving them)."""
     speech = get_builder("sample", root=None, split="speech", modality="audio")
-    clip = speech.load(speech.records()[0])
+    clip = speech.load(speech.refs()[0])
     seconds = clip.audio.shape[1] / clip.sample_rate
     plain = codecs.get("encodec", kbps=6, weights="random:0")
     with_lm = codecs.get("encodec", kbps=6, weights="random:0", entropy_lm=True)
@@ -84,7 +84,7 @@ def encodec_lm_figures() -> None:
 def hyperprior_figures(batch: int, workdir: Path) -> None:
     codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
     photo = get_builder("sample", root=None, split="photos", modality="image")
-    image = photo.load(photo.records()[0]).image[:256, :256]
+    image = photo.load(photo.refs()[0]).image[:256, :256]
     crops = [np.ascontiguousarray(np.roll(image, i * 17, axis=1)) for i in range(batch)]
     streams = codec.encode_batch(crops)
     one = timed(lambda: [codec.decode(s, {}) for s in streams])
@@ -99,7 +99,7 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     )
     # The CPU synthesis runs channels-last (LearnedImageCodec.synthesis_on): against the network as loaded (NCHW),
     # on the same latents of two full-size 512x512 photos.
-    full = photo.load(photo.records()[0]).image
+    full = photo.load(photo.refs()[0]).image
     full_streams = codec.encode_batch([full, np.ascontiguousarray(np.roll(full, 101, axis=1))])
     nchw = codec.copy_module("g_s").to(memory_format=torch.contiguous_format)
     latents = [codec.decode_latent(s, {}) for s in full_streams]
@@ -132,7 +132,7 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
 def autoregressive_figures() -> None:
     """mbt2018 / cheng2020-anchor decode one 300x451 photo at a time: serial context model."""
     photo = get_builder("sample", root=None, split="photos", modality="image")
-    image = photo.load(photo.records()[1])  # chelsea, 300x451
+    image = photo.load(photo.refs()[1])  # chelsea, 300x451
     for name in ("mbt2018", "cheng2020-anchor"):
         codec = codecs.get(name, quality=1, weights="random:0")
         stream = codec.encode(image)

@@ -120,7 +120,8 @@ def test_verify_decode_names_an_undecodable_sample_in_one_sentence(tmp_path, cod
     for workers in (
         ("2", "0") if codec == "opus" else ("2",)
     ):  # opus: DataLoader worker processes, then this process; jpeg: decode threads
-        bad = run("verify", "--decode", "--workers", workers, str(out))
+        bad = run("verify", "--decode", "--cores", workers, str(out))
         assert bad.returncode == 1, bad
         assert f"sample {key!r} cannot be decoded" in bad.stderr
         assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr and "Caught" not in bad.stderr
+    assert run("verify", "--decode", "--workers", "2", str(out)).returncode == 2  # the old spelling is gone

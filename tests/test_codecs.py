@@ -36,12 +36,12 @@ EXPECTED = {
 
 def photos():
     builder = get_builder("sample", root=None, split="photos", modality="image")
-    return [builder.load(r) for r in builder.records()]
+    return [builder.load(r) for r in builder.refs()]
 
 
 def speech():
     builder = get_builder("sample", root=None, split="speech", modality="audio")
-    return [builder.load(r) for r in builder.records()]
+    return [builder.load(r) for r in builder.refs()]
 
 
 def test_registry_maps_each_name_to_its_class():
@@ -184,7 +184,7 @@ def test_mp3_is_sample_aligned_with_the_source(kbps):
 
 def test_mp3_and_opus_at_441khz_stereo_music_come_back_aligned():
     builder = get_builder("sample", root=None, split="music", modality="audio")
-    (record,) = builder.records()
+    (record,) = builder.refs()
     sample = builder.load(record)
     assert sample.sample_rate == 44100 and sample.audio.shape[0] == 2
     meta = {"sample_rate": 44100, "num_frames": sample.audio.shape[1]}

@@ -231,7 +231,7 @@ def test_corrupt_shard_is_named_by_the_loader(tmp_path):
 def test_shard_indexes_are_reused_across_epochs_until_a_file_changes(many_shards, tmp_path, monkeypatch):
     import shutil
 
-    import lossyds.shards as shards
+    import lossyds.shards.mapped as shards
 
     copy = tmp_path / "copy"
     shutil.copytree(many_shards, copy)

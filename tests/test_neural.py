@@ -144,7 +144,7 @@ def test_other_weights_are_refused_with_both_fingerprints(tmp_path):
     assert len(list(lossyds.open_dataset(tmp_path, weights=str(checkpoint)))) == 2
     # A bitstream decoded by a codec with other weights is refused too, not decoded wrong.
     other = codecs.get("bmshj2018-hyperprior", quality=1, weights="random:1")
-    sample = get_builder("sample", root=None, split="photos", modality="image").records()[0]
+    sample = get_builder("sample", root=None, split="photos", modality="image").refs()[0]
     data = codec.encode(get_builder("sample", root=None, split="photos", modality="image").load(sample))
     with pytest.raises(WeightsError):
         other.decode(data, {})
@@ -236,7 +236,7 @@ def test_weights_file_is_loaded_without_unpickling_objects(tmp_path):
 def test_batch_and_thread_count_do_not_change_what_decodes(tmp_path):
     """Encode 4 images as one batch with 2 threads; decode one by one with 1 and with 2 threads."""
     photo = get_builder("sample", root=None, split="photos", modality="image")
-    image = photo.load(photo.records()[0]).image  # 512x512 RGB
+    image = photo.load(photo.refs()[0]).image  # 512x512 RGB
     crops = [np.ascontiguousarray(image[i * 40 : i * 40 + 192, i * 30 : i * 30 + 256]) for i in range(4)]
     for name in ("bmshj2018-hyperprior", "mbt2018-mean"):
         codec = codecs.get(name, quality=2, weights="random:0")
@@ -260,7 +260,7 @@ def test_cpu_synthesis_runs_channels_last_and_gives_the_nchw_pixels():
     """The CPU synthesis network is converted to channels-last (faster in oneDNN); its pixels
     are those of the network as loaded (NCHW), within 1 level on at most 0.1% of them."""
     photo = get_builder("sample", root=None, split="photos", modality="image")
-    image = photo.load(photo.records()[0]).image
+    image = photo.load(photo.refs()[0]).image
     codec = codecs.get("bmshj2018-hyperprior", quality=2, weights="random:0")
     reference_network = codec.copy_module("g_s")  # NCHW, as loaded
     data = codec.encode(SimpleNamespace(key="a", image=image))
@@ -383,7 +383,7 @@ def test_neural_decoding_in_dataloader_workers(tmp_path):
 def test_batched_synthesis_equals_one_by_one_decode_for_images(name):
     """Latents of two sizes and both channel counts, synthesized as one call, give decode's exact pixels."""
     photo = get_builder("sample", root=None, split="photos", modality="image")
-    samples = [photo.load(r) for r in photo.records()[:4]]  # 512x512 RGB, 300x451 RGB, 400x600 RGB, grayscale
+    samples = [photo.load(r) for r in photo.refs()[:4]]  # 512x512 RGB, 300x451 RGB, 400x600 RGB, grayscale
     samples += [samples[0]]  # two of one shape: a real batch
     codec = codecs.get(name, quality=2 if name != "msillm" else 1, weights="random:0")
     streams = [codec.encode(s) for s in samples]

@@ -204,7 +204,10 @@ def test_partitioned_build_into_s3_merges_to_the_objects_of_a_local_merge(s3, tm
     for index in range(2):
         build(BuildOptions(out=tmp_path / "local", part=(index, 2), **options))
         build(BuildOptions(out=f"s3://{BUCKET}/parts-demo", part=(index, 2), **options))
-    assert object_names(fs, "parts-demo") == [".lossyds-folder", "parts"]  # the marker; parts live under parts/ until merged
+    assert object_names(fs, "parts-demo") == [
+        ".lossyds-folder",
+        "parts",
+    ]  # the marker; parts live under parts/ until merged
     merge(tmp_path / "local")
     merged = subprocess.run(cli("merge", f"s3://{BUCKET}/parts-demo"), capture_output=True, text=True)
     assert merged.returncode == 0, merged.stderr

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lossyds
-import lossyds.shards
+import lossyds.shards.stream
 from lossyds.errors import ShardError
 from lossyds.verify import verify
 
@@ -51,7 +51,7 @@ def test_cut_zstd_shard_serves_its_prefix_and_large_shards_spill_to_disk(tmp_pat
     out = tmp_path / "o"
     build_sample(out, "flac", shard_format="tar.zst")
     clean = {s["key"]: s["audio"] for s in lossyds.open_dataset(out)}
-    monkeypatch.setattr(lossyds.shards, "SPILL_BYTES", 4096)  # decompress into a temporary file
+    monkeypatch.setattr(lossyds.shards.stream, "SPILL_BYTES", 4096)  # decompress into a temporary file
     spilled = {s["key"]: s["audio"] for s in lossyds.open_dataset(out)}
     assert all(torch.equal(spilled[key], clean[key]) for key in clean)
     damaged = tmp_path / "damaged"

@@ -11,83 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
 from .cli_build import LOCATION
+from .cli_output import fail, out, progress_bar, summary_table
 from .errors import LossydsError
-from .manifest import achieved_rate_text
+from .eval import TASKS
 from .storage import storage_errors
-
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False)
-
-
-def fail(exc: LossydsError) -> None:
-    click.echo(f"error: {exc.cli_message()}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def progress_bar(label: str) -> Progress:
-    return Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
-
-
-def summary_table(manifest: dict[str, Any], directory: Path) -> Table:
-    bits = manifest["bits"]
-    codec = manifest["codec"]
-    table = Table(title=f"lossyds build: {directory}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("dataset", f"{manifest['dataset']['name']} / {manifest['dataset']['split']}")
-    params = ", ".join(f"{k}={v}" for k, v in codec["params"].items())  # every setting, for the record
-    if manifest["modality"] == "image" and "bpp" in codec["params"]:
-        target = codec["params"]["bpp"]
-        params += f"; achieved/target {bits['bpp'] / target:.3f}"
-    table.add_row("codec", f"{codec['name']} ({params}) via {codec['library']} {codec['library_version']}")
-    table.add_row(
-        "samples", f"{manifest['num_samples']} in {len(manifest['shards'])} shard(s), {manifest['num_skipped']} skipped"
-    )
-    table.add_row("achieved rate", achieved_rate_text(manifest))
-    if manifest["modality"] == "audio":
-        requested = codec["params"].get("kbps") or codec["params"].get("target_kbps")
-        if requested and abs(bits["kbps"] - requested) > 0.1 * requested:
-            table.add_row(
-                "note", f"requested {requested:g} kbps, achieved {bits['kbps']:.2f} kbps (the codec's own limits)"
-            )
-    table.add_row("bits per sample", f"{bits['per_sample_mean']:.0f} (mean payload)")
-    table.add_row(
-        "compression",
-        f"{bits['compression_ratio_vs_raw']:.1f}:1 vs raw, {bits['compression_ratio_vs_source']:.1f}:1 vs source files",
-    )
-    weights = codec.get("weights")
-    if weights:
-        table.add_row("weights", f"{weights['name']} (sha256 {weights['sha256'][:16]}..., {weights['source']})")
-        if weights["source"] == "random":
-            table.add_row(
-                "WARNING", "test weights (random initialisation): bitstreams are real, the codec is not a trained one"
-            )
-    for name, summary in (manifest.get("metrics") or {}).items():
-        if summary["mean"] is not None:
-            table.add_row(f"mean {name}", f"{summary['mean']:.4f} over {summary['count']} samples")
-    table.add_row(
-        "payload / disk",
-        f"{bits['payload_to_container']:.3f} (payload {bits['payload'] // 8} B, shards {bits['container'] // 8} B)",
-    )
-    for skip in manifest["skipped"][:5]:
-        table.add_row("skipped", f"{skip['key']}: {skip['reason']}")
-    if manifest["num_skipped"] > 5:
-        table.add_row("skipped", f"... and {manifest['num_skipped'] - 5} more (see manifest.json)")
-    return table
 
 
 class LazyGroup(click.Group):
@@ -149,11 +80,10 @@ def info(directory: Path, as_json: bool) -> None:
 @click.option("--weights", help="Neural codecs: the weights to decode with (must match the manifest's fingerprint).")
 @click.option(
     "--cores",
-    "--workers",
     "cores",
     type=click.IntRange(min=0),
     default=None,
-    help="With --decode: cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)",
+    help="With --decode: cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.",
 )
 def verify(directory: Path, decode: bool, weights: str | None, cores: int | None) -> None:
     """Re-hash every shard and parse every sample; exit 1 naming the first bad shard/sample."""
@@ -214,18 +144,17 @@ def push(
 
 @main.command(name="eval")
 @click.argument("directory", type=LOCATION)
-@click.option("--task", required=True, type=click.Choice(["asr", "classification", "segmentation", "separation"]))
+@click.option("--task", required=True, type=click.Choice(TASKS))
 @click.option(
     "--model",
-    help="asr: pocketsphinx (default), hf:ID_OR_PATH (a Whisper-class speech model, its own processor) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default), demucs:NAME_OR_PATH (a pretrained Demucs from torch hub's cache, or a checkpoint) or module:function.",
+    help="asr: pocketsphinx (default), hf:ID_OR_PATH (a Whisper-class speech model, its own processor) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default), demucs:NAME_OR_PATH (a pretrained Demucs from torch hub's cache, or a checkpoint) or module:function. Installed packages may add prefixes (entry-point group lossyds.task_models).",
 )
 @click.option(
     "--cores",
-    "--workers",
     "cores",
     type=click.IntRange(min=0),
     default=None,
-    help="Cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread. (--workers: old spelling.)",
+    help="Cores to decode on, as decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (audio, neural codecs); default one per core up to 8; 0 decodes in the main thread.",
 )
 @click.option(
     "--device",
@@ -258,7 +187,8 @@ def eval_command(
     weights: str | None,
 ) -> None:
     """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
-    from .evaluate import evaluate
+    from .eval import evaluate
+    from .eval import task as task_declaration
 
     try:
         with progress_bar(f"eval {task}") as bar:
@@ -276,9 +206,8 @@ def eval_command(
             )
     except LossydsError as exc:
         fail(exc)
-    score = {k: v for k, v in result.items() if k in ("wer", "wer_whisper", "wer_raw", "top1", "top5", "miou", "sdr")}
-    if result.get("bsseval"):
-        score["bsseval_sdr"] = result["bsseval"]["sdr"]
+    shown = [declared for declared in task_declaration(task).scores if declared.printed]
+    score = {declared.name: declared.value(result) for declared in shown if declared.value(result) is not None}
     rate = ", ".join(f"{k}={v:.4g}" for k, v in result["bits"].items())
     scope = (
         f"{result['num_evaluated']} of {result['num_samples']} samples"

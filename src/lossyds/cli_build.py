@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from . import metrics
 from .errors import LossydsError, UsageError
 from .options import Option, merged_options
 
@@ -22,11 +23,9 @@ class Location(click.ParamType):
     name = "DIR_OR_URL"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
-        from .shards import is_url
+        from .location import as_location
 
-        if isinstance(value, Path):
-            return value
-        return value if is_url(value) else Path(value)
+        return value if isinstance(value, Path) else as_location(value)
 
 
 LOCATION = Location()
@@ -56,7 +55,7 @@ def default_workers() -> int:
 
 
 def run_with_progress(label: str, function: Callable, *args: Any) -> Any:
-    from .cli import progress_bar
+    from .cli_output import progress_bar
 
     with progress_bar(label) as bar:
         task = bar.add_task(label, total=None)
@@ -124,11 +123,11 @@ GENERIC = [
         help="Most megabytes (10^6 bytes) per shard.",
     ),
     click.Option(
-        ["--shard-format", "--container", "shard_format"],
+        ["--shard-format", "shard_format"],
         type=click.Choice(["auto", "tar", "tar.gz", "tar.zst"]),
         default="auto",
         show_default=True,
-        help="Shard files: plain tar (fastest reads), gzip-compressed tar (compact) or zstandard-compressed tar; auto = tar.gz for audio, tar for images. (--container: old spelling.)",
+        help="Shard files: plain tar (fastest reads), gzip-compressed tar (compact) or zstandard-compressed tar; auto = tar.gz for audio, tar for images.",
     ),
     click.Option(
         ["--workers"], default=0, type=click.IntRange(min=0), help="Encoding processes (0 = one per CPU core)."
@@ -142,12 +141,12 @@ GENERIC = [
     click.Option(["--force"], is_flag=True, help="Rebuild a folder that already holds a finished build."),
     click.Option(
         ["--metrics", "metric_list"],
-        help="Comma-separated quality metrics per sample (images: psnr,ssim,ms-ssim,lpips,lpips-vgg,dists; audio: si-sdr,psnr,pesq,stoi,mel-distance,cdpam).",
+        help=f"Comma-separated quality metrics per sample ({metrics.help_text()}).",
     ),
     click.Option(
         ["--spec"],
-        type=click.Path(path_type=Path, exists=True, dir_okay=False),
-        help="Run a declarative grid (dataset x codec x rate) from a YAML file.",
+        metavar="FILE_OR_NAME",
+        help="Run a declarative grid (dataset x codec x rate) from a YAML file, or a study lossyds ships by name (mpq-2024).",
     ),
     click.Option(
         ["--skip-unavailable"],
@@ -166,7 +165,7 @@ def build_command() -> click.Command:
     )
 
     def run(**given: Any) -> None:
-        from .cli import fail, out, summary_table
+        from .cli_output import fail, out, summary_table
 
         try:
             manifest = run_build(given, set(codec_flags), set(source_flags))

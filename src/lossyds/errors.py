@@ -45,9 +45,13 @@ class OptionError(UsageError):
         super().__init__(template.format(*options))
 
     def cli_message(self) -> str:
-        from .options import flag_name
-
         return self.template.format(*(flag_name(option) for option in self.options))
+
+
+def flag_name(name: str) -> str:
+    """An option's Python name as its command-line flag: 'shard_mb' -> '--shard-mb'. Kept here, beside
+    OptionError, so that errors import nothing from the modules that raise them."""
+    return "--" + name.replace("_", "-")
 
 
 class SourceError(LossydsError):

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
+from .location import is_url
 from .manifest import CARD_NAME, MANIFEST_NAME, achieved_rate_text, load_manifest, shard_format_of
-from .shards import is_url
 
 # https://huggingface.co/docs/hub/repositories-recommendations (checked 2026-11)
 HUB_MAX_FILE_BYTES = 50 * 10**9  # hard limit per file

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ShardError, UsageError
+from .location import join_location, read_location
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -52,8 +53,6 @@ def shard_format_of(name: str) -> str:
 
 def part_folder(out: str | Path, part: tuple[int, int]) -> str | Path:
     """Where part `k` of `n` of a partitioned build goes: OUT/parts/part-0000k-of-0000n/ (OUT: a folder or a URL)."""
-    from .shards import join_location
-
     index, count = part
     return join_location(join_location(out, PARTS_DIR), f"part-{index:05d}-of-{count:05d}")
 
@@ -135,8 +134,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def load_manifest(directory: str | Path) -> dict[str, Any]:
     """Read and check DIR/manifest.json (DIR: a folder or an fsspec URL). UsageError if absent, ShardError if damaged."""
-    from .shards import join_location, read_location
-
     path = join_location(directory, MANIFEST_NAME)
     try:
         text = read_location(path)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import OptionError
+from .errors import OptionError, flag_name
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,6 @@ class Option:
         if self.span is not None and not self.span[0] <= converted <= self.span[1]:
             raise OptionError(f"{owner} {{0}} must be {self.describe()} (got {value!r}).", self.name)
         return converted
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _number(value: Any) -> str:

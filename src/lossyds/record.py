@@ -33,7 +33,8 @@ from .errors import ShardError
 from .types import SourceSample
 
 if TYPE_CHECKING:
-    from .shards import MappedShard, SampleEntry
+    from .shards.mapped import MappedShard
+    from .shards.tar import SampleEntry
 
 META = "json"
 LABEL = "cls"

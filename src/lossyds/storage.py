@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import LossydsError
+from .location import is_url
 
 _STORAGE_LIBRARIES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "s3fs", "gcsfs", "adlfs", "fsspec")
 
@@ -42,7 +43,7 @@ def storage_errors(location: str | Path, doing: str, hint: str = "") -> Iterator
     except LossydsError:
         raise
     except Exception as exc:
-        if "://" not in str(location) or not is_storage_failure(exc):
+        if not is_url(location) or not is_storage_failure(exc):
             raise
         tail = f"; {hint}" if hint else ""
         raise StorageError(f"{doing} {location} failed: {failure_reason(exc)}{tail}.") from None

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from . import codecs, record
 from .errors import ShardError
+from .location import as_location, is_url, join_location, read_location
 from .manifest import load_manifest
-from .shards import MappedShard, is_url, join_location, read_location, sha256_file
+from .shards.mapped import MappedShard
+from .shards.writer import sha256_file
 
 
 @dataclass
@@ -36,7 +38,7 @@ def verify(
     decode threads (JPEG/WebP/AVIF/PNG) or DataLoader worker processes (the rest); None =
     one per core up to 8, 0 = in this thread. `progress(done, total)` counts samples checked
     plus samples decoded."""
-    root = directory if is_url(directory) else Path(directory)
+    root = as_location(directory)
     manifest = load_manifest(root)
     codec = codecs.codec_class(manifest["codec"]["name"])
     extension = codec.extension
@@ -48,7 +50,7 @@ def verify(
         cores = default_cores() if cores is None else cores
         threads = decode_threads_for(manifest["codec"]["name"], cores)
         dataset = LossyDataset(
-            root, weights=weights, decode_threads=threads, rank=0, world_size=1
+            root, weights=weights, decode_threads=threads, rank=0, world_size=1, manifest=manifest
         )  # every sample, under torchrun too
     for shard_info in manifest["shards"]:
         name = shard_info["path"]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import lossyds
-import lossyds.shards
+import lossyds.shards.writer
 from lossyds.build import BuildOptions, build
 from lossyds.errors import LossydsError, ShardError
 from lossyds.manifest import JOURNAL_NAME
@@ -119,7 +119,7 @@ def test_full_disk_leaves_no_half_shard_and_resumes(photos, tmp_path, monkeypatc
         handle = real_open(path, mode, *args, **kwargs)
         return FullDisk(handle, budget) if "w" in mode and str(path).endswith(".partial") else handle
 
-    monkeypatch.setattr(lossyds.shards, "open", failing_open, raising=False)
+    monkeypatch.setattr(lossyds.shards.writer, "open", failing_open, raising=False)
     out = tmp_path / "full"
     with pytest.raises(LossydsError, match="No space left on device"):
         build(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from lossyds.errors import LossydsError, ShardError
 from lossyds.manifest import check_manifest
-from lossyds.shards import index_tar
+from lossyds.shards.tar import index_tar
 
 
 def tar_with(members: list[tarfile.TarInfo], payload: bytes = b"abc") -> bytes:

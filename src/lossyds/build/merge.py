@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsontypes
-from ..errors import BuildStateError, UsageError
+from ..errors import BuildStateError, LossydsError, UsageError
+from ..location import is_url, join_location
 from ..manifest import (
     JOURNAL_NAME,
     MANIFEST_NAME,
@@ -21,11 +22,10 @@ from ..manifest import (
     shard_format_of,
     shard_name,
 )
-from ..shards import is_url, join_location
 from .claim import CLAIM_NAME
 from .finish import assemble_manifest, finish_folder
 from .folder import FINISH_NAMES, MARKER_NAME, Folder, LocalFolder, discard_build, holds_marker
-from .journal import TOTAL_KEYS, Journal, ShardStats, zero_totals
+from .journal import TOTAL_KEYS, Journal, ShardStats, remove_empty_folder, zero_totals
 from .lock import LOCK_NAME, hold_folder
 
 
@@ -114,8 +114,6 @@ def merge(out: str | Path) -> dict[str, Any]:
     the parts folder removed. A local OUT is locked meanwhile (lossyds.build.lock); an
     fsspec URL is merged with the store's own copies (lossyds.build.remote)."""
     if is_url(out):
-        from .remote import merge_remote
-
         return merge_remote(str(out))
     out = Path(out)
     if not out.is_dir():
@@ -207,3 +205,36 @@ def plan_merge(
     if first.get("metrics"):
         merged["metrics"] = merged_metrics(manifests)
     return merged, copies
+
+
+def merge_remote(url: str) -> dict[str, Any]:
+    """lossyds.build.merge for a URL: parts' shards copied inside the store, the manifest last, then the parts removed."""
+    from ..storage import storage_errors
+    from .claim import BuildClaim
+    from .remote import RemoteFolder, Uploader, clear_staging, staging_folder
+
+    with storage_errors(url, "merging in"):
+        remote = RemoteFolder(url)
+        staging = staging_folder(url)
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            with hold_folder(staging, f"merge into {remote.url}"), BuildClaim(remote, "merge") as build_claim:
+                try:
+                    clear_staging(staging)
+                    check_mergeable(remote)
+                    folders, manifests = load_parts(remote.url)
+                    merged, copies = plan_merge(folders, manifests)
+                    remote.write(JOURNAL_NAME, merge_journal(copies))
+                    for source, name in copies:
+                        build_claim.check()
+                        remote.copy_inside(str(source), name)
+                    finish_folder(staging, merged, merge_info(folders))
+                    Uploader(remote, staging, build_claim).build_finished()
+                    remove_parts(remote, [RemoteFolder(str(folder)) for folder in folders])
+                except OSError as exc:
+                    raise LossydsError(f"merging in {remote.url} failed: {exc.strerror or exc}.") from exc
+                finally:
+                    clear_staging(staging)
+        finally:
+            remove_empty_folder(staging)
+    return merged

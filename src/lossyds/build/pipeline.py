@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, codecs, sources
 from ..codecs.base import Codec
 from ..errors import LossydsError, SourceError, UsageError
+from ..location import as_location, is_url
 from ..manifest import SHARD_FORMATS, part_folder
-from ..shards import ShardWriter, is_url
+from ..shards.writer import ShardWriter
 from ..sources import Source, SourceRef
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
@@ -67,14 +68,14 @@ def plan(options: BuildOptions) -> Plan:
     source = sources.get(
         options.dataset, root=options.root, split=options.split, modality=codec.modality, **options.source_options
     )
-    refs = source.records()
+    refs = source.refs()
     if options.limit is not None:
         refs = refs[: options.limit]
     if not refs:
         raise UsageError(f"dataset {options.dataset!r} split {source.split!r} at {source.root} holds no samples.")
     check_unique_keys(refs)
     total, part = len(refs), None
-    out: str | Path = str(options.out) if is_url(options.out) else Path(options.out)
+    out: str | Path = as_location(options.out)
     if options.part is not None:
         index, count = options.part
         if not (count >= 1 and 0 <= index < count):

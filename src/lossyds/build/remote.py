@@ -159,7 +159,7 @@ def staged_build(
         try:
             with hold_folder(staging, f"build into {remote.url}"), BuildClaim(remote, "build") as build_claim:
                 try:
-                    _clear(staging)  # a killed run's leftovers: the remote folder is the record
+                    clear_staging(staging)  # a killed run's leftovers: the remote folder is the record
                     journal = prepare_folder(remote, force, settings)
                     journal.save(staging)
                     yield staging, journal, Uploader(remote, staging, build_claim)
@@ -167,7 +167,7 @@ def staged_build(
                     release_unused(remote)
                     raise
                 finally:
-                    _clear(staging)
+                    clear_staging(staging)
         except BaseException:
             if marked:
                 unclaim_if_unused(remote)
@@ -176,39 +176,7 @@ def staged_build(
             remove_empty_folder(staging)
 
 
-def _clear(staging: Path) -> None:
+def clear_staging(staging: Path) -> None:
     for path in staging.iterdir():
         if path.name != LOCK_NAME:
             path.unlink()
-
-
-def merge_remote(url: str) -> dict[str, Any]:
-    """lossyds.build.merge for a URL: parts' shards copied inside the store, the manifest last, then the parts removed."""
-    from .finish import finish_folder
-    from .merge import check_mergeable, load_parts, merge_info, merge_journal, plan_merge, remove_parts
-
-    with storage_errors(url, "merging in"):
-        remote = RemoteFolder(url)
-        staging = staging_folder(url)
-        staging.mkdir(parents=True, exist_ok=True)
-        try:
-            with hold_folder(staging, f"merge into {remote.url}"), BuildClaim(remote, "merge") as build_claim:
-                try:
-                    _clear(staging)
-                    check_mergeable(remote)
-                    folders, manifests = load_parts(remote.url)
-                    merged, copies = plan_merge(folders, manifests)
-                    remote.write(JOURNAL_NAME, merge_journal(copies))
-                    for source, name in copies:
-                        build_claim.check()
-                        remote.copy_inside(str(source), name)
-                    finish_folder(staging, merged, merge_info(folders))
-                    Uploader(remote, staging, build_claim).build_finished()
-                    remove_parts(remote, [RemoteFolder(str(folder)) for folder in folders])
-                except OSError as exc:
-                    raise LossydsError(f"merging in {remote.url} failed: {exc.strerror or exc}.") from exc
-                finally:
-                    _clear(staging)
-        finally:
-            remove_empty_folder(staging)
-    return merged

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import jsontypes, record
 from ..manifest import DIGEST_MODULUS, key_digest
-from ..shards import FinishedShard, ShardWriter
+from ..shards.writer import FinishedShard, ShardWriter
 from .encode import Encoded
 from .journal import TOTAL_KEYS, Journal, ShardStats, zero_totals
 

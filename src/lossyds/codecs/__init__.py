@@ -23,14 +23,14 @@ _REGISTRY: dict[str, str] = {
     "mp3": "mp3:Mp3Codec",
     "opus": "opus:OpusCodec",
     "flac": "flac:FlacCodec",
-    "bmshj2018-factorized": "_compressai:Bmshj2018FactorizedCodec",
-    "bmshj2018-hyperprior": "_compressai:Bmshj2018HyperpriorCodec",
-    "mbt2018-mean": "_compressai:Mbt2018MeanCodec",
-    "mbt2018": "_compressai:Mbt2018Codec",
-    "cheng2020-anchor": "_compressai:Cheng2020AnchorCodec",
-    "msillm": "_msillm:MsIllmCodec",
-    "encodec": "_encodec:Encodec24Codec",
-    "encodec-48khz": "_encodec:Encodec48Codec",
+    "bmshj2018-factorized": "compressai_models:Bmshj2018FactorizedCodec",
+    "bmshj2018-hyperprior": "compressai_models:Bmshj2018HyperpriorCodec",
+    "mbt2018-mean": "compressai_models:Mbt2018MeanCodec",
+    "mbt2018": "compressai_models:Mbt2018Codec",
+    "cheng2020-anchor": "compressai_models:Cheng2020AnchorCodec",
+    "msillm": "msillm:MsIllmCodec",
+    "encodec": "encodec_models:Encodec24Codec",
+    "encodec-48khz": "encodec_models:Encodec48Codec",
 }
 ENTRY_POINT_GROUP = "lossyds.codecs"
 _registered: dict[str, str] = {}  # register(): absolute "module:Class" targets

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 import torch.utils.data
 
-from . import dataset as dataset_module
-from .dataset import LossyDataset
+from .dataset import LossyDataset, PendingErrors
 from .parallel import threaded_map
 
 
@@ -139,22 +138,22 @@ def collate_padded(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _WorkerInit:
-    """worker_init_fn of lossyds.DataLoader: marks the worker, then runs the user's own."""
+    """worker_init_fn of lossyds.DataLoader: marks the worker's dataset, then runs the user's own."""
 
     def __init__(self, user: Callable[[int], None] | None):
         self.user = user
 
     def __call__(self, worker_id: int) -> None:
-        dataset_module._IN_LOSSYDS_LOADER = True
         worker = torch.utils.data.get_worker_info()
         if worker is not None and isinstance(worker.dataset, LossyDataset):
+            worker.dataset.in_lossyds_worker = True
             # the copy came with the main process's records: deliver only what this worker notes
             worker.dataset._errors_delivered = len(worker.dataset.errors)
         if self.user is not None:
             self.user(worker_id)
 
 
-def _uncollated(batch: Any) -> Any:
+def uncollated(batch: Any) -> Any:
     """collate_fn that leaves a batch a list of samples (synthesis deferred, eval, verify)."""
     return batch
 
@@ -196,11 +195,13 @@ class _MeteredCollate:
 
     def __call__(self, batch: Any) -> Delivery:
         items = batch if self.batched else [batch]
-        samples = [item for item in items if item is not dataset_module.ERRORS_PENDING]
+        samples = [item for item in items if item.__class__ is not PendingErrors]
         errors: list[str] = []
+        if len(samples) < len(items):
+            errors = [message for item in items if item.__class__ is PendingErrors for message in item.messages]
         worker = torch.utils.data.get_worker_info()
         if worker is not None and isinstance(worker.dataset, LossyDataset):
-            errors = worker.dataset.take_undelivered_errors()
+            errors += worker.dataset.take_undelivered_errors()
         bits = BitMeter()
         for sample in samples:  # one count per sample, whatever a transform made of it
             if isinstance(sample, dict):
@@ -239,7 +240,7 @@ class DataLoader(torch.utils.data.DataLoader):
             if dataset.decode_device is not None:
                 self._finish = dataset.synthesize
                 self._collate = user
-                collate: Callable[[Any], Any] = _uncollated
+                collate: Callable[[Any], Any] = uncollated
             elif user is not None:
                 collate = user
             else:

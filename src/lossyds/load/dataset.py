@@ -26,15 +26,24 @@ import torch.utils.data
 from .. import allocator, codecs
 from ..codecs.base import Latent
 from ..errors import LossydsError, ShardError, UsageError
+from ..location import as_location
 from ..manifest import load_manifest
-from ..shards import is_url
 from . import parallel, split
 from .decode import Decoder, cache_folder, find_latents
 from .reader import Reference, ShardReader
 
 OnError = Literal["raise", "skip"]
-_IN_LOSSYDS_LOADER = False  # set in DataLoader workers started by lossyds.DataLoader
-ERRORS_PENDING = object()  # yielded last by a worker with skip records not yet delivered (lossyds.DataLoader)
+
+
+class PendingErrors:
+    """Yielded last by a lossyds.DataLoader worker whose skip records (on_error="skip") came
+    after its last sample: not a sample, it carries the records to the loader's collate,
+    which sends them to the main process."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, messages: list[str]):
+        self.messages = messages
 
 
 class LossyDataset(torch.utils.data.IterableDataset):
@@ -58,6 +67,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         synthesis_batch: int = 32,
         tune_malloc: bool = True,
         output: str = "decoded",
+        manifest: dict[str, Any] | None = None,
     ):
         if on_error not in ("raise", "skip"):
             raise UsageError(f"on_error must be 'raise' or 'skip' (got {on_error!r}).")
@@ -71,8 +81,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
             raise UsageError(
                 "output='latent' hands out what the codec stores: it takes no decode_device or decode_cache."
             )
-        self.root: str | Path = str(root) if is_url(root) else Path(root)
-        self.manifest = load_manifest(self.root)
+        self.root: str | Path = as_location(root)
+        self.manifest = load_manifest(self.root) if manifest is None else manifest
         self.shards = self.manifest["shards"]
         self.modality = self.manifest["modality"]
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -87,6 +97,9 @@ class LossyDataset(torch.utils.data.IterableDataset):
         self._rank, self._world_size = rank, world_size
         self.errors: list[str] = []  # what on_error="skip" skipped (with lossyds.DataLoader, in its workers too)
         self._errors_delivered = 0  # in a worker: how many of `errors` went to the main process
+        # True in this dataset's copy in a lossyds.DataLoader worker (set by the loader's
+        # worker_init): its collate takes undecoded latents and carries skip records.
+        self.in_lossyds_worker = False
         self.reader = ShardReader(self.root, self.shards, tolerate_damage=on_error == "skip", note=self._note_error)
         # Built now, not in a worker: an unknown codec or weights of another fingerprint fail here.
         codec = codecs.from_manifest(self.manifest["codec"], weights=weights)
@@ -176,7 +189,7 @@ class LossyDataset(torch.utils.data.IterableDataset):
         if self.decode_device is None:
             yield from samples
         elif worker is not None:
-            if not _IN_LOSSYDS_LOADER:
+            if not self.in_lossyds_worker:
                 raise UsageError(
                     "decode_device needs lossyds.DataLoader when num_workers > 0: it runs the batched synthesis in the main process "
                     "(torch's DataLoader would try to collate undecoded latents)."
@@ -185,8 +198,8 @@ class LossyDataset(torch.utils.data.IterableDataset):
         else:
             while chunk := list(itertools.islice(samples, self.synthesis_batch)):
                 yield from self.synthesize(chunk)
-        if worker is not None and _IN_LOSSYDS_LOADER and len(self.errors) > self._errors_delivered:
-            yield ERRORS_PENDING  # skips after this worker's last sample: its collate delivers them
+        if worker is not None and self.in_lossyds_worker and len(self.errors) > self._errors_delivered:
+            yield PendingErrors(self.take_undelivered_errors())  # skips after this worker's last sample
 
     def take_undelivered_errors(self) -> list[str]:
         """In a DataLoader worker: skip records noted since the last call (lossyds.DataLoader
@@ -276,6 +289,8 @@ def open_dataset(root: str | Path, **options: Any) -> LossyDataset:
       their entropy-decoded representation under `latent` instead, without synthesis
       (EnCodec: `codes` int64 [codebooks, frames], `segment_frames`, `scales`; CompressAI
       and MS-ILLM: `y_hat` [C, h, w]), `payload_bits` as always; other codecs refuse.
-      `lossyds.collate_padded` batches them.
+      `lossyds.collate_padded` batches them;
+    - manifest: the build's manifest when the caller has already loaded it
+      (lossyds.manifest.load_manifest(root)), so it is not fetched again.
     """
     return LossyDataset(root, **options)

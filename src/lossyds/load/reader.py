@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ShardError
-from ..shards import MappedShard, SampleEntry, join_location
+from ..location import join_location
+from ..shards.mapped import MappedShard
+from ..shards.tar import SampleEntry
 
 INDEX_CACHE_SAMPLES = 250_000  # shard-index entries remembered per process across epochs (a few hundred bytes each)
 

@@ -10,7 +10,7 @@ from typing import Any
 from .. import codecs
 from ..errors import LossydsError, UsageError
 from ..manifest import load_manifest
-from .dataloader import DataLoader, _uncollated
+from .dataloader import DataLoader, uncollated
 from .dataset import LossyDataset
 
 
@@ -38,8 +38,9 @@ def make_loader(
             "make_loader chooses decode_threads from cores; to set it yourself, use open_dataset and lossyds.DataLoader."
         )
     cores = default_cores() if cores is None else cores
-    threads = decode_threads_for(load_manifest(root)["codec"]["name"], cores)
-    dataset = LossyDataset(root, decode_threads=threads, **dataset_options)
+    manifest = dataset_options.pop("manifest", None) or load_manifest(root)
+    threads = decode_threads_for(manifest["codec"]["name"], cores)
+    dataset = LossyDataset(root, decode_threads=threads, manifest=manifest, **dataset_options)
     workers = 0 if threads > 1 else cores
     return DataLoader(
         dataset,
@@ -78,7 +79,7 @@ def decoded_samples(dataset: LossyDataset, cores: int, batch: int = 32) -> Itera
         yield from dataset
         return
     try:
-        for samples in DataLoader(dataset, batch_size=batch, num_workers=processes, collate_fn=_uncollated):
+        for samples in DataLoader(dataset, batch_size=batch, num_workers=processes, collate_fn=uncollated):
             yield from samples
     except LossydsError as exc:
         raise _unwrapped(exc) from exc

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import codecs, record
 from ..errors import ShardError, UsageError
+from ..location import as_location
 from ..manifest import MANIFEST_NAME, load_manifest
 from .decode import Decoder
 
@@ -61,7 +62,7 @@ class WebDatasetDecoder:
     """See the module docstring. `weights`: for neural builds, as open_dataset's."""
 
     def __init__(self, build: str | Path, weights: str | None = None):
-        location = Path(build) if not str(build).startswith(("hf://", "s3://", "gs://", "http")) else build
+        location = as_location(build)
         if isinstance(location, Path) and location.name == MANIFEST_NAME:
             location = location.parent
         manifest = load_manifest(location)

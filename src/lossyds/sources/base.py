@@ -129,7 +129,7 @@ def decode_audio(data: bytes, name: str) -> tuple[np.ndarray, int, int | None]:
 
 
 class Source(abc.ABC):
-    """Reads one dataset layout. `records()` lists samples cheaply, `load()` reads one."""
+    """Reads one dataset layout. `refs()` lists samples cheaply, `load()` reads one."""
 
     name: ClassVar[str]
     splits: ClassVar[Sequence[str]]
@@ -173,7 +173,7 @@ class Source(abc.ABC):
         return self.splits[0] if self.splits else None
 
     @abc.abstractmethod
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         """Every sample of the split, in a stable order (sorted), without reading the data."""
 
     def load(self, record: SourceRef) -> SourceSample:

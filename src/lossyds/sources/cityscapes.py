@@ -27,7 +27,7 @@ class CityscapesSource(Source):
     def tasks(self) -> list[str]:
         return ["image-segmentation"]
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         images = self.root / "leftImg8bit" / self.split
         if not images.is_dir():
             raise UsageError(f"{images} is not a folder (Cityscapes expects ROOT/leftImg8bit/{self.split}/<city>/).")

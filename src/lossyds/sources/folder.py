@@ -101,7 +101,7 @@ class ImageFolderSource(_FolderSource):
     def tasks(self) -> list[str]:
         return ["image-classification"]
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         folder = self.split_dir()
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not classes:
@@ -118,7 +118,7 @@ class AudioFolderSource(_FolderSource):
     modalities = ("audio",)
     suffixes = AUDIO_SUFFIXES
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         folder = self.split_dir()
         files = self.files_under(folder)
         metadata = folder / METADATA_NAME

@@ -282,7 +282,7 @@ class HuggingFaceSource(Source):
             return ["image-segmentation"]
         return ["image-classification"] if "label" in self._columns else []
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         table = self._open()
         first, end = self._rows
         start, count = first - self._offset, max(0, end - first)  # start: the table's row of `first`

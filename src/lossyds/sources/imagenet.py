@@ -94,7 +94,7 @@ class ImageNetSource(Source):
             f"flat {self.root / 'val'} needs its labels: put LOC_val_solution.csv or the ILSVRC2012 devkit under {self.meta_root}."
         )
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         folder = self.root / self.split
         if not folder.is_dir():
             raise UsageError(f"{folder} is not a folder (ImageNet expects ROOT/{self.split}/).")

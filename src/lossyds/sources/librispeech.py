@@ -37,7 +37,7 @@ class LibriSpeechSource(Source):
         path = super().resolve_root(root)
         return path / "LibriSpeech" if (path / "LibriSpeech").is_dir() else path
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         subset = self.root / self.split
         if not subset.is_dir():
             raise UsageError(f"{subset} is not a folder (LibriSpeech expects ROOT/LibriSpeech/{self.split}/).")

@@ -100,7 +100,7 @@ class MusdbSource(Source):
         signals, rate = decode_stem_mp4(str(path))
         return signals[0].shape[1], rate
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         records = []
         for track, path in self._tracks():
             relative = str(path.relative_to(self.root))

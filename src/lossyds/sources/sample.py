@@ -65,7 +65,7 @@ class SampleSource(Source):
         if self.split == "photos":
             self.root = skimage_data_dir()
 
-    def records(self) -> list[SourceRef]:
+    def refs(self) -> list[SourceRef]:
         if self.split == "photos":
             return [
                 SourceRef(f"sample-photo-{index:04d}", name, {"label": PHOTO_CLASSES.index(label), "class_name": label})

@@ -5,8 +5,8 @@ Bitstreams are `.ecdc` files in the encodec package's own format (its `compress`
 writes them), so `encodec.compress.decompress` reads them given the same weights.
 Audio is resampled to the model rate with libsoxr; channels are mixed down (24 kHz model)
 or duplicated (48 kHz model on mono); decoded audio comes back at the source rate,
-channel count and exact length. lossyds decodes the packed codes itself with encodec's
-`binary` readers and the model's decoder, so it never asks encodec to fetch weights.
+channel count and exact length. lossyds reads the files itself (lossyds.codecs.ecdc) and
+runs the model's decoder, so it never asks encodec to fetch weights.
 
 `--entropy-lm` codes the codes with EnCodec's small transformer LM and its arithmetic
 coder (encodec's own `compress`, so its `decompress` reads the files). The LM's weights
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +35,7 @@ from ..errors import CodecError
 from ..options import Option
 from ..types import SourceSample
 from ..weights import WeightsError, WeightsInfo, parse_spec
+from . import ecdc
 from ._audio import fit_length, resample
 from ._neural import WEIGHTS_OPTION, NeuralModelMixin, resolve_weights
 from .base import AudioCodec, Latent
@@ -194,50 +194,29 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
 
     def read_frames(self, data: bytes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], int]:
         """.ecdc bytes -> (frames as (codes [1, codebooks, steps] int64, scale [1] or None), length in model-rate frames)."""
-        from encodec import binary
-
-        handle = io.BytesIO(data)
-        try:
-            header = binary.read_ecdc_header(handle)
-        except (ValueError, EOFError, struct.error) as exc:
-            raise CodecError(f"not a readable .ecdc bitstream: {exc}") from exc
-        if header.get("m") != self.model_name:
-            raise CodecError(f".ecdc bitstream is for model {header.get('m')!r}, not {self.model_name!r}")
-        use_lm = bool(header.get("lm"))
-        if use_lm and not self.params["entropy_lm"]:
+        reader = ecdc.EcdcReader(data)
+        header = reader.header
+        if header.model != self.model_name:
+            raise CodecError(f".ecdc bitstream is for model {header.model!r}, not {self.model_name!r}")
+        if header.use_lm and not self.params["entropy_lm"]:
             raise CodecError(
                 f"{self.name}: this bitstream is coded with the entropy LM but the codec was set up without it"
             )
-        length, codebooks = int(header["al"]), int(header["nc"])
+        length, codebooks = header.length, header.codebooks
         model = self.model
         segment = model.segment_length or length
         stride = model.segment_stride or length
         frames = []
         for offset in range(0, length, stride):
             steps = int(math.ceil(min(length - offset, segment) / model.sample_rate * model.frame_rate))
-            scale = None
-            if model.normalize:
-                raw = handle.read(4)
-                if len(raw) != 4:
-                    raise CodecError(".ecdc bitstream is truncated")
-                scale = torch.tensor(struct.unpack("!f", raw)[0]).view(1)
-            codes = (
-                self._pull_lm_codes(handle, steps, codebooks)
-                if use_lm
-                else self._pull_packed_codes(handle, steps, codebooks)
-            )
+            scale = torch.tensor(reader.scale()).view(1) if model.normalize else None
+            if header.use_lm:
+                codes = self._pull_lm_codes(reader.handle, steps, codebooks)
+            else:
+                packed = reader.packed_codes(model.bits_per_codebook, steps, codebooks)
+                codes = torch.from_numpy(packed).T[None]
             frames.append((codes, scale))
         return frames, length
-
-    def _pull_packed_codes(self, handle: io.BytesIO, steps: int, codebooks: int) -> torch.Tensor:
-        """Bit-packed codes -> [1, codebooks, steps] int64."""
-        from encodec import binary
-
-        unpacker = binary.BitUnpacker(self.model.bits_per_codebook, handle)
-        codes = [unpacker.pull() for _ in range(steps * codebooks)]
-        if any(c is None for c in codes):
-            raise CodecError(".ecdc bitstream ended sooner than expected")
-        return torch.tensor(codes, dtype=torch.long).view(steps, codebooks).T[None]
 
     def _pull_lm_codes(self, handle: io.BytesIO, steps: int, codebooks: int) -> torch.Tensor:
         """Arithmetic-coded codes -> [1, codebooks, steps] int64, step by step as encodec's

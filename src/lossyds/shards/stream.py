@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import mmap
+import zlib
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ShardError
+from ..errors import ShardError
 
 FEED = 64 << 10  # compressed bytes handed to the decompressor per call
+SPILL_BYTES = 256 << 20  # a compressed shard decompressing to more than this goes to a temporary file, not memory
 
 
 class Sink:
@@ -123,7 +125,7 @@ def _reason(exc: Exception) -> str:
 
 
 def cut_at_damage(shard: Any, stream_damage: ShardError) -> ShardError:
-    """Drop from `shard.entries` (a shards.MappedShard decompressed up to `stream_damage`) the
+    """Drop from `shard.entries` (a shards.mapped.MappedShard decompressed up to `stream_damage`) the
     first sample that does not check out and every sample after it: a damaged stream can
     spoil bytes before the point where the decompressor notices. Returns the shard's error,
     naming that sample by key and by where its data starts in the decompressed tar."""
@@ -143,9 +145,9 @@ def cut_at_damage(shard: Any, stream_damage: ShardError) -> ShardError:
 
 
 def damaged_because(shard: Any, entry: Any) -> str | None:
-    """Why a sample of a shards.MappedShard does not check out (KEY.json unreadable, a member
+    """Why a sample of a shards.mapped.MappedShard does not check out (KEY.json unreadable, a member
     it lists missing, a member failing its CRC-32), or None."""
-    from . import record
+    from .. import record
 
     try:
         meta = json.loads(shard.read(entry, record.META))
@@ -164,3 +166,22 @@ def damaged_because(shard: Any, entry: Any) -> str | None:
             except ShardError:
                 return f"its .{member} member fails its CRC-32"
     return None
+
+
+def gunzip(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """A .gz shard decompressed as a stream (see decompress_stream)."""
+    return decompress_stream(data, shard_name, "gzip", lambda: zlib.decompressobj(wbits=31), zlib.error, SPILL_BYTES)
+
+
+def unzstd(data: bytes, shard_name: str) -> tuple[bytes | mmap.mmap, ShardError | None]:
+    """A .zst shard decompressed as a stream (see decompress_stream)."""
+    import zstandard
+
+    return decompress_stream(
+        data,
+        shard_name,
+        "zstandard",
+        lambda: zstandard.ZstdDecompressor().decompressobj(),
+        zstandard.ZstdError,
+        SPILL_BYTES,
+    )

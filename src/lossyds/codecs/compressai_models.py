@@ -1,5 +1,5 @@
 """Learned image codecs in lossyds's `.lsyn` container: CompressAI models (Ballé 2018,
-Minnen 2018, Cheng 2020, quality 1-8), and (in _msillm.py) the HiFiC-architecture MS-ILLM.
+Minnen 2018, Cheng 2020, quality 1-8), and (in msillm.py) the HiFiC-architecture MS-ILLM.
 
 Images are padded to a multiple of 64 pixels, the model's total downsampling, and cropped
 back on decode: by default with replicated edges at the bottom and right (`padding=replicate`),

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import UsageError
-from ._compressai import LearnedImageCodec
+from .compressai_models import LearnedImageCodec
 
 # `[neural]` brings what neuralcompression imports (fvcore, lpips, torchmetrics); the package
 # itself goes in without its own requirements, which would downgrade scipy.
