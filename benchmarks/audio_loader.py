@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lossyds
 from lossyds import codecs
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.sources.sample import SAMPLE_ROOT
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.sources.sample import PHOTOS, skimage_data_dir
 
 

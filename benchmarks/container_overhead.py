@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audio_loader import make_speech_folder  # noqa: E402
 
-from lossyds.build import BuildOptions, build  # noqa: E402
+from lossyds.builder import BuildOptions, build  # noqa: E402
 
 
 def decompress_rate(shards: list[Path]) -> float:

@@ -41,7 +41,7 @@ from common import make_photo_folder  # noqa: E402
 
 import lossyds  # noqa: E402
 from lossyds import codecs  # noqa: E402
-from lossyds.build import BuildOptions, build  # noqa: E402
+from lossyds.builder import BuildOptions, build  # noqa: E402
 from lossyds.shards.mapped import MappedShard  # noqa: E402
 from lossyds.sources import get as get_builder  # noqa: E402
 

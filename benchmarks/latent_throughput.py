@@ -23,7 +23,7 @@ from audio_loader import make_speech_folder  # noqa: E402
 from common import make_photo_folder  # noqa: E402
 
 import lossyds  # noqa: E402
-from lossyds.build import BuildOptions, build  # noqa: E402
+from lossyds.builder import BuildOptions, build  # noqa: E402
 
 TARGET = 2.0
 

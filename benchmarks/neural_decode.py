@@ -25,7 +25,7 @@ import torch
 
 import lossyds
 from lossyds import codecs
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.sources import get as get_builder
 
 

@@ -73,7 +73,7 @@ def train_small_codec(checkpoint: Path, crops: Path, steps: int, seed: int) -> P
 def make_small_data(workdir: Path, codec_steps: int, seed: int) -> tuple[Path, Path]:
     from sample_crops import write_photo_crops
 
-    from lossyds.build import BuildOptions, build
+    from lossyds.builder import BuildOptions, build
 
     crops = write_photo_crops(workdir / "crops", {"train": (12, 0), "test": (4, 9)})
     weights = workdir / "small-factorized.pth"

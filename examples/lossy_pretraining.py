@@ -35,7 +35,7 @@ def make_small_data(workdir: Path) -> dict[str, Path]:
     test sets (4 per class), each from its own crops."""
     from sample_crops import write_photo_crops
 
-    from lossyds.build import BuildOptions, build
+    from lossyds.builder import BuildOptions, build
 
     source = write_photo_crops(workdir / "crops", {"pretrain": (12, 0), "finetune": (3, 5), "test": (4, 9)})
     wanted = {

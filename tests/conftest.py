@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 
 # A mid/low rate for every standard codec, as the CLI would be given it.
 STANDARD_CODECS: dict[str, dict[str, Any]] = {

@@ -16,7 +16,7 @@ import av
 import pytest
 from PIL import Image
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import BuildStateError, SourceError
 from lossyds.manifest import JOURNAL_NAME
 

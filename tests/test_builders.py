@@ -16,7 +16,7 @@ import soundfile
 import torch
 
 import lossyds
-from lossyds.build import BuildOptions, build, merge
+from lossyds.builder import BuildOptions, build, merge
 from lossyds.errors import UsageError
 from lossyds.sources import get as get_builder
 from lossyds.sources.cityscapes import add_train_ids, train_ids
@@ -343,7 +343,7 @@ def test_spec_grid_runs_available_entries_and_names_the_rest(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "skip photos-hific" in ok.stdout and "built photos-jpeg-q5" in ok.stdout
     assert (tmp_path / "grid" / "speech-opus-6k" / "manifest.json").is_file()
-    from lossyds.build.spec import load_spec
+    from lossyds.builder.spec import load_spec
 
     committed = load_spec("mpq-2024")  # the study lossyds ships, by name
     assert {r["codec"] for r in committed["runs"]} >= {

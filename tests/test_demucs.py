@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.eval import evaluate
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.eval import evaluate
 from lossyds.eval.oracle import oracle_irm

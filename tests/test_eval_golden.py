@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.eval import evaluate
 
 from .fixtures import make_cityscapes

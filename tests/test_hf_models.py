@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.eval import evaluate
 from lossyds.eval.hf import HFImageClassifier, HFSemanticSegmenter

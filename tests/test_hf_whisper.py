@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.cli import main
 from lossyds.codecs._audio import resample
 from lossyds.errors import UsageError

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.hub import hf_transform, plan_push, push
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.sources.base import decode_image
 from lossyds.sources.sample import PHOTOS, skimage_data_dir
@@ -192,7 +192,7 @@ def test_columns_override_and_bad_columns(hf_sets, tmp_path):
 
 
 def test_fingerprint_makes_a_resumed_build_refuse_a_changed_source(hf_sets, tmp_path):
-    from lossyds.build.pipeline import plan
+    from lossyds.builder.pipeline import plan
 
     first = plan(
         BuildOptions(codec="png", out=tmp_path / "a", dataset=f"hf:{hf_sets['classes-disk']}", split="validation")

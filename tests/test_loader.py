@@ -61,7 +61,7 @@ def many_shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("folder")
     make_image_folder(root, copies=4)  # 24 images
     out = root / "out"
-    from lossyds.build import BuildOptions, build
+    from lossyds.builder import BuildOptions, build
 
     build(
         BuildOptions(

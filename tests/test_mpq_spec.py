@@ -150,7 +150,7 @@ EVALUATION = {"task": "classification", "models": ["hf:org/model"], "score": "to
     ],
 )
 def test_a_study_file_that_does_not_agree_with_itself_is_one_sentence(tmp_path, study, fragment):
-    from lossyds.build.spec import load_spec
+    from lossyds.builder.spec import load_spec
     from lossyds.errors import UsageError
 
     spec = {"runs": [STUDY_RUN | {"evaluation": "e"}], "evaluations": {"e": EVALUATION}} | study
@@ -161,7 +161,7 @@ def test_a_study_file_that_does_not_agree_with_itself_is_one_sentence(tmp_path, 
 
 
 def test_a_plain_grid_and_a_study_file_by_path_still_load(tmp_path):
-    from lossyds.build.spec import load_spec
+    from lossyds.builder.spec import load_spec
     from lossyds.errors import UsageError
     from lossyds.study_report import load_study
 

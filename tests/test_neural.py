@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import lossyds
 from lossyds import codecs
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.codecs import lsyn
 from lossyds.errors import CodecError, UsageError
 from lossyds.sources import get as get_builder

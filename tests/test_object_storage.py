@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import lossyds
-from lossyds.build import BuildOptions, build, merge
-from lossyds.build.lock import hold_folder
-from lossyds.build.remote import staging_folder
+from lossyds.builder import BuildOptions, build, merge
+from lossyds.builder.lock import hold_folder
+from lossyds.builder.remote import staging_folder
 from lossyds.errors import BuildLockedError
 from lossyds.manifest import JOURNAL_NAME
 

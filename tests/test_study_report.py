@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import UsageError
 from lossyds.eval import evaluate
 from lossyds.report import make_report
@@ -156,8 +156,8 @@ def test_the_shipped_study_is_one_consistent_file():
     published number belongs to a run of the file and a model of its evaluation, every run's
     evaluation names a known task, and every run is matched back to its own published numbers
     (the lossless ones as the baseline, each lossy one as a codec with a published score and rate)."""
-    from lossyds.build.spec import load_spec, shipped_studies
-    from lossyds.build.spec_checks import run_is_lossless
+    from lossyds.builder.spec import load_spec, shipped_studies
+    from lossyds.builder.spec_checks import run_is_lossless
     from lossyds.eval.registry import TASKS
 
     assert "mpq-2024" in shipped_studies()

@@ -46,7 +46,7 @@ def main() -> None:
 @click.argument("directory", type=LOCATION)
 def merge(directory: Path) -> None:
     """Combine the finished parts in DIRECTORY/parts/ into one dataset."""
-    from .build import merge as run_merge
+    from .builder import merge as run_merge
 
     try:
         with storage_errors(directory, "merging in", "rerunning the merge continues it"):

@@ -192,10 +192,10 @@ def build_command() -> click.Command:
 def run_build(given: dict[str, Any], codec_names: set[str], source_names: set[str]) -> dict[str, Any] | None:
     import click as _click
 
-    from .build import BuildOptions, build
+    from .builder import BuildOptions, build
 
     if given["spec"] is not None:
-        from .build.spec import run_spec
+        from .builder.spec import run_spec
 
         run_spec(
             given["spec"],

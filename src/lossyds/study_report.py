@@ -42,7 +42,7 @@ def load_study(spec: str | Path) -> dict[str, Any]:
     file's path (a study file with runs and `published`, or a file of `sets`)."""
     import yaml
 
-    from .build.spec import load_spec, published_sets, shipped_studies
+    from .builder.spec import load_spec, published_sets, shipped_studies
 
     path = Path(spec)
     if str(spec) in shipped_studies() and not path.is_file():

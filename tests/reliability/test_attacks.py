@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import BuildLockedError, ShardError, UsageError
 from lossyds.sources import SourceRef
 from lossyds.sources.sample import SAMPLE_ROOT
@@ -79,7 +79,7 @@ def test_concurrent_builds_into_one_folder_one_wins_the_other_refuses(photos, tm
 
 
 def test_a_held_folder_is_refused_naming_the_holder(photos, tmp_path):
-    from lossyds.build.lock import hold_folder
+    from lossyds.builder.lock import hold_folder
 
     out = tmp_path / "held"
     out.mkdir()
@@ -327,7 +327,7 @@ def test_keys_keep_what_distinguishes_files(tmp_path):
 
 
 def test_a_true_key_collision_names_both_paths():
-    from lossyds.build.pipeline import check_unique_keys
+    from lossyds.builder.pipeline import check_unique_keys
 
     refs = [SourceRef("k", "a/one.jpg"), SourceRef("j", "b.jpg"), SourceRef("k", "a/two.jpg")]
     with pytest.raises(UsageError, match=r"a/one\.jpg.*a/two\.jpg"):

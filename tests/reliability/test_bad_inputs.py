@@ -10,7 +10,7 @@ import soundfile
 from PIL import Image
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import SourceError
 from lossyds.sources.sample import SAMPLE_ROOT, skimage_data_dir
 

@@ -17,7 +17,7 @@ import torch
 
 import lossyds
 import lossyds.shards.writer
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import LossydsError, ShardError
 from lossyds.manifest import JOURNAL_NAME
 from lossyds.verify import verify

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.errors import ShardError
 from lossyds.sources.sample import SAMPLE_ROOT
 from lossyds.verify import verify

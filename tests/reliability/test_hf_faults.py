@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import lossyds
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.cli import main
 from lossyds.errors import UsageError
 from lossyds.manifest import BUILD_INFO_NAME

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lossyds.build.claim import CLAIM_NAME
-from lossyds.build.folder import MARKER_NAME
+from lossyds.builder.claim import CLAIM_NAME
+from lossyds.builder.folder import MARKER_NAME
 
 from ..fixtures import make_image_folder
 from .test_attacks import assert_one_sentence
@@ -230,7 +230,7 @@ def test_two_builds_into_one_url_from_different_staging_folders(s3_env, tmp_path
     the first's build whole."""
     import fsspec
 
-    from lossyds.build import BuildOptions, build
+    from lossyds.builder import BuildOptions, build
     from lossyds.errors import BuildLockedError
 
     env, client = s3_env

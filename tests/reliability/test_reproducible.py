@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lossyds.build import BuildOptions, build
+from lossyds.builder import BuildOptions, build
 from lossyds.manifest import BUILD_INFO_NAME
 
 

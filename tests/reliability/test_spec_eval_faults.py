@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 import lossyds
-from lossyds.build import BuildOptions, build
-from lossyds.build.spec import load_spec
+from lossyds.builder import BuildOptions, build
+from lossyds.builder.spec import load_spec
 from lossyds.cli import main
 
 from ..fixtures import make_cityscapes
@@ -358,7 +358,7 @@ def test_msillm_not_installed_names_what_installs_it(monkeypatch):
         MsIllmCodec(quality=1)
     message = str(caught.value)
     assert "pip install --no-deps neuralcompression" in message and "lossyds[neural]" in message
-    from lossyds.build.spec import unavailable_reason
+    from lossyds.builder.spec import unavailable_reason
 
     reason = unavailable_reason(BuildOptions(codec="msillm", out=Path("unused"), codec_options={"quality": 1}))
     assert reason is not None and "pip install --no-deps neuralcompression" in reason

@@ -50,7 +50,7 @@ def test_links_and_special_members_are_refused(kind, tally):
 
 @pytest.fixture(scope="module")
 def real_shard(tmp_path_factory):
-    from lossyds.build import BuildOptions, build
+    from lossyds.builder import BuildOptions, build
 
     out = tmp_path_factory.mktemp("b")
     build(BuildOptions(codec="jpeg", out=out, codec_options={"quality": 5}, workers=1, limit=3))

@@ -111,8 +111,8 @@ def merge(out: str | Path) -> dict[str, Any]:
     """Combine OUT/parts/part-*-of-N (all finished, same settings) into one dataset in OUT.
 
     Shards are renumbered in part order, then the merged manifest and card are written and
-    the parts folder removed. A local OUT is locked meanwhile (lossyds.build.lock); an
-    fsspec URL is merged with the store's own copies (lossyds.build.remote)."""
+    the parts folder removed. A local OUT is locked meanwhile (lossyds.builder.lock); an
+    fsspec URL is merged with the store's own copies (lossyds.builder.remote)."""
     if is_url(out):
         return merge_remote(str(out))
     out = Path(out)
@@ -208,7 +208,7 @@ def plan_merge(
 
 
 def merge_remote(url: str) -> dict[str, Any]:
-    """lossyds.build.merge for a URL: parts' shards copied inside the store, the manifest last, then the parts removed."""
+    """lossyds.builder.merge for a URL: parts' shards copied inside the store, the manifest last, then the parts removed."""
     from ..storage import storage_errors
     from .claim import BuildClaim
     from .remote import RemoteFolder, Uploader, clear_staging, staging_folder

@@ -35,7 +35,7 @@ import yaml
 from .. import codecs, sources
 from ..errors import OptionError, UsageError
 from ..manifest import MANIFEST_NAME
-from .options import BuildOptions
+from .build_options import BuildOptions
 from .pipeline import build
 from .spec_checks import check_layout, check_run, check_run_name, check_study, run_is_lossless, run_settings
 

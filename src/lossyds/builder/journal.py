@@ -59,7 +59,7 @@ class Journal:
     next_index: int = 0
     # Files besides the next shard that the build may write before the journal is saved again
     # (the finished build's card and manifest, a merge's shards): the records that let clean-up
-    # remove them (lossyds.build.folder). The next shard's name follows from `shards`.
+    # remove them (lossyds.builder.folder). The next shard's name follows from `shards`.
     writing: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:

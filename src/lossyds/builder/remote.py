@@ -8,11 +8,11 @@ build leaves finished shards and the journal in the remote folder: a rerun downl
 journal, removes shards uploaded after it, and carries on, giving the same objects as an
 uninterrupted (or a local) build.
 
-The URL's folder follows the local rules (lossyds.build.folder): lossyds writes only under
+The URL's folder follows the local rules (lossyds.builder.folder): lossyds writes only under
 a new or empty prefix, or one holding a lossyds build (its marker object), and removes only
 what the build's records name.
 
-Two builds into one URL are kept apart by a claim on the URL itself (lossyds.build.claim): an
+Two builds into one URL are kept apart by a claim on the URL itself (lossyds.builder.claim): an
 object created with a conditional put, which the second build cannot create, renewed while
 the build runs and checked before every upload. The staging folder is named after the URL
 (under $LOSSYDS_STAGING, else the system's temp folder) and locked like a local output

@@ -27,12 +27,12 @@ from ..location import as_location, is_url
 from ..manifest import SHARD_FORMATS, part_folder
 from ..shards.writer import ShardWriter
 from ..sources import Source, SourceRef
+from .build_options import BuildOptions
 from .encode import Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
 from .folder import FINISH_NAMES, LocalFolder, claim, prepare_folder, release_unused, unclaim_if_unused
 from .journal import Journal, make_folder, remove_empty_folder
 from .lock import hold_folder
-from .options import BuildOptions
 from .stages import RateKeeper, ShardStage
 
 if TYPE_CHECKING:
@@ -111,10 +111,10 @@ def plan(options: BuildOptions) -> Plan:
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Run a build and return its manifest (also written to OUT/manifest.json, or to the part's folder).
 
-    The output folder is locked for the whole build (lossyds.build.lock): a second build
+    The output folder is locked for the whole build (lossyds.builder.lock): a second build
     into it refuses at once. A folder this build created is removed again when the build
     stops before finishing a shard. OUT may be an fsspec URL (s3://...): the build is staged
-    locally and uploaded shard by shard (lossyds.build.remote)."""
+    locally and uploaded shard by shard (lossyds.builder.remote)."""
     started = time.time()
     job = plan(options)
     if options.metrics:

@@ -1,7 +1,7 @@
 """Whole-spec checks for `lossyds build --spec`: the layout, each run's name, keys, types and
 option values (with `defaults`), and a study's parts (its evaluations and published numbers)
 agreeing with each other, so that a spec with any run that cannot run stops before one run
-builds or deletes. `lossyds.build.spec.load_spec` runs them all.
+builds or deletes. `lossyds.builder.spec.load_spec` runs them all.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Read pipeline.py first: it runs the stages in order."""
 
 from __future__ import annotations
 
+from .build_options import BuildOptions
 from .merge import merge
-from .options import BuildOptions
 from .pipeline import build
 
 __all__ = ["BuildOptions", "build", "merge"]

@@ -13,7 +13,7 @@ files (marker, journal, lock, an object-storage claim). A file the records do no
 build would write a file of that name, it refuses instead.
 
 The same rules hold for a local folder (`LocalFolder`) and a folder behind an fsspec URL
-(lossyds.build.remote.RemoteFolder); both offer the `Folder` operations below.
+(lossyds.builder.remote.RemoteFolder); both offer the `Folder` operations below.
 """
 
 from __future__ import annotations
