@@ -376,3 +376,23 @@ def test_a_server_that_stops_mid_build_is_one_sentence_and_the_rerun_resumes(tmp
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_run_killed_before_its_first_shard_leaves_nothing_unrecorded(tmp_path):
+    """A build killed while writing its first shard leaves the journal naming that shard; a rerun
+    with other settings is refused, drops that journal with what it names, and the next build runs."""
+    from lossyds.builder import BuildOptions, build
+    from lossyds.builder.folder import LocalFolder, claim
+    from lossyds.builder.journal import Journal
+    from lossyds.errors import BuildStateError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    claim(LocalFolder(out))
+    Journal(settings={"shard_format": "tar", "codec": "other"}).save(out)
+    (out / "shard-000000.tar.partial").write_bytes(b"half a shard")
+    with pytest.raises(BuildStateError, match="other settings"):
+        build(BuildOptions(out=out, codec="jpeg", codec_options={"quality": 5}, workers=1))
+    assert list(out.iterdir()) == []  # the marker goes too: the folder is empty again
+    build(BuildOptions(out=out, codec="jpeg", codec_options={"quality": 5}, workers=1))
+    assert (out / "manifest.json").is_file()

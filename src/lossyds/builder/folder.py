@@ -164,22 +164,25 @@ def unclaim_if_unused(folder: Folder) -> None:
 def recorded_names(folder: Folder) -> set[str]:
     """The names the folder's build records say lossyds wrote there or may have been writing
     (with their temporary `.partial` names), bookkeeping files included."""
-    names = _with_partials(list(BOOKKEEPING))
+    names = _with_partials(list(BOOKKEEPING)) | _journal_names(folder)
     manifest = _json(folder.read(MANIFEST_NAME))
     if isinstance(manifest, dict) and isinstance(manifest.get("shards"), list):
         shards = [s["path"] for s in manifest["shards"] if isinstance(s, dict) and isinstance(s.get("path"), str)]
         names |= _with_partials([*FINISH_NAMES, *shards])
-    journal = _json(folder.read(JOURNAL_NAME))
-    if isinstance(journal, dict):
-        shards = [
-            s["path"] for s in journal.get("shards") or [] if isinstance(s, dict) and isinstance(s.get("path"), str)
-        ]
-        writing = [name for name in journal.get("writing") or [] if isinstance(name, str)]
-        shard_format = (journal.get("settings") or {}).get("shard_format")
-        if isinstance(shard_format, str):
-            writing.append(shard_name(len(shards), shard_format))
-        names |= _with_partials([*shards, *writing])
     return names
+
+
+def _journal_names(folder: Folder) -> set[str]:
+    """What the journal names: its finished shards, the shard after them, and what it is writing."""
+    journal = _json(folder.read(JOURNAL_NAME))
+    if not isinstance(journal, dict):
+        return set()
+    shards = [s["path"] for s in journal.get("shards") or [] if isinstance(s, dict) and isinstance(s.get("path"), str)]
+    writing = [name for name in journal.get("writing") or [] if isinstance(name, str)]
+    shard_format = (journal.get("settings") or {}).get("shard_format")
+    if isinstance(shard_format, str):
+        writing.append(shard_name(len(shards), shard_format))
+    return _with_partials([*shards, *writing])
 
 
 _WRITTEN_SHARD = re.compile(rf"{SHARD_PREFIX}-\d{{6,}}\.({'|'.join(map(re.escape, SHARD_FORMATS))})")
@@ -249,6 +252,9 @@ def release_unused(folder: Folder) -> None:
     journal = Journal.parse(folder.read(JOURNAL_NAME), folder.label, strict=False)
     if journal is not None and journal.shards:
         return
+    if folder.read(MANIFEST_NAME) is None:  # what the journal names goes with it (a killed run's partial shard)
+        for name in sorted(_journal_names(folder) & set(folder.entries())):
+            folder.remove(name)
     folder.remove(JOURNAL_NAME)
     if set(folder.entries()) <= {MARKER_NAME, LOCK_NAME} and folder.read(MANIFEST_NAME) is None:
         folder.remove(MARKER_NAME)
