@@ -64,12 +64,14 @@ def _dataset(
     directory: str | Path, transform: Any, cores: int, weights: str | None, decode_device: Any
 ) -> LossyDataset:
     """The whole build (under torchrun too), decoded on `cores` threads or workers."""
+    manifest = load_manifest(directory)  # read once: the dataset takes it as it is
     return LossyDataset(
         directory,
+        manifest=manifest,
         weights=weights,
         decode_device=None if decode_device is None else _device(decode_device, "decode_device"),
         transform=transform,
-        decode_threads=decode_threads_for(load_manifest(directory)["codec"]["name"], cores),
+        decode_threads=decode_threads_for(manifest["codec"]["name"], cores),
         rank=0,
         world_size=1,
     )
