@@ -54,3 +54,15 @@ def rate(function: Callable[[], int], min_seconds: float = 1.0) -> float:
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return items / elapsed
+
+
+def best_seconds(function: Callable[[], object], repeat: int = 3, warm_up: bool = True) -> float:
+    """The best wall time of `repeat` runs of function(), after one untimed run when `warm_up`."""
+    if warm_up:
+        function()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,8 @@ from lossyds import codecs
 from lossyds.builder import BuildOptions, build
 from lossyds.sources import get as get_builder
 
-
-def timed(function, repeat: int = 3) -> float:
-    function()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_seconds  # noqa: E402
 
 
 def encodec_figures(batch: int, workdir: Path) -> None:
@@ -47,7 +39,7 @@ def encodec_figures(batch: int, workdir: Path) -> None:
     seconds = clip.audio.shape[1] / clip.sample_rate * batch
     streams = [codec.encode(c) for c in clips]
     model = codec.model
-    one = timed(lambda: [codec.decode_codes(s) for s in streams])
+    one = best_seconds(lambda: [codec.decode_codes(s) for s in streams])
     # Batched synthesis: the same codes decoded as one batch through the model's decoder.
     frames = model.encode(
         torch.from_numpy(
@@ -55,13 +47,13 @@ def encodec_figures(batch: int, workdir: Path) -> None:
         )
     )
     with torch.no_grad():
-        batched = timed(lambda: model.decode(frames))
+        batched = best_seconds(lambda: model.decode(frames))
     out = workdir / "encodec"
     if not (out / "manifest.json").exists():
         build(BuildOptions(codec="encodec", out=out, codec_options={"kbps": 6, "weights": "random:0"}, workers=1))
     dataset = lossyds.open_dataset(out)
     total = sum(s["num_frames"] / s["sample_rate"] for s in dataset)
-    loader = timed(lambda: list(dataset), repeat=1)
+    loader = best_seconds(lambda: list(dataset), repeat=1)
     print(
         f"EnCodec 24 kHz 6 kbps (CPU, {torch.get_num_threads()} threads): one by one {seconds / one:6.1f}x real time, batch {batch} {seconds / batched:6.1f}x, loader {total / loader:6.1f}x; batched/one-by-one {one / batched:.2f}"
     )
@@ -75,7 +67,7 @@ def encodec_lm_figures() -> None:
     plain = codecs.get("encodec", kbps=6, weights="random:0")
     with_lm = codecs.get("encodec", kbps=6, weights="random:0", entropy_lm=True)
     packed, coded = plain.encode(clip), with_lm.encode(clip)
-    decode = timed(lambda: with_lm.decode_codes(coded), repeat=1)
+    decode = best_seconds(lambda: with_lm.decode_codes(coded), repeat=1)
     print(
         f"EnCodec 24 kHz 6 kbps with the entropy LM (random LM, CPU): {seconds:.1f} s utterance {len(coded)} bytes vs {len(packed)} bit-packed; LM decoding {seconds / decode:5.1f}x real time"
     )
@@ -87,13 +79,13 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
     image = photo.load(photo.refs()[0]).image[:256, :256]
     crops = [np.ascontiguousarray(np.roll(image, i * 17, axis=1)) for i in range(batch)]
     streams = codec.encode_batch(crops)
-    one = timed(lambda: [codec.decode(s, {}) for s in streams])
+    one = best_seconds(lambda: [codec.decode(s, {}) for s in streams])
     from lossyds.codecs import lsyn
 
     parsed = [lsyn.unpack(s) for s in streams]
     strings = [[p.strings[g][0] for p in parsed] for g in range(len(parsed[0].strings))]
     with torch.no_grad():
-        batched = timed(lambda: codec.model.decompress(strings, parsed[0].latent_shape))
+        batched = best_seconds(lambda: codec.model.decompress(strings, parsed[0].latent_shape))
     print(
         f"bmshj2018-hyperprior q2 256x256 (CPU): one by one {batch / one:6.1f} images/s, batch {batch} {batch / batched:6.1f} images/s; batched/one-by-one {one / batched:.2f}"
     )
@@ -111,12 +103,12 @@ def hyperprior_figures(batch: int, workdir: Path) -> None:
         for _ in range(5):
             rounds.append(
                 (
-                    timed(
+                    best_seconds(
                         lambda: [synthesis(latent.parts[0].contiguous(memory_format=layout)) for latent in latents],
                         repeat=1,
                     ),
-                    timed(lambda: [nchw(latent.parts[0]) for latent in latents], repeat=1),
-                    timed(lambda: [codec.decode_latent(s, {}) for s in full_streams], repeat=1),
+                    best_seconds(lambda: [nchw(latent.parts[0]) for latent in latents], repeat=1),
+                    best_seconds(lambda: [codec.decode_latent(s, {}) for s in full_streams], repeat=1),
                 )
             )
     count = len(full_streams)
@@ -136,7 +128,7 @@ def autoregressive_figures() -> None:
     for name in ("mbt2018", "cheng2020-anchor"):
         codec = codecs.get(name, quality=1, weights="random:0")
         stream = codec.encode(image)
-        seconds = timed(lambda codec=codec, stream=stream: codec.decode(stream, {}), repeat=1)
+        seconds = best_seconds(lambda codec=codec, stream=stream: codec.decode(stream, {}), repeat=1)
         print(f"{name} q1 300x451 (CPU): {seconds:.2f} s per image decode")
 
 

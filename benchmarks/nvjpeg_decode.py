@@ -21,7 +21,6 @@ import json
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torchvision
 from torchvision.io import decode_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_photo_shards, make_photo_folder  # noqa: E402
+from common import best_seconds, build_photo_shards, make_photo_folder  # noqa: E402
 
 import lossyds  # noqa: E402
 
@@ -46,23 +45,13 @@ def read_bitstreams(build: Path) -> list[torch.Tensor]:
     return streams
 
 
-def timed(function, repeat: int = 3) -> float:
-    """Best seconds of `repeat` runs of function()."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure(build: Path, device: str, batches: list[int], threads: int) -> dict:
     streams = read_bitstreams(build)
     count = len(streams)
-    read_s = timed(lambda: read_bitstreams(build), repeat=1)
-    one_thread = count / timed(lambda: [decode_jpeg(s) for s in streams])
+    read_s = best_seconds(lambda: read_bitstreams(build), repeat=1, warm_up=False)
+    one_thread = count / best_seconds(lambda: [decode_jpeg(s) for s in streams], warm_up=False)
     loader = lossyds.make_loader(build, batch_size=32, collate_fn=list, cores=threads)
-    loader_rate = count / timed(lambda: sum(len(b) for b in loader), repeat=2)
+    loader_rate = count / best_seconds(lambda: sum(len(b) for b in loader), repeat=2, warm_up=False)
     result = {
         "images": count,
         "read_bitstreams_per_s": count / read_s,
@@ -79,8 +68,7 @@ def measure(build: Path, device: str, batches: list[int], threads: int) -> dict:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
 
-        run()  # warm-up: nvJPEG handles, CUDA context
-        rate = count / timed(run)
+        rate = count / best_seconds(run)  # the warm-up run creates nvJPEG's handles and the CUDA context
         result[f"device_batch_{batch}_per_s"] = rate
         result[f"device_batch_{batch}_vs_cpu_loader"] = rate / loader_rate
     decoded = decode_jpeg(streams[:64], device=device)
@@ -98,6 +86,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="decode threads of the CPU loader")
     parser.add_argument("--qualities", default="5,90")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the photos and builds go (a temporary folder)"
+    )
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here", file=sys.stderr)
@@ -106,7 +97,7 @@ def main() -> int:
     figures = {"torch": torch.__version__, "torchvision": torchvision.__version__, "device": args.device}
     if args.device.startswith("cuda"):
         figures["gpu"] = torch.cuda.get_device_name()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         photos = make_photo_folder(Path(tmp) / "photos", args.images)
         for quality in (int(q) for q in args.qualities.split(",")):
             out = Path(tmp) / f"jpeg-q{quality}"
