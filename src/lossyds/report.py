@@ -24,6 +24,7 @@ from .errors import UsageError
 from .eval import tasks as eval_tasks
 from .manifest import load_manifest
 from .metrics import find as find_metric
+from .plot_style import codec_style, format_score, lossless_reference, readable_log_axis
 
 # The scores that get a panel: each task declares which of its scores are plotted.
 TASK_SCORES = tuple(score.name for declared in eval_tasks() for score in declared.scores if score.plotted)
@@ -136,6 +137,7 @@ def collect(facts: dict[str, Any]) -> dict[str, Any]:
         "scores": {},
         "quality": dict(facts["quality"]),
         "partial": [],  # notes on evaluations scored with --limit
+        "lossless": facts["lossless"],
     }
     for result in facts["evals"]:
         row["scores"].update({name: result["scores"][name] for name in TASK_SCORES if name in result["scores"]})
@@ -174,8 +176,10 @@ def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def plot(rows: list[dict[str, Any]], panels: list[str], modality: str, png: Path) -> Path:
-    """report.png: one panel per score or quality metric, one curve per codec, against the rate."""
+def draw(rows: list[dict[str, Any]], panels: list[str], modality: str) -> Any:
+    """The report figure: one panel per score or quality metric, one curve per lossy codec
+    against the rate (each codec in its plot_style colour and marker in every panel), and
+    each lossless build as a labelled reference line. Returns the matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,24 +187,56 @@ def plot(rows: list[dict[str, Any]], panels: list[str], modality: str, png: Path
 
     unit = "bits per pixel (payload)" if modality == "image" else "kbps (payload)"
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    lossy = [r for r in rows if not r.get("lossless")]
     for axis, panel in zip(axes[0], panels):
-        for codec in sorted({r["codec"] for r in rows}):
+        for codec in sorted({r["codec"] for r in lossy}):
             points = sorted(
                 (r["rate"], (r["scores"] | r["quality"])[panel])
-                for r in rows
+                for r in lossy
                 if r["codec"] == codec and panel in (r["scores"] | r["quality"])
             )
             if points:
-                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=codec)
-        rates = [r["rate"] for r in rows if r["rate"] > 0]
+                style = codec_style(codec)
+                axis.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker=style.marker,
+                    color=style.color,
+                    label=codec,
+                )
+        for r in rows:
+            if r.get("lossless"):
+                _lossless_line(axis, r, panel)
+        rates = [r["rate"] for r in lossy if r["rate"] > 0]
         if rates and max(rates) / min(rates) > 10:
             axis.set_xscale("log")
+            readable_log_axis(axis)
         axis.set_xlabel(unit)
         axis.set_ylabel(panel_label(panel, modality))
         axis.set_title(panel)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     figure.tight_layout()
+    return figure
+
+
+def _lossless_line(axis: Any, row: dict[str, Any], panel: str) -> None:
+    """A lossless build in one panel: its score as a reference line, or, for a metric that is
+    infinite on identical samples (PSNR), a legend entry saying so."""
+    value = (row["scores"] | row["quality"]).get(panel)
+    label = f"{row['codec']} (lossless, {row['rate']:.3g} {'bpp' if row['modality'] == 'image' else 'kbps'})"
+    if value is not None and math.isfinite(value):
+        lossless_reference(axis, value, label)
+    elif panel in row.get("lossless_metrics", ()):
+        lossless_reference(axis, None, label)
+
+
+def plot(rows: list[dict[str, Any]], panels: list[str], modality: str, png: Path) -> Path:
+    """report.png: the `draw` figure saved."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(rows, panels, modality)
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=110)
     plt.close(figure)
@@ -219,7 +255,10 @@ def builds_table(rows: list[dict[str, Any]], columns: list[str], modality: str) 
         values = [(r["scores"] | r["quality"]).get(c) for c in columns]
         lines.append(
             f"| {Path(r['build']).name} | {r['codec']} | {r['setting']} | {r['rate']:.4f} | {r['bits_per_sample']:.0f} | "
-            + " | ".join("" if v is None else f"{v:.4f}" for v in values)
+            + " | ".join(
+                "lossless" if v is None and c in r.get("lossless_metrics", ()) else format_score(v)
+                for c, v in zip(columns, values)
+            )
             + " |"
         )
     table = "\n".join(lines)
@@ -251,13 +290,32 @@ def correlation_tables(found: list[dict[str, Any]], per_sample: list[dict[str, A
     return table
 
 
+def lossless_metrics(directory: Path) -> list[str]:
+    """A lossless build's quality metrics without a finite mean: infinite on every sample
+    (PSNR of identical pixels), shown as "lossless" rather than left out."""
+    manifest = load_manifest(directory)
+    if not manifest["codec"].get("lossless"):
+        return []
+    return [name for name, summary in (manifest.get("metrics") or {}).items() if summary.get("mean") is None]
+
+
 def make_report(
-    directories: list[Path], out: Path, layout: str = "metrics", published: str | Path | None = None
+    directories: list[Path],
+    out: Path,
+    layout: str = "metrics",
+    published: str | Path | None = None,
+    samples: list[str] | None = None,
+    source: Path | None = None,
+    page: bool = False,
 ) -> list[Path]:
     """Write the report of `directories` into `out`. layout "metrics": one panel per score and
-    quality metric over builds of one modality; "study": the reference study's figure (one
-    panel per dataset, `study_report`). published: a study's numbers (`mpq-2024` or a YAML
-    file) set beside the measured runs in report.md and report.json."""
+    quality metric over builds of one modality; with `page` (as `lossyds report` does) also
+    index.html, a gallery of `samples` (keys; None: a few every build holds) decoded from
+    every build beside the lossless `source` build (default: a lossless build among
+    `directories`). layout "study": the reference study's figure (one panel per dataset,
+    `study_report`). published: a study's numbers (`mpq-2024` or a YAML file) set beside the
+    measured runs in report.md and report.json."""
+    from .report_html import build_view, figures_page, write_page
     from .study_figure import make_study_report
     from .study_report import build_facts, comparison_markdown, load_study, published_vs_measured
 
@@ -265,9 +323,15 @@ def make_report(
         raise UsageError(f"unknown report layout {layout!r}; choose metrics or study.")
     study = load_study(published) if published is not None else None
     if layout == "study":
-        return make_study_report(directories, out, study)
+        paths = make_study_report(directories, out, study)
+        if page:  # builds of several datasets share no sample: the page holds the figures and tables
+            figures = [path.name for path in paths if path.suffix == ".png"]
+            paths.append(figures_page(out, figures, (out / "report.md").read_text()))
+        return paths
     all_facts = [build_facts(Path(d)) for d in directories]
-    rows = [collect(facts) for facts in all_facts]
+    rows = [
+        collect(facts) | {"lossless_metrics": lossless_metrics(Path(d))} for facts, d in zip(all_facts, directories)
+    ]
     modalities = {r["modality"] for r in rows}
     if len(modalities) != 1:
         raise UsageError("report compares builds of one modality at a time (images in bpp, audio in kbps).")
@@ -280,7 +344,8 @@ def make_report(
     png = plot(rows, panels, modality, out / "report.png")
     found = correlations(rows)
     per_sample = per_sample_correlations([Path(d) for d in directories])
-    table = builds_table(rows, panels, modality) + correlation_tables(found, per_sample)
+    builds_markdown = builds_table(rows, panels, modality)
+    table = builds_markdown + correlation_tables(found, per_sample)
     comparison: list[dict[str, Any]] = []
     if study is not None:
         comparison = published_vs_measured(all_facts, study)
@@ -298,4 +363,14 @@ def make_report(
             indent=2,
         )
     )
-    return [png, markdown, out / "report.json"]
+    if not page:
+        return [png, markdown, out / "report.json"]
+    index = write_page(
+        out,
+        [build_view(Path(r["build"]), r["scores"] | r["quality"]) for r in rows],
+        keys=samples,
+        source=build_view(Path(source)) if source is not None else None,
+        figures=[png.name],
+        tables_markdown=table[len(builds_markdown) :],  # the builds table is the page's own, in gallery order
+    )
+    return [png, markdown, out / "report.json", index]
