@@ -141,20 +141,51 @@ def cdpam(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
     import numpy as np
     import torch
 
-    global _cdpam_model
-    if _cdpam_model is None:
-        _cdpam_model = load_cdpam()
     from .codecs._audio import resample
 
     def prepare(audio: np.ndarray) -> torch.Tensor:
         audio = resample(audio.astype(np.float32), rate, CDPAM_RATE) if rate != CDPAM_RATE else audio
         return torch.from_numpy(np.round(audio.astype(np.float32) * 32768)).unsqueeze(1)  # [channels, 1, frames]
 
+    return _cdpam_distance(prepare(source), prepare(decoded))
+
+
+def _cdpam_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """CDPAM's distance of two [channels, 1, frames] inputs, averaged over channels (what the
+    package's `CDPAM.forward` computes per channel)."""
+    import torch
+
+    global _cdpam_model
+    if _cdpam_model is None:
+        _cdpam_model = load_cdpam()
     with torch.no_grad():
         encoder = _cdpam_model.base_encoder
-        a = torch.nn.functional.normalize(encoder(prepare(source))[1], dim=1)
-        b = torch.nn.functional.normalize(encoder(prepare(decoded))[1], dim=1)
+        a = torch.nn.functional.normalize(encoder(a)[1], dim=1)
+        b = torch.nn.functional.normalize(encoder(b)[1], dim=1)
         return float(_cdpam_model.model_dist(a, b).mean())
+
+
+def cdpam_raw(source: np.ndarray, decoded: np.ndarray, rate: int) -> float:
+    """CDPAM distance on the waveforms as they are, as the MPQ study called the package
+    (`cdpam.CDPAM().forward(reference, distorted)` on float tensors): at the source rate (48 or
+    44.1 kHz, not the 22.05 kHz CDPAM is trained at) and in [-1, 1] (not the int16 range its
+    own loader gives), averaged over channels. The standard input is `cdpam`'s."""
+    import numpy as np
+    import torch
+
+    def prepare(audio: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(1)
+
+    return _cdpam_distance(prepare(source), prepare(decoded))
+
+
+def waveform_mse(source: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared difference of the waveforms over all channels and frames (full scale 1.0),
+    as torch's MSELoss gives it; `-10 log10` of its mean over a build is the MPQ study's audio
+    PSNR (see `Metric.db_of_mean`)."""
+    import numpy as np
+
+    return float(np.mean((source.astype(np.float64) - decoded.astype(np.float64)) ** 2))
 
 
 def warm_cdpam() -> float:

@@ -163,7 +163,8 @@ def warm_lpips(net: str) -> Callable[[], float]:
     def warm() -> float:
         import numpy as np
 
-        return lpips(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), net=net)
+        # 32 px: VGG's four poolings before its last LPIPS layer leave 2 px (8 px would leave none)
+        return lpips(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8), net=net)
 
     return warm
 
@@ -173,3 +174,59 @@ def warm_dists() -> float:
     import numpy as np
 
     return dists(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+
+
+# piq's LPIPS weights file, in torch hub's cache under this name (piq downloads it from
+# github.com/photosynthesis-team/photosynthesis.metrics/releases/download/v0.4.0/lpips_weights.pt).
+PIQ_LPIPS_WEIGHTS = "lpips_weights.pt"
+_piq_lpips_model: torch.nn.Module | None = None
+
+
+def load_piq_lpips() -> torch.nn.Module:
+    """piq 0.8's `LPIPS()` as its defaults build it (VGG-16, MSE distance, ImageNet mean and std),
+    its two files read from torch hub's cache: torchvision's VGG-16 and piq's LPIPS weights. A
+    missing file is one sentence naming it and where to put it; nothing is downloaded."""
+    from .weights import torch_hub_checkpoints
+
+    torchvision_backbone(LPIPS_BACKBONES["vgg"], "metric lpips-piq-db")
+    weights = torch_hub_checkpoints() / PIQ_LPIPS_WEIGHTS
+    if not weights.is_file():
+        raise UsageError(
+            f"metric lpips-piq-db needs piq's LPIPS weights: put {PIQ_LPIPS_WEIGHTS} (from github.com/photosynthesis-team/"
+            f"photosynthesis.metrics/releases/download/v0.4.0/) at {weights}."
+        )
+    import warnings
+
+    from piq import LPIPS
+
+    with warnings.catch_warnings():  # piq asks torchvision for vgg16(pretrained=True), a deprecated spelling
+        warnings.simplefilter("ignore", UserWarning)
+        return LPIPS().eval()
+
+
+def lpips_piq_db(source: np.ndarray, decoded: np.ndarray) -> float:
+    """-10 log10 of piq's `LPIPS()` distance, in dB (higher is closer; inf for identical images),
+    as the MPQ study computed and averaged it: the uint8 pixels handed over as floats 0..255
+    although piq's LPIPS expects 0..1 (its ImageNet normalisation then sees values 255 times too
+    large), a grey image as one channel (broadcast against the three-channel mean), and a
+    decoded image whose channel count differs from the source's converted to grey
+    (torchvision's `rgb_to_grayscale`). The standard LPIPS is `lpips`/`lpips-vgg`."""
+    import torch
+    from torchvision.transforms.functional import rgb_to_grayscale
+
+    global _piq_lpips_model
+    if _piq_lpips_model is None:
+        _piq_lpips_model = load_piq_lpips()
+    reference, distorted = _to_nchw(source), _to_nchw(decoded)
+    if reference.shape[1] != distorted.shape[1]:
+        distorted = rgb_to_grayscale(distorted)
+    with torch.no_grad():
+        distance = float(_piq_lpips_model(reference, distorted))
+    return float("inf") if distance == 0 else -10 * math.log10(distance)
+
+
+def warm_piq_lpips() -> float:
+    """`Metric.warm_up` of lpips-piq-db: loads piq's network once, before a build starts."""
+    import numpy as np
+
+    return lpips_piq_db(np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 9, np.uint8))

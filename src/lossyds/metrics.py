@@ -10,13 +10,14 @@ in lossyds.image_metrics and lossyds.audio_metrics.
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .audio_metrics import audio_psnr, cdpam, mel_distance, pesq_wb, si_sdr, stoi, warm_cdpam
+from .audio_metrics import audio_psnr, cdpam, cdpam_raw, mel_distance, pesq_wb, si_sdr, stoi, warm_cdpam, waveform_mse
 from .errors import UsageError
-from .image_metrics import dists, lpips, ms_ssim, psnr, ssim, warm_dists, warm_lpips
+from .image_metrics import dists, lpips, lpips_piq_db, ms_ssim, psnr, ssim, warm_dists, warm_lpips, warm_piq_lpips
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +31,9 @@ class Metric:
     audio (float32 [channels, frames]); `package` the (module, pip name) it imports, None for
     none; `extra` the lossyds extra that installs it; `scaling` how the inputs reach the
     function it wraps; `warm_up` loads its weights once, before a build starts, so that a
-    missing file stops the build in one sentence instead of failing in a worker."""
+    missing file stops the build in one sentence instead of failing in a worker. A build's
+    summary of a metric is the mean of its finite per-sample values; `db_of_mean` adds
+    `-10 log10` of that mean, in dB, beside it (the manifest's `db_of_mean`)."""
 
     name: str
     modality: str
@@ -41,6 +44,7 @@ class Metric:
     package: tuple[str, str] | None = None
     extra: str = "eval"
     warm_up: Callable[[], Any] | None = None
+    db_of_mean: bool = False
 
     @property
     def direction(self) -> str:
@@ -86,6 +90,17 @@ METRICS: tuple[Metric, ...] = (
         "eval",
         warm_dists,
     ),
+    Metric(
+        "lpips-piq-db",
+        "image",
+        lpips_piq_db,
+        True,
+        "dB (-10 log10 of the distance)",
+        "uint8 pixels as floats 0..255 (piq expects 0..1), grey as one channel, as the MPQ study ran piq",
+        ("piq", "piq"),
+        "eval",
+        warm_piq_lpips,
+    ),
     Metric("si-sdr", "audio", lambda s, d, r: si_sdr(s, d), True, "dB", "waveforms, mean removed per channel"),
     Metric("pesq", "audio", pesq_wb, True, "MOS-LQO (wide band)", "mono at 16 kHz", ("pesq", "pesq")),
     Metric("stoi", "audio", stoi, True, "index 0..1", "mono at 16 kHz", ("pystoi", "pystoi")),
@@ -110,6 +125,27 @@ METRICS: tuple[Metric, ...] = (
         "eval",
         warm_cdpam,
     ),
+    Metric(
+        "cdpam-raw",
+        "audio",
+        cdpam_raw,
+        False,
+        "distance",
+        "waveforms at the source rate in [-1, 1], as the MPQ study called the package",
+        ("cdpam", "cdpam"),
+        "eval",
+        warm_cdpam,
+        db_of_mean=True,
+    ),
+    Metric(
+        "mse",
+        "audio",
+        lambda s, d, r: waveform_mse(s, d),
+        False,
+        "squared full scale",
+        "waveforms, over all channels and frames",
+        db_of_mean=True,
+    ),
 )
 
 
@@ -119,8 +155,38 @@ def metrics_of(modality: str) -> dict[str, Metric]:
 
 
 def find(name: str, modality: str | None = None) -> Metric | None:
-    """The record of metric `name` (of `modality`, or the first of that name)."""
-    return next((m for m in METRICS if m.name == name and modality in (None, m.modality)), None)
+    """The record of metric `name` (of `modality`, or the first of that name); a chunked audio
+    name (`NAME@CHUNKSxFRAMES`, see `chunking`) finds NAME's audio record."""
+    found = next((m for m in METRICS if m.name == name and modality in (None, m.modality)), None)
+    if found is None and "@" in name and modality in (None, "audio"):
+        found = find(name.partition("@")[0], "audio")
+    return found
+
+
+def chunking(name: str) -> tuple[str, int, int] | None:
+    """(metric, chunks, frames) of an audio metric named `NAME@CHUNKSxFRAMES`, e.g.
+    `cdpam-raw@50x100000`: the metric on each of the first CHUNKS consecutive pieces of FRAMES
+    frames per channel (a shorter last piece as it is, none past the end), averaged over them,
+    as the MPQ study measured MUSDB (50 chunks of 100,000 samples). None for a plain name; a
+    malformed suffix is refused in one sentence."""
+    if "@" not in name:
+        return None
+    base, _, spec = name.partition("@")
+    chunks, _, frames = spec.partition("x")
+    if not (chunks.isdigit() and frames.isdigit() and int(chunks) > 0 and int(frames) > 0):
+        raise UsageError(f"metric {name!r}: write a chunked audio metric as NAME@CHUNKSxFRAMES, e.g. {base}@50x100000.")
+    return base, int(chunks), int(frames)
+
+
+def summaries(name: str, mean: float | None) -> dict[str, float | None]:
+    """What a build records beside metric `name`'s mean: `db_of_mean` (-10 log10 of the mean,
+    in dB) for the metrics that declare it; nothing for the others."""
+    metric = find(name)
+    if metric is None or not metric.db_of_mean:
+        return {}
+    if mean is None:
+        return {"db_of_mean": None}
+    return {"db_of_mean": float("inf") if mean == 0 else -10 * math.log10(mean)}
 
 
 def help_text() -> str:
@@ -139,9 +205,10 @@ def check_metrics(names: list[str], modality: str) -> list[str]:
     missing; then load the weights of those that have any (`Metric.warm_up`)."""
     table = metrics_of(modality)
     for name in names:
-        if name not in table:
+        chunked = chunking(name) if modality == "audio" else None
+        if (chunked[0] if chunked else name) not in table:
             raise UsageError(f"unknown {modality} metric {name!r}; choose from: {', '.join(table)}.")
-        metric = table[name]
+        metric = table[chunked[0] if chunked else name]
         if metric.package is None:
             continue
         module, package = metric.package
@@ -150,8 +217,9 @@ def check_metrics(names: list[str], modality: str) -> list[str]:
                 f"metric {name} needs the {package} package, which is not installed: "
                 f"pip install 'lossyds[{metric.extra}]' (or {package})."
             ) from None
+    wanted = {name.partition("@")[0] if modality == "audio" else name for name in names}
     for metric in table.values():
-        if metric.name in names and metric.warm_up is not None:
+        if metric.name in wanted and metric.warm_up is not None:
             metric.warm_up()
     return names
 
@@ -162,4 +230,15 @@ def compute(names: list[str], source: Any, decoded: torch.Tensor, sample_rate: i
         array = decoded.permute(1, 2, 0).numpy()
         return {name: IMAGE_METRICS[name](source, array) for name in names}
     array = decoded.numpy()
-    return {name: AUDIO_METRICS[name](source, array, sample_rate) for name in names}
+    return {name: _audio_metric(name, source, array, sample_rate) for name in names}
+
+
+def _audio_metric(name: str, source: Any, decoded: Any, rate: int) -> float:
+    """One audio metric of one sample: whole, or averaged over its chunks (`chunking`)."""
+    chunked = chunking(name)
+    if chunked is None:
+        return AUDIO_METRICS[name](source, decoded, rate)
+    base, chunks, frames = chunked
+    starts = range(0, min(chunks * frames, source.shape[1]), frames)
+    values = [AUDIO_METRICS[base](source[:, s : s + frames], decoded[:, s : s + frames], rate) for s in starts]
+    return sum(values) / len(values) if values else float("nan")

@@ -73,11 +73,15 @@ def assemble_manifest(
 
 
 def metric_means(names: list[str], sums: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """{name: {mean, count}} over the finite values summed in `sums` (name -> [sum, count])."""
+    """{name: {mean, count}} over the finite values summed in `sums` (name -> [sum, count]), with
+    what the metric's record adds beside its mean (lossyds.metrics.summaries)."""
+    from ..metrics import summaries
+
     means = {}
     for name in names:
         total, count = sums.get(name, [0.0, 0])
-        means[name] = {"mean": total / count if count else None, "count": count}
+        mean = total / count if count else None
+        means[name] = {"mean": mean, "count": count, **summaries(name, mean)}
     return means
 
 

@@ -97,13 +97,16 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def merged_metrics(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Metric means weighted by each part's count of finite values."""
+    """Metric means weighted by each part's count of finite values (with lossyds.metrics.summaries)."""
+    from ..metrics import summaries
+
     merged = {}
     for name in manifests[0]["metrics"]:
         parts = [m["metrics"][name] for m in manifests if m.get("metrics", {}).get(name)]
         counted = sum(p["count"] for p in parts)
         total = sum(p["mean"] * p["count"] for p in parts if p["mean"] is not None)
-        merged[name] = {"mean": total / counted if counted else None, "count": counted}
+        mean = total / counted if counted else None
+        merged[name] = {"mean": mean, "count": counted, **summaries(name, mean)}
     return merged
 
 

@@ -1,9 +1,12 @@
 """Opus in Ogg (libopus through PyAV), exact bit-rate control.
 
 libopus takes 8/12/16/24/48 kHz input; other rates are resampled to 48 kHz before
-encoding (never relabelled). Decoding always yields 48 kHz; the result is resampled
-back to the source rate and cut to the source length (pre-skip and end trim are
-applied by FFmpeg from the Ogg stream).
+encoding. Decoding always yields 48 kHz; the result is resampled back to the source rate
+and cut to the source length (pre-skip and end trim are applied by FFmpeg from the Ogg
+stream). `rate_conversion=relabel` reproduces a study that instead handed such audio to
+the encoder labelled as 48 kHz: its samples unchanged (44,100 a second of input kept as
+48,000, so the encoder sees it 48000/44100 higher and faster), and on decode labelled
+back to the source rate.
 """
 
 from __future__ import annotations
@@ -38,7 +41,24 @@ class OpusCodec(AudioCodec):
             choices=(2.5, 5.0, 10.0, 20.0, 40.0, 60.0),
         ),
         Option("vbr", str, "Opus rate control.", default="on", choices=("on", "off", "constrained")),
+        Option(
+            "rate_conversion",
+            str,
+            "Opus: audio at a rate libopus does not take (not 8/12/16/24/48 kHz) is resampled to 48 kHz "
+            "(default), or relabelled as 48 kHz: its samples handed over unchanged, and labelled back on decode.",
+            choices=("resample", "relabel"),
+        ),
     )
+
+    def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
+        params = super().resolve(given)
+        if params.get("rate_conversion") is None:  # unset: builds record what they always recorded
+            del params["rate_conversion"]
+        return params
+
+    @property
+    def relabels(self) -> bool:
+        return self.params.get("rate_conversion") == "relabel"
 
     @classmethod
     def rate_options(cls) -> tuple[Option, ...]:
@@ -70,7 +90,7 @@ class OpusCodec(AudioCodec):
             raise CodecError(f"opus encodes audio; sample {sample.key!r} has none")
         audio, rate = sample.audio, sample.sample_rate
         if rate not in OPUS_RATES:
-            audio, rate = resample(audio, rate, 48000), 48000
+            audio, rate = (audio if self.relabels else resample(audio, rate, 48000)), 48000
         return pyav_encode(
             audio,
             rate,
@@ -105,4 +125,6 @@ class OpusCodec(AudioCodec):
 
     def decode(self, data: bytes, meta: dict[str, Any]) -> torch.Tensor:
         audio, rate = pyav_decode(data, "ogg")
+        if self.relabels and int(meta["sample_rate"]) not in OPUS_RATES:
+            rate = int(meta["sample_rate"])  # the 48 kHz samples are the source's samples, relabelled back
         return torch.from_numpy(np.ascontiguousarray(to_source_grid(audio, rate, meta)))

@@ -140,6 +140,25 @@ class HFSemanticSegmenter:
                 for logits, size in zip(outputs, sizes)
             ]
 
+    def native_labels(self, images: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """Label maps int64 [rows, columns], one per image, the way the MPQ study scored ADE20k:
+        each image at its own size through the processor (`do_resize=False`), the argmax at the
+        model's output resolution (1/4 of the input for SegFormer), then that integer label map
+        resized to the mask by torchvision's `transforms.Resize` (bilinear, antialias), which
+        interpolates the class ids themselves and rounds them: at a boundary between two classes
+        it may write a third. The argmax-then-resize of ids is kept because that is what is
+        being reproduced; the default resizes the logits instead."""
+        from torchvision import transforms
+
+        labels = []
+        for image, size in zip(images, sizes):
+            inputs = self.processor(images=[image.cpu()], return_tensors="pt", do_resize=False)
+            with torch.no_grad():
+                logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+            prediction = logits.argmax(dim=1)[0].cpu()
+            labels.append(transforms.Resize(tuple(size), antialias=True)(prediction[None, None])[0, 0])
+        return labels
+
 
 class HFSpeechRecognizer:
     """`AutoModelForSpeechSeq2Seq` (Whisper and its kind) with its `AutoProcessor`. Called with
@@ -150,7 +169,8 @@ class HFSpeechRecognizer:
     than the model's window (30 s for Whisper) is cut into consecutive windows, each
     transcribed on its own, their texts joined with a space. Windows of all clips in a call
     go through `generate` `batch_size` at a time. `language` and `task` fix the decoder's
-    prompt (None: the model's own default, e.g. language detection); an English-only model
+    prompt (None: the model's own default, e.g. language detection, as the `transformers` ASR
+    pipeline runs it when given no language: eval's `language: detect`); an English-only model
     takes no prompt and accepts only English transcription."""
 
     def __init__(
@@ -245,12 +265,19 @@ class HFSpeechRecognizer:
         return self._normalizer(text)
 
 
-def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
-    """The adapter `task`'s run function calls, for the model at `argument`."""
+def load(
+    argument: str, task: str, device: torch.device, batch: int, *, language: str = "en", native_size: bool = False
+) -> Any:
+    """The adapter `task`'s run function calls, for the model at `argument`. `language` (asr): the
+    language the decoder is told, "detect" for none; `native_size` (segmentation): see
+    `HFSemanticSegmenter.native_labels` (both are eval options, lossyds.eval.options)."""
     if task == "asr":
         from .asr import Recognizer
 
-        recognizer = HFSpeechRecognizer(argument, device, batch_size=batch)
+        spoken = None if language == "detect" else language
+        recognizer = HFSpeechRecognizer(
+            argument, device, language=spoken, task=None if spoken is None else "transcribe", batch_size=batch
+        )
         return Recognizer(recognizer.transcribe, batch=batch, whisper=recognizer)
     if task == "classification":
         from .classification import Classifier
@@ -260,11 +287,35 @@ def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
     from .segmentation import Segmenter
 
     segmenter = HFSemanticSegmenter(argument, device)
+    if native_size:
+        return Segmenter(segmenter.native_labels, batch=1, num_labels=segmenter.num_labels, labels=True)
     return Segmenter(
         lambda images, sizes: [logits[None] for logits in segmenter(images, sizes)],
         batch=batch,
         num_labels=segmenter.num_labels,
     )
+
+
+def missing(argument: str) -> str | None:
+    """None where `hf:argument` is a model folder or is in this machine's Hugging Face cache
+    (HF_HUB_CACHE, or HF_HOME/hub), else where to put it: its folder in that cache."""
+    from pathlib import Path
+
+    if Path(argument).expanduser().is_dir():
+        return None
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return "hf: models need transformers and huggingface_hub: pip install 'lossyds[hf]'"
+    if "/" in argument.strip("/") and not argument.startswith((".", "/", "~")):
+        if isinstance(try_to_load_from_cache(argument, "config.json"), str):
+            return None
+        folder = Path(constants.HF_HUB_CACHE) / f"models--{argument.replace('/', '--')}"
+        return (
+            f"hf:{argument} is not in the Hugging Face cache: run `huggingface-cli download {argument}` where there "
+            f"is a network, with HF_HOME pointing at the same cache, or copy that cache's folder to {folder}"
+        )
+    return f"hf:{argument} is not a model folder (no such folder)"
 
 
 MODEL = TaskModel(
@@ -273,4 +324,5 @@ MODEL = TaskModel(
     load=load,
     spelling="hf:ID_OR_PATH",
     transforms={"classification": hf_classification_input},
+    missing=missing,
 )

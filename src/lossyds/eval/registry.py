@@ -103,9 +103,10 @@ def model_help(task_name: str) -> str:
     return ", ".join(shown) + " or module:function" if shown else "module:function"
 
 
-def load_model(spec: str, task_name: str, device: Any) -> Any:
-    """What `task_name`'s run function calls for `--model spec`, loaded onto `device`."""
+def load_model(spec: str, task_name: str, device: Any, options: dict[str, Any] | None = None) -> Any:
+    """What `task_name`'s run function calls for `--model spec`, loaded onto `device`. `options`:
+    the eval options its kind takes (lossyds.eval.options), as keyword arguments of its `load`."""
     declared = task(task_name)
     kind, argument = model_kind(spec, task_name)
-    loaded = kind.load(argument, task_name, device, declared.batch)
+    loaded = kind.load(argument, task_name, device, declared.batch, **(options or {}))
     return declared.from_function(loaded, device) if callable(loaded) else loaded  # adapters are not callable

@@ -17,11 +17,14 @@ from .checks import call, masks_of
 class Segmenter:
     """What `run` calls: `segment(images, sizes)` maps `batch` uint8 [3, H, W] images and their
     masks' (H, W) to one logits [1, classes, H, W] each, at the mask's size. `num_labels`: the
-    model's class count where it declares one (checked against the dataset's)."""
+    model's class count where it declares one (checked against the dataset's). `labels`: True
+    where `segment` returns each image's predicted class ids, int [H, W] at the mask's size,
+    instead of logits (hf:'s native-size scoring, eval option `native_size`)."""
 
     segment: Callable[[list[torch.Tensor], list[tuple[int, int]]], list[Any]]
     batch: int = 1
     num_labels: int | None = None
+    labels: bool = False
 
 
 def from_function(segment: Callable, device: torch.device) -> Segmenter:
@@ -54,7 +57,11 @@ class _Confusion:
 
     def add(self, key: str, target: torch.Tensor, logits: torch.Tensor, classes: int) -> float:
         """Count one sample; its pixel accuracy (NaN where every pixel is ignored)."""
-        prediction = logits.argmax(0)
+        return self.add_labels(key, target, logits.argmax(0), classes)
+
+    def add_labels(self, key: str, target: torch.Tensor, prediction: torch.Tensor, classes: int) -> float:
+        """Count one sample's predicted class ids [H, W]; its pixel accuracy (as `add`)."""
+        prediction = prediction.long()
         if self.matrix is None:
             self.matrix = torch.zeros(classes, classes, dtype=torch.long)
         valid = target != 255
@@ -78,6 +85,17 @@ class _Confusion:
         }
 
 
+def _label_maps(model: str, keys: list[str], found: Any, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """A label-returning segmenter's outputs, each checked to be one id map at its mask's size."""
+    maps = list(found)
+    if len(maps) != len(keys):
+        raise UsageError(f"--model {model} returned {len(maps)} label maps for {len(keys)} images.")
+    for key, size, labels in zip(keys, sizes, maps):
+        if tuple(labels.shape) != tuple(size):
+            raise UsageError(f"--model {model} returned labels {tuple(labels.shape)} for sample {key!r}'s mask {size}.")
+    return [labels.cpu() for labels in maps]
+
+
 def run(
     samples: Iterator[dict[str, Any]], model: str, segmenter: Segmenter, dataset: str = "cityscapes"
 ) -> dict[str, Any]:
@@ -92,9 +110,13 @@ def run(
     def flush() -> None:
         keys, sizes = [s["key"] for s, _, _ in pending], [tuple(target.shape) for _, target, _ in pending]
         found = call(model, keys, segmenter.segment, [image for _, _, image in pending], sizes)
-        outputs = [logits.cpu() for logits in masks_of(model, keys, found, sizes, classes)]
-        for (sample, target, _), logits in zip(pending, outputs):
-            accuracy = confusion.add(sample["key"], target, logits, classes)
+        if segmenter.labels:
+            outputs = _label_maps(model, keys, found, sizes)
+        else:
+            outputs = [logits.cpu() for logits in masks_of(model, keys, found, sizes, classes)]
+        for (sample, target, _), output in zip(pending, outputs):
+            add = confusion.add_labels if segmenter.labels else confusion.add
+            accuracy = add(sample["key"], target, output, classes)
             per_sample.append(
                 {"key": sample["key"], "pixel_accuracy": accuracy, "payload_bits": sample["payload_bits"]}
             )
