@@ -136,6 +136,19 @@ GENERIC = [
         ["--part"],
         help="Build slice i of n (i/n) into OUT/parts/; SLURM array and torchrun variables are read when absent.",
     ),
+    click.Option(
+        ["--device"],
+        default="cpu",
+        show_default=True,
+        help="Neural codecs: the torch device (cpu, cuda, cuda:1) of the batched analysis transform; entropy coding stays on CPU.",
+    ),
+    click.Option(
+        ["--encode-batch"],
+        default=1,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Neural codecs: samples per batched analysis (images of one padded size, audio segments of one length).",
+    ),
     click.Option(["--limit"], type=click.IntRange(min=1), help="Encode only the first N samples."),
     click.Option(["--strict"], is_flag=True, help="Stop on the first unreadable source file instead of skipping it."),
     click.Option(["--force"], is_flag=True, help="Rebuild a folder that already holds a finished build."),
@@ -152,6 +165,23 @@ GENERIC = [
         ["--skip-unavailable"],
         is_flag=True,
         help="With --spec: skip runs whose codec or dataset root is not available here.",
+    ),
+    click.Option(
+        ["--dry-run"],
+        is_flag=True,
+        help="With --spec: print each run as present, missing or unavailable, with the time and disk the missing ones take, measured on a few samples here; build nothing.",
+    ),
+    click.Option(
+        ["--distributor"],
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Who encodes: local worker processes, or Ray tasks (a local Ray runtime of --workers CPUs, or --ray-address).",
+    ),
+    click.Option(
+        ["--ray-address"],
+        metavar="HOST:PORT",
+        help="With --distributor ray: the Ray cluster's head to connect to (or auto); without it a local runtime starts.",
     ),
 ]
 
@@ -206,6 +236,9 @@ def run_build(given: dict[str, Any], codec_names: set[str], source_names: set[st
             limit=given["limit"],
             echo=_click.echo,
             progress=run_with_progress,
+            dry_run=given["dry_run"],
+            distributor=given["distributor"],
+            ray_address=given["ray_address"],
         )
         return None
     if not given["codec_name"] or given["out_dir"] is None:
@@ -230,5 +263,9 @@ def run_build(given: dict[str, Any], codec_names: set[str], source_names: set[st
         limit=given["limit"],
         part=detect_part(given["part"]),
         metrics=[m.strip() for m in metric_list.split(",") if m.strip()] if metric_list else [],
+        distributor=given["distributor"],
+        ray_address=given["ray_address"],
+        device=given["device"],
+        encode_batch=given["encode_batch"],
     )
     return run_with_progress(f"encoding ({given['codec_name']})", build, options)

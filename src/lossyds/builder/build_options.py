@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DISTRIBUTORS = ("local", "ray")  # who encodes: this machine's worker processes, or Ray tasks (ray_distributor.py)
+
 
 @dataclass
 class BuildOptions:
@@ -34,3 +36,7 @@ class BuildOptions:
         "auto"  # "tar" | "tar.gz" | "tar.zst" | "auto": gzip for audio (small payloads), plain tar for images
     )
     metrics: list[str] = field(default_factory=list)  # per-sample quality metrics (lossyds.metrics)
+    device: str = "cpu"  # neural codecs: the torch device their analysis transform runs on
+    encode_batch: int = 1  # neural codecs: samples per batched analysis (entropy coding stays per sample, on CPU)
+    distributor: str = "local"  # one of DISTRIBUTORS
+    ray_address: str | None = None  # distributor "ray": the head's host:port, or "auto"; None: a local runtime

@@ -2,7 +2,7 @@
 
 1. plan: the codec, the source reader and the slice of its samples to build;
 2. prepare_folder: refuse, resume or start the folder (folder.py), removing only what its records name;
-3. encode_all: read and encode each sample, in worker processes (encode.py);
+3. encode_results: read and encode each sample, in worker processes (encode.py) or Ray tasks (ray_distributor.py);
 4. RateKeeper picks each sample's bitstream, ShardStage writes its record (stages.py);
 5. assemble_manifest and finish_folder (finish.py).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,8 @@ from ..location import as_location, is_url
 from ..manifest import SHARD_FORMATS, part_folder
 from ..shards.writer import ShardWriter
 from ..sources import Source, SourceRef
-from .build_options import BuildOptions
-from .encode import Skipped, encode_all
+from .build_options import DISTRIBUTORS, BuildOptions
+from .encode import Encoded, Skipped, encode_all
 from .finish import assemble_manifest, finish_folder, metric_means
 from .folder import FINISH_NAMES, LocalFolder, claim, prepare_folder, release_unused, unclaim_if_unused
 from .journal import Journal, make_folder, remove_empty_folder
@@ -84,6 +84,8 @@ def plan(options: BuildOptions) -> Plan:
         refs = refs[first:end]
         part = {"index": index, "count": count, "first_record": first, "num_records": len(refs), "total_records": total}
         out = part_folder(out, options.part)
+    if options.distributor not in DISTRIBUTORS:
+        raise UsageError(f"distributor must be one of {', '.join(DISTRIBUTORS)} (got {options.distributor!r}).")
     if options.shard_format not in (*SHARD_FORMATS, "auto"):
         raise UsageError(
             f"shard_format must be one of {', '.join(SHARD_FORMATS)}, auto (got {options.shard_format!r})."
@@ -121,6 +123,12 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> di
         from .. import metrics
 
         metrics.check_metrics(options.metrics, job.codec.modality)
+    if options.distributor == "ray":  # before the folder is touched: an unreachable cluster leaves nothing behind
+        from .ray_distributor import prepare
+
+        prepare(
+            job.codec, options.ray_address, options.workers or os.cpu_count() or 1, options.device, options.encode_batch
+        )
     if is_url(job.out):
         from .remote import staged_build
 
@@ -188,9 +196,7 @@ def _run(
     if progress:
         progress(done, len(job.refs))
     try:
-        for result in encode_all(
-            job.source, job.codec, options.codec_options, job.refs[done:], workers, options.metrics
-        ):
+        for result in encode_results(job, options, job.refs[done:], workers):
             if isinstance(result, Skipped):
                 if options.strict:
                     raise SourceError(
@@ -217,6 +223,9 @@ def _run(
     build_info = {
         "seconds": round(time.time() - started, 3),
         "workers": workers,
+        "distributor": options.distributor,
+        "encode_device": options.device,
+        "encode_batch": options.encode_batch,
         "host": platform.node(),
         "python": platform.python_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -229,6 +238,37 @@ def _run(
     if uploader:
         uploader.build_finished()
     return manifest
+
+
+def encode_results(
+    job: Plan, options: BuildOptions, refs: list[SourceRef], workers: int
+) -> Iterator[Encoded | Skipped]:
+    """Stage 2 on the chosen distributor, results in source order: `workers` local processes,
+    or Ray tasks (a new local Ray runtime gets `workers` CPUs)."""
+    if options.distributor == "ray":
+        from .ray_distributor import encode_on_ray
+
+        return encode_on_ray(
+            job.source,
+            job.codec,
+            options.codec_options,
+            refs,
+            options.metrics,
+            address=options.ray_address,
+            local_cpus=workers,
+            device=options.device,
+            encode_batch_size=options.encode_batch,
+        )
+    return encode_all(
+        job.source,
+        job.codec,
+        options.codec_options,
+        refs,
+        workers,
+        options.metrics,
+        device=options.device,
+        encode_batch_size=options.encode_batch,
+    )
 
 
 def build_manifest(job: Plan, journal: Journal, options: BuildOptions) -> dict[str, Any]:

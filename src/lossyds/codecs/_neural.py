@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -135,6 +136,34 @@ class NeuralModelMixin:
                 self.prepare(rebuilt)
             return rebuilt if part is None else getattr(rebuilt, part)
 
+    # -- batched encoding: analysis batched on a device, entropy coding per sample on CPU ------
+    #
+    # The contract (docs/codecs.md, "Batched encoding"): only the analysis transform, which the
+    # decoder never recomputes, runs batched and on `device`. Everything the decoder recomputes
+    # to entropy-decode (hyper-analysis and hyper-synthesis, scales and means, the context
+    # model, EnCodec's LM) runs through the library's own compress, on CPU, one sample at a
+    # time, as decoding runs it; so a bitstream made on any device decodes on any CPU.
+
+    batched_analysis: ClassVar[bool] = True
+
+    def analysis_input(self, sample: Any) -> torch.Tensor:
+        """One sample's model input on CPU (padded image [3, Hp, Wp], or audio [C, T] at the model rate)."""
+        raise NotImplementedError
+
+    def analyse(self, inputs: list[torch.Tensor], device: str | torch.device = "cpu") -> list[Any]:
+        """The analysis transform of every input, run in batches of inputs of one shape on
+        `device`; each result is back on CPU, ready for `entropy_code`."""
+        raise NotImplementedError
+
+    def entropy_code(self, sample: Any, analysis: Any) -> bytes:
+        """One sample's bitstream from its `analyse` result, coded on CPU as the decoder decodes it."""
+        raise NotImplementedError
+
+    def encode_batch_samples(self, samples: list[Any], device: str | torch.device = "cpu") -> list[bytes]:
+        """Bitstreams of `samples`: one batched analysis on `device`, then per-sample entropy coding."""
+        analyses = self.analyse([self.analysis_input(sample) for sample in samples], device)
+        return [self.entropy_code(sample, analysis) for sample, analysis in zip(samples, analyses)]
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without derived caches (device copies, the entropy-decoding view)."""
         state = dict(self.__dict__)
@@ -151,3 +180,26 @@ class NeuralModelMixin:
             raise WeightsError(
                 f"{self.name}: the dataset was built with weights sha256 {expected_sha256[:16]}..., but the weights given ({self.weights_info().name}) are {have[:16]}...; pass the weights it was built with."
             )
+
+
+def shape_groups(inputs: list[torch.Tensor]) -> list[list[int]]:
+    """Indexes of `inputs` grouped by tensor shape, in first-seen order: the batches an analysis
+    runs. Inputs of different shapes are never padded to a common one: padding changes the
+    analysis output of every sample it is added to (tests/test_batched_encode.py shows it)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, tensor in enumerate(inputs):
+        groups.setdefault(tuple(tensor.shape), []).append(index)
+    return list(groups.values())
+
+
+@contextlib.contextmanager
+def without_tf32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls while an analysis runs (no effect on
+    CPU). TF32 keeps 10 mantissa bits, so it would move far more latent elements across a
+    rounding boundary than float32 rounding does (the tolerance in docs/codecs.md)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

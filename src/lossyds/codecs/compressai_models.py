@@ -28,7 +28,7 @@ from ..options import Option
 from ..types import SourceSample
 from ..weights import WeightsError
 from . import lsyn
-from ._neural import WEIGHTS_OPTION, NeuralModelMixin
+from ._neural import WEIGHTS_OPTION, NeuralModelMixin, shape_groups, without_tf32
 from ._pillow import rgb_to_gray
 from .base import ImageCodec, Latent
 
@@ -71,6 +71,29 @@ class _SynthesisInputCapture(torch.nn.Module):
         return latent
 
 
+class _GivenAnalysis(torch.nn.Module):
+    """Stands in for a model's analysis network inside the library's own `compress`: it returns
+    the latent that `analyse` computed (batched, on any device) whatever it is given. So the
+    rest of the encoder (hyper-analysis, hyper-synthesis, entropy coding) runs exactly as the
+    library wrote it, on CPU, for one sample, as the decoder recomputes it."""
+
+    def __init__(self, latent: torch.Tensor) -> None:
+        super().__init__()
+        self.latent = latent
+
+    def forward(self, _image: torch.Tensor) -> torch.Tensor:
+        return self.latent
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`batch` (on CPU) on `device`. To CUDA, through pinned memory and without blocking: a copy
+    from pageable memory makes the host wait for the device, so the loader could not prepare
+    the next batch while this one is synthesised."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
 class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     """A learned image codec whose model turns a padded [N, 3, H, W] batch into entropy-coded
     strings (`compress_tensor`) and back (`decompress_tensor`); the bitstream is `.lsyn`."""
@@ -80,9 +103,11 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
     batched_synthesis: ClassVar[bool] = True
     takes_bpp: ClassVar[bool] = False  # bpp targeting covers the Pillow codecs only
     synthesis_attribute: ClassVar[str] = "g_s"  # the model's synthesis network
+    analysis_attribute: ClassVar[str] = "g_a"  # the model's analysis network
 
-    def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
-        """[N, 3, Hp, Wp] in [0, 1] -> (string groups, each a list of N strings; latent shape)."""
+    def compress_tensor(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
+        """Run `model`'s own compress on [N, 3, Hp, Wp] in [0, 1] -> (string groups, each a
+        list of N strings; latent shape)."""
         raise NotImplementedError
 
     def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
@@ -121,38 +146,52 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
             return F.pad(x[None], box, mode="constant", value=0.0)[0]
         return F.pad(x[None], box, mode="replicate")[0]
 
-    def encode_batch(self, images: list[np.ndarray]) -> list[bytes]:
-        """Encode same-size uint8 [H, W, C] images in one model call (used to check batch invariance)."""
-        if len({im.shape for im in images}) != 1:
-            raise CodecError("encode_batch needs images of one size")
-        x = torch.stack([self._to_model_input(im) for im in images])
-        with torch.no_grad():
-            groups, shape = self.compress_tensor(x)
-        height, width, channels = images[0].shape
-        prefix = bytes.fromhex(self.weights_info().sha256[:16])
-        streams = []
-        for index in range(len(images)):
-            strings = [[group[index]] for group in groups]
-            streams.append(
-                lsyn.pack(
-                    lsyn.NeuralBitstream(
-                        self.name,
-                        self.params["quality"],
-                        prefix,
-                        height,
-                        width,
-                        channels,
-                        [int(d) for d in shape],
-                        strings,
-                    )
-                )
-            )
-        return streams
+    def encode_batch(self, images: list[np.ndarray], device: str | torch.device = "cpu") -> list[bytes]:
+        """Encode uint8 [H, W, C] images: the analysis batched on `device` (images of one padded
+        size together), the rest per image on CPU (see `entropy_code`)."""
+        return self.encode_batch_samples([SourceSample(key=str(i), image=im) for i, im in enumerate(images)], device)
 
     def encode(self, sample: SourceSample) -> bytes:
+        return self.encode_batch_samples([sample])[0]
+
+    def analysis_input(self, sample: SourceSample) -> torch.Tensor:
+        """[3, Hp, Wp] float32 in [0, 1]: the image padded to a multiple of 64 (as `encode` pads it)."""
         if sample.image is None:
             raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
-        return self.encode_batch([sample.image])[0]
+        return self._to_model_input(sample.image)
+
+    def analyse(self, inputs: list[torch.Tensor], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        """Latents y, float32 [1, M, Hp/16, Wp/16] on CPU, of padded inputs [3, Hp, Wp]; inputs
+        of one shape run as one batch through the analysis network on `device`."""
+        network = self.module_on(device, self.analysis_attribute)
+        latents: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
+        with torch.no_grad(), without_tf32():
+            for indexes in shape_groups(inputs):
+                batch = torch.stack([inputs[i] for i in indexes]).to(device)
+                output = network(batch).to("cpu", torch.float32)
+                for row, index in enumerate(indexes):
+                    latents[index] = output[row : row + 1].clone()  # its own storage: pickled alone to a worker
+        return latents
+
+    def entropy_code(self, sample: SourceSample, analysis: torch.Tensor) -> bytes:
+        """The `.lsyn` bitstream of one image from its latent y [1, M, h, w]: the library's own
+        compress runs on CPU with its analysis network standing in (`_GivenAnalysis`)."""
+        if sample.image is None:
+            raise CodecError(f"{self.name} encodes images; sample {sample.key!r} has none")
+        height, width, channels = sample.image.shape
+        left, right, top, bottom = padding_box(height, width, self.params["padding"])
+        model = copy.copy(self.model)
+        model._modules = type(model._modules)(model._modules)  # its own module table, the same modules
+        model._modules[self.analysis_attribute] = _GivenAnalysis(analysis)
+        placeholder = torch.zeros(()).expand(1, 3, height + top + bottom, width + left + right)  # shape only
+        with torch.no_grad():
+            groups, shape = self.compress_tensor(model, placeholder)
+        prefix = bytes.fromhex(self.weights_info().sha256[:16])
+        strings = [[group[0]] for group in groups]
+        stream = lsyn.NeuralBitstream(
+            self.name, self.params["quality"], prefix, height, width, channels, [int(d) for d in shape], strings
+        )
+        return lsyn.pack(stream)
 
     def _entropy_view(self) -> tuple[torch.nn.Module, _SynthesisInputCapture]:
         """A view of `self.model` that shares every part but the synthesis network, which is a capture."""
@@ -164,6 +203,10 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
             model._modules[self.synthesis_attribute] = capture
             view = self.__dict__["_entropy_view_cache"] = (model, capture)
         return view
+
+    # Decode side only: hand out the padded image uncropped (set by lossyds eval's padded_output,
+    # which reproduces a study whose task models saw the padded output); never changes a bitstream.
+    output_padded: bool = False
 
     def decode_latent(self, data: bytes, meta: dict[str, Any]) -> Latent:
         """Bitstream -> Latent: parts [y_hat [1, M, Hp/16, Wp/16]], finish {height, width, channels}."""
@@ -180,8 +223,10 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         model, capture = self._entropy_view()
         with torch.no_grad():
             self.decompress_tensor(model, stream.strings, stream.latent_shape)
-        left, _, top, _ = padding_box(stream.height, stream.width, self.params["padding"])
+        left, right, top, bottom = padding_box(stream.height, stream.width, self.params["padding"])
         finish = {"height": stream.height, "width": stream.width, "channels": stream.channels, "top": top, "left": left}
+        if self.output_padded:  # the whole image the model coded, padding included
+            finish.update(height=stream.height + top + bottom, width=stream.width + left + right, top=0, left=0)
         return Latent(self.name, [capture.take()], finish)
 
     latent_fields: ClassVar[tuple[str, ...]] = ("y_hat",)
@@ -193,6 +238,7 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
 
     def synthesize(self, latents: list[Latent], device: str | torch.device = "cpu") -> list[torch.Tensor]:
         """Latents -> uint8 [C, H, W] images on `device`; latents of one shape run as one batch."""
+        device = torch.device(device)
         synthesis, layout = self.synthesis_on(device)
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, latent in enumerate(latents):
@@ -201,13 +247,17 @@ class LearnedImageCodec(NeuralModelMixin, ImageCodec):
         with torch.no_grad():
             for indices in groups.values():
                 x_hat = synthesis(
-                    torch.cat([latents[i].parts[0] for i in indices]).to(device).contiguous(memory_format=layout)
+                    to_device(torch.cat([latents[i].parts[0] for i in indices]), device).contiguous(
+                        memory_format=layout
+                    )
                 )
+                x_hat = (
+                    x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+                )  # the whole batch: 4 kernels, not 4 per image
                 for row, index in zip(x_hat, indices):
                     finish = latents[index].finish
                     top, left = finish.get("top", 0), finish.get("left", 0)
                     x = row[:, top : top + finish["height"], left : left + finish["width"]]
-                    x = x.clamp(0, 1).mul_(255).round_().to(torch.uint8)
                     images[index] = rgb_to_gray(x) if finish["channels"] == 1 else x.contiguous()
         return images
 
@@ -258,8 +308,8 @@ class CompressAICodec(LearnedImageCodec):
     def prepare(self, model: torch.nn.Module) -> None:
         model.update(force=True)  # entropy-coder tables from the (possibly random) parameters
 
-    def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
-        out = self.model.compress(x)
+    def compress_tensor(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
+        out = model.compress(x)
         return out["strings"], list(out["shape"])
 
     def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:

@@ -24,8 +24,10 @@ of the same length.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,7 +39,7 @@ from ..types import SourceSample
 from ..weights import WeightsError, WeightsInfo, parse_spec
 from . import ecdc
 from ._audio import fit_length, resample
-from ._neural import WEIGHTS_OPTION, NeuralModelMixin, resolve_weights
+from ._neural import WEIGHTS_OPTION, NeuralModelMixin, resolve_weights, shape_groups, without_tf32
 from .base import AudioCodec, Latent
 
 
@@ -182,15 +184,67 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
         )
 
     def encode(self, sample: SourceSample) -> bytes:
+        return self.encode_batch_samples([sample])[0]
+
+    def analysis_input(self, sample: SourceSample) -> torch.Tensor:
+        """float32 [model channels, frames at the model rate]: the audio as encodec's compress gets it."""
         if sample.audio is None or sample.sample_rate is None:
             raise CodecError(f"{self.name} encodes audio; sample {sample.key!r} has none")
+        return self._to_model(sample.audio, sample.sample_rate)
+
+    def analyse(self, inputs: list[torch.Tensor], device: str | torch.device = "cpu") -> list[EncodecAnalysis]:
+        """Each input's frames as the model's own `encode` makes them: the input cut into the
+        model's segments (the 48 kHz model's 1 s segments; one segment for the 24 kHz model),
+        each normalised and run through the encoder and quantizer (encodec's `_encode_frame`).
+        Segments of one length, of any inputs, run through the encoder and quantizer as one
+        batch on `device`. Each segment's scale (the 48 kHz model normalises) is computed on
+        CPU from the segment itself, as `_encode_frame` computes it: it is written into the
+        file as float32, and a batched or contiguous copy would sum in another order. Segments
+        are never padded to batch with longer ones: encodec's convolutions reflect-pad at the
+        end, so padding changes the last codes (tests/test_batched_encode.py shows it)."""
+        model = self.module_on(device)
+        segments: list[torch.Tensor] = []  # normalised segments [channels, frames]
+        scales: list[torch.Tensor | None] = []
+        owners: list[int] = []
+        for index, audio in enumerate(inputs):
+            length = audio.shape[-1]
+            segment = model.segment_length or length
+            for offset in range(0, length, model.segment_stride or length):
+                frame = audio[None, :, offset : offset + segment]  # as encodec's `encode` slices it
+                scale = None
+                if model.normalize:
+                    volume = frame.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
+                    scale = 1e-8 + volume
+                    frame = frame / scale
+                    scale = scale.view(-1, 1)
+                segments.append(frame[0])
+                scales.append(scale)
+                owners.append(index)
+        frames: list[list[tuple[torch.Tensor, torch.Tensor | None]]] = [[] for _ in inputs]
+        codes: list[torch.Tensor] = [torch.empty(0)] * len(segments)
+        with torch.no_grad(), without_tf32():
+            for indexes in shape_groups(segments):
+                embedding = model.encoder(torch.stack([segments[i] for i in indexes]).to(device))
+                batch = model.quantizer.encode(embedding, model.frame_rate, model.bandwidth).transpose(0, 1).cpu()
+                for row, index in enumerate(indexes):
+                    codes[index] = batch[row : row + 1].clone()
+        for index, code, scale in zip(owners, codes, scales):  # segments are in order within each input
+            frames[index].append((code, scale))
+        return [EncodecAnalysis(frames[i], inputs[i].shape[-1]) for i in range(len(inputs))]
+
+    def entropy_code(self, sample: SourceSample, analysis: EncodecAnalysis) -> bytes:
+        """The `.ecdc` file from one input's frames: encodec's own compress writes it on CPU
+        (bit-packing, or the LM's arithmetic coding), its `encode` standing in with the frames."""
         from encodec.compress import compress
 
+        model = copy.copy(self.model)  # a view: the same modules, its own attributes
+        model.encode = _GivenFrames(analysis.frames)
         if self.params["entropy_lm"]:
             # encodec's compress asks the model for its LM (a download); give it ours, whose
             # weights follow lossyds's rules. A picklable callable, not a lambda.
-            self.model.get_lm_model = _GivenLM(self.lm)
-        return compress(self.model, self._to_model(sample.audio, sample.sample_rate), use_lm=self.params["entropy_lm"])
+            model.get_lm_model = _GivenLM(self.lm)
+        placeholder = torch.zeros(()).expand(self.model.channels, analysis.length)  # its length is written
+        return compress(model, placeholder, use_lm=self.params["entropy_lm"])
 
     def read_frames(self, data: bytes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], int]:
         """.ecdc bytes -> (frames as (codes [1, codebooks, steps] int64, scale [1] or None), length in model-rate frames)."""
@@ -326,6 +380,26 @@ class EncodecCodec(NeuralModelMixin, AudioCodec):
             wave = frames[0] if len(frames) == 1 else _linear_overlap_add(frames, model.segment_stride or 1)
             results.append(self._to_source(wave[0, :, : latent.finish["length"]], latent.finish).to(device))
         return results
+
+
+@dataclass
+class EncodecAnalysis:
+    """One input's analysis: frames as the model's `encode` returns them, (codes int64
+    [1, codebooks, steps], scale float32 [1, 1] or None) per segment, and its length in
+    model-rate frames."""
+
+    frames: list[tuple[torch.Tensor, torch.Tensor | None]]
+    length: int
+
+
+class _GivenFrames:
+    """Stands in for EncodecModel.encode inside encodec's compress: returns the frames `analyse` made."""
+
+    def __init__(self, frames: list[tuple[torch.Tensor, torch.Tensor | None]]):
+        self.frames = frames
+
+    def __call__(self, _audio: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        return self.frames
 
 
 class _GivenLM:

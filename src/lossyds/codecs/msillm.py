@@ -36,6 +36,7 @@ class MsIllmCodec(LearnedImageCodec):
     package = "neuralcompression"
     quality_range = (1, 6)
     synthesis_attribute: ClassVar[str] = "decoder"
+    analysis_attribute: ClassVar[str] = "encoder"
     install_hint: ClassVar[str] = INSTALL
 
     def require_package(self) -> None:
@@ -59,8 +60,8 @@ class MsIllmCodec(LearnedImageCodec):
     def prepare(self, model: torch.nn.Module) -> None:
         model.update_tensor_devices("compress")  # builds the entropy-coder tables; likelihood layers on CPU
 
-    def compress_tensor(self, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
-        out = self.model.compress(x)
+    def compress_tensor(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[list[list[bytes]], list[int]]:
+        out = model.compress(x)
         return [list(out.latent_strings), list(out.hyper_latent_strings)], list(out.padded_size)
 
     def decompress_tensor(self, model: torch.nn.Module, strings: list[list[bytes]], shape: list[int]) -> None:
