@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,11 @@ def test_the_study_grid_runs_on_stand_ins(stand_ins, tmp_path):
         "TORCH_HOME": str(empty),
     }
     out = tmp_path / "grid"
-    command = [sys.executable, "-m", "lossyds.cli", "build", "--spec", str(SPEC), "--out", str(out)]
+    # The study's quality metrics need VGG-16 (lpips) and take CDPAM ~45 s a clip on a CPU: this test
+    # is about the data, so it builds a copy without them (tests/test_study_flow.py computes them).
+    spec_file = tmp_path / "mpq-2024.yaml"
+    spec_file.write_text(re.sub(r"(?m)^    metrics: \[.*\]$", "    metrics: []", SPEC.read_text()))
+    command = [sys.executable, "-m", "lossyds.cli", "build", "--spec", str(spec_file), "--out", str(out)]
     refused = subprocess.run([*command, "--workers", "1"], env=env, capture_output=True, text=True, timeout=900)
     assert refused.returncode == 2 and "--skip-unavailable" in refused.stderr, refused.stderr
     result = subprocess.run(
@@ -116,7 +121,9 @@ def test_the_study_is_found_by_name_from_outside_the_repository(tmp_path):
         command, cwd=elsewhere, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    runs = [run["name"] for run in yaml.safe_load(SPEC.read_text())["runs"]]
+    from lossyds.builder.study_runs import build_runs
+
+    runs = [run["name"] for run in build_runs(yaml.safe_load(SPEC.read_text()))]  # with musdb-opus-6k--as-published
     skipped = [line for line in result.stdout.splitlines() if line.startswith("skip ")]
     assert [line.split()[1].rstrip(":") for line in skipped] == runs
     assert all(len(line.split(": ", 1)[1]) > 10 for line in skipped)  # each with its reason
@@ -185,3 +192,91 @@ def test_a_plain_grid_and_a_study_file_by_path_still_load(tmp_path):
     path.write_text(yaml.safe_dump(study))
     with pytest.raises(UsageError, match="needs baseline"):
         load_study(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"as_published": {"bild": {}}}, "unknown keys bild"),
+        ({"as_published": {"eval": {"no_such_switch": True}}}, "unknown options no_such_switch"),
+        ({"as_published": {"build": {"quality": 500}}}, r"'photos-jpeg-q5--as-published' \(as published\)"),
+        ({"as_published": {"why": 3}}, "must be text"),
+        ({"metrics": "psnr"}, "list of metric names"),
+    ],
+)
+def test_a_runs_as_published_variant_is_checked_with_the_file(tmp_path, change, fragment):
+    from lossyds.builder.spec import load_spec
+    from lossyds.errors import UsageError
+
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump({"runs": [STUDY_RUN | {"evaluation": "e"} | change], "evaluations": {"e": EVALUATION}})
+    )
+    with pytest.raises(UsageError, match=fragment):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("figure", "fragment"),
+    [({"xlim": [1, 0]}, "must be \\[low, high\\]"), ({"plot": "log"}, "score or one-minus"), ({"titel": "x"}, "titel")],
+)
+def test_a_figure_panel_is_checked(tmp_path, figure, fragment):
+    from lossyds.builder.spec import load_spec
+    from lossyds.errors import UsageError
+
+    path = tmp_path / "study.yaml"
+    evaluation = EVALUATION | {"figure": figure}
+    path.write_text(yaml.safe_dump({"runs": [STUDY_RUN | {"evaluation": "e"}], "evaluations": {"e": evaluation}}))
+    with pytest.raises(UsageError, match=fragment):
+        load_spec(path)
+
+
+def test_variants_metrics_and_folders_of_a_study():
+    """A build switch gives the as-published variant a build of its own; an evaluation-only switch
+    scores the corrected build; a run with neither has one variant; metrics come from the
+    evaluation unless the run names its own."""
+    from lossyds.builder.study_runs import build_runs, run_metrics, study_runs
+
+    spec = {
+        "evaluations": {"e": {**EVALUATION, "metrics": ["psnr"], "as_published": {"eval": {"limit": 2}, "why": "w"}}},
+        "runs": [
+            STUDY_RUN | {"evaluation": "e", "as_published": {"build": {"quality": 6}, "why": "relabelled"}},
+            STUDY_RUN | {"name": "other", "evaluation": "e", "metrics": ["ssim"]},
+            STUDY_RUN | {"name": "plain"},
+        ],
+    }
+    found = {(v.name, v.variant): v for v in study_runs(spec)}
+    own = found[("photos-jpeg-q5", "as-published")]
+    assert (own.folder, own.own_build, own.run["quality"], own.why) == (
+        "photos-jpeg-q5--as-published", True, 6, ("w", "relabelled"))  # fmt: skip
+    shared = found[("other", "as-published")]
+    assert (shared.folder, shared.own_build, shared.eval_options) == ("other", False, {"limit": 2})
+    assert ("plain", "as-published") not in found
+    assert [r["name"] for r in build_runs(spec)] == ["photos-jpeg-q5", "photos-jpeg-q5--as-published", "other", "plain"]
+    assert "as_published" not in build_runs(spec)[1]
+    assert [run_metrics(spec, r) for r in spec["runs"]] == [["psnr"], ["ssim"], []]
+
+
+def test_a_dry_run_measures_missing_runs_on_a_few_samples_and_builds_nothing(tmp_path):
+    from lossyds.builder.spec import run_spec
+
+    path = tmp_path / "grid.yaml"
+    runs = [STUDY_RUN, STUDY_RUN | {"name": "photos-png", "codec": "png"}]
+    del runs[1]["quality"]
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    common = {"force": False, "workers": 1, "skip_unavailable": False, "limit": None, "progress": None}
+    assert run_spec(path, out, echo=lines.append, dry_run=True, **common) == []
+    assert not out.exists()  # nothing built, nothing claimed
+    assert [line.split(":")[0] for line in lines[:2]] == ["missing photos-jpeg-q5", "missing photos-png"]
+    assert all("6 samples, about" in line and "MB (measured on 3 samples here)" in line for line in lines[:2])
+    assert lines[-1].startswith("to build: about") and "nothing was built" in lines[-1]
+    run_spec(path, out, echo=lines.append, progress=lambda label, function, options: function(options), **{
+        k: v for k, v in common.items() if k != "progress"})  # fmt: skip
+    lines.clear()
+    run_spec(path, out, echo=lines.append, dry_run=True, **common)
+    assert lines[:2] == [
+        f"present photos-jpeg-q5: {out / 'photos-jpeg-q5'}",
+        f"present photos-png: {out / 'photos-png'}",
+    ]

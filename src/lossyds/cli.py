@@ -16,7 +16,7 @@ from rich.table import Table
 from . import __version__
 from .cli_build import LOCATION
 from .cli_output import fail, out, progress_bar, summary_table
-from .errors import LossydsError
+from .errors import LossydsError, UsageError
 from .eval import TASKS
 from .storage import storage_errors
 
@@ -59,15 +59,29 @@ def merge(directory: Path) -> None:
 @main.command()
 @click.argument("directory", type=LOCATION)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
-def info(directory: Path, as_json: bool) -> None:
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a page (FOLDER/index.html) with the summary and a few decoded samples, to check the build by eye.",
+)
+@click.option("--samples", default=None, help="With --html: the sample keys to show, comma-separated.")
+def info(directory: Path, as_json: bool, html_dir: Path | None, samples: str | None) -> None:
     """Print the summary of a build (its manifest)."""
     from .manifest import load_manifest
 
     try:
         with storage_errors(directory, "reading"):
             manifest = load_manifest(directory)
+            if html_dir is not None:
+                from .report_html import build_page
+
+                page = build_page(directory, html_dir, keys=sample_keys(samples))
     except LossydsError as exc:
         fail(exc)
+    if html_dir is not None:
+        out.print(f"wrote {page}")
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -142,9 +156,27 @@ def push(
     click.echo(f"done: https://huggingface.co/datasets/{plan.repo}")
 
 
+def eval_option_flags(command: Any) -> Any:
+    """One flag per declared eval option (lossyds.eval.options), unset unless given."""
+    from .eval.options import EVAL_OPTIONS
+
+    for entry in reversed(EVAL_OPTIONS):
+        option = entry.option
+        kind = click.BOOL if option.kind is bool else click.STRING
+        scope = ", ".join(entry.tasks) + (
+            f"; {', '.join(m + ':' for m in entry.models)} models" if entry.models else ""
+        )
+        default = "" if option.default is None else f" Default: {option.default}."
+        command = click.option(
+            option.flag, option.name, type=kind, default=None, help=f"[{scope}] {option.help}{default}"
+        )(command)
+    return command
+
+
 @main.command(name="eval")
-@click.argument("directory", type=LOCATION)
-@click.option("--task", required=True, type=click.Choice(TASKS))
+@eval_option_flags
+@click.argument("directory", type=LOCATION, required=False)
+@click.option("--task", type=click.Choice(TASKS), help="The task to score (required without --spec).")
 @click.option(
     "--model",
     help="asr: pocketsphinx (default), hf:ID_OR_PATH (a Whisper-class speech model, its own processor) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default), demucs:NAME_OR_PATH (a pretrained Demucs from torch hub's cache, or a checkpoint) or module:function. Installed packages may add prefixes (entry-point group lossyds.task_models).",
@@ -176,20 +208,39 @@ def push(
 @click.option(
     "--weights", default=None, help="Neural codecs: the weights the build used (PATH or random:SEED), as for build."
 )
+@click.option(
+    "--spec",
+    metavar="FILE_OR_NAME",
+    help="Score every built run of a study (mpq-2024, or a YAML file) with each of its models, both variants; skips what is done.",
+)
+@click.option(
+    "--out", "spec_out", type=click.Path(path_type=Path), help="With --spec: the folder `build --spec` built into."
+)
+@click.option("--dry-run", is_flag=True, help="With --spec: print what is done, missing and to run, with estimates.")
 def eval_command(
-    directory: Path,
-    task: str,
+    directory: Path | None,
+    task: str | None,
     model: str | None,
     cores: int | None,
     device: str,
     decode_device: str | None,
     limit: int | None,
     weights: str | None,
+    spec: str | None,
+    spec_out: Path | None,
+    dry_run: bool,
+    **eval_options: Any,
 ) -> None:
-    """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score."""
+    """Run a task model on the decoded samples; writes DIR/eval-TASK.json with the bits beside the score.
+    With --spec: every evaluation of a study's built runs (eval-TASK--MODEL--VARIANT.json in each)."""
     from .eval import evaluate
     from .eval import task as task_declaration
 
+    if spec is not None:
+        eval_spec(spec, spec_out, device, cores, dry_run)
+        return
+    if directory is None or task is None:
+        fail(UsageError("eval needs DIRECTORY and --task (or --spec NAME --out OUT)."))
     try:
         with progress_bar(f"eval {task}") as bar:
             job = bar.add_task("eval", total=None)
@@ -203,6 +254,7 @@ def eval_command(
                 limit=limit,
                 weights=weights,
                 progress=lambda done, total: bar.update(job, completed=done, total=total),
+                **eval_options,
             )
     except LossydsError as exc:
         fail(exc)
@@ -222,8 +274,22 @@ def eval_command(
     )
 
 
+def eval_spec(spec: str, spec_out: Path | None, device: str, cores: int | None, dry_run: bool) -> None:
+    """`eval --spec`: the study's grid of evaluations; exit 1 when some could not run."""
+    from .study_eval import run_study_evaluations
+
+    try:
+        blocked = run_study_evaluations(
+            spec, spec_out, device=device, cores=cores, echo=click.echo, progress_bar=progress_bar, dry_run=dry_run
+        )
+    except LossydsError as exc:
+        fail(exc)
+    if blocked:
+        sys.exit(1)
+
+
 @main.command()
-@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("directories", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for report.png and report.md."
 )
@@ -239,16 +305,67 @@ def eval_command(
     default=None,
     help="A study's published numbers set beside the measured runs: mpq-2024 (shipped) or a YAML file.",
 )
-def report(directories: tuple[Path, ...], out_dir: Path, layout: str, published: str | None) -> None:
-    """Rate-vs-metric plots and a table over several builds (with their eval-*.json results)."""
+@click.option(
+    "--spec",
+    metavar="FILE_OR_NAME",
+    help="A study's report (mpq-2024, or a YAML file): its figure as it drew it, the quality figure, a table per dataset.",
+)
+@click.option(
+    "--builds", type=click.Path(path_type=Path), help="With --spec: the folder `build --spec` and `eval --spec` wrote."
+)
+@click.option(
+    "--samples",
+    default=None,
+    help="The sample keys index.html shows from every build, comma-separated; default a few every build holds.",
+)
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A lossless build of the same source, shown first in index.html (default: a lossless build among DIRECTORIES).",
+)
+def report(
+    directories: tuple[Path, ...],
+    out_dir: Path,
+    layout: str,
+    published: str | None,
+    spec: str | None,
+    builds: Path | None,
+    samples: str | None,
+    source: Path | None,
+) -> None:
+    """Rate-vs-metric plots, a table and index.html (decoded samples side by side) over several builds."""
     from .report import make_report
 
     try:
-        paths = make_report(list(directories), out_dir, layout=layout, published=published)
+        if spec is not None:
+            from .study_spec_report import make_spec_report
+
+            if builds is None:
+                raise UsageError("report --spec needs --builds, the folder the study was built into.")
+            paths = make_spec_report(spec, builds, out_dir)
+        elif not directories:
+            raise UsageError("report needs build folders (or --spec NAME --builds OUT).")
+        else:
+            paths = make_report(
+                list(directories),
+                out_dir,
+                layout=layout,
+                published=published,
+                samples=sample_keys(samples),
+                source=source,
+                page=True,
+            )
     except LossydsError as exc:
         fail(exc)
     for path in paths:
         out.print(f"wrote {path}")
+
+
+def sample_keys(text: str | None) -> list[str] | None:
+    """'a,b' -> ['a', 'b']; None or blanks -> None (the page picks)."""
+    keys = [k.strip() for k in (text or "").split(",") if k.strip()]
+    return keys or None
 
 
 def rate_flag(option: Any) -> str:

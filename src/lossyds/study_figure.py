@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .plot_style import codec_style
 from .study_report import (
     TASK_SCORE,
     build_facts,
@@ -26,8 +27,6 @@ from .study_report import (
     published_vs_measured,
     study_model,
 )
-
-MARKERS = "os^Dpv*xP"
 
 
 def _panel_score(
@@ -123,9 +122,9 @@ def _measured_points(
 
 
 def _draw_measured(axis: Any, lossy: list[tuple[float, float, str]], baseline: float | None) -> None:
-    codecs = sorted({c for _, _, c in lossy})
     for rate, value, codec in lossy:
-        axis.scatter(rate, value, marker=MARKERS[codecs.index(codec) % len(MARKERS)], zorder=3)
+        style = codec_style(codec)  # one colour and marker per codec in every panel and figure
+        axis.scatter(rate, value, marker=style.marker, color=style.color, zorder=3)
         axis.annotate(codec, (rate, value), textcoords="offset points", xytext=(0, -12), ha="center", fontsize=8)
     if baseline is not None:
         axis.axhline(baseline, ls="--", c="black", lw=1)
@@ -210,7 +209,8 @@ def _draw_quality(by_dataset: dict[str, list[dict[str, Any]]], out: Path) -> Pat
     for axis, (dataset, metric, builds) in zip(axes, quality):
         for facts in builds:
             if metric in facts["quality"] and not facts["lossless"]:
-                axis.scatter(facts["rate"], facts["quality"][metric], zorder=3)
+                style = codec_style(facts["codec"])
+                axis.scatter(facts["rate"], facts["quality"][metric], marker=style.marker, color=style.color, zorder=3)
                 axis.annotate(
                     facts["codec"],
                     (facts["rate"], facts["quality"][metric]),
@@ -270,3 +270,92 @@ def make_study_report(directories: list[Path], out: Path, study: dict[str, Any] 
         )
     )
     return [*figures, out / "report.md", out / "report.json"]
+
+
+# How each of the three series of a study's figure is drawn: the study's own numbers in grey,
+# lossyds's run as the study ran it hollow, and the corrected run filled, each in its codec's style.
+SERIES = {
+    "published": {"label": "published", "filled": True, "grey": True},
+    "as-published": {"label": "lossyds as published", "filled": False, "grey": False},
+    "corrected": {"label": "lossyds corrected", "filled": True, "grey": False},
+}
+
+
+def _draw_series(axis: Any, series: str, drawn: dict[str, Any], offset: int) -> None:
+    way = SERIES[series]
+    for point in drawn["points"]:
+        if point["rate"] is None:
+            continue
+        style = codec_style(point["codec"].lower())
+        color = "grey" if way["grey"] else style.color
+        face = color if way["filled"] else "none"
+        axis.scatter(point["rate"], point["value"], marker=style.marker, facecolors=face, edgecolors=color, zorder=3)
+        text = point["codec"] if series == "published" else f"{point['codec']} ({way['label'][8:]})"
+        axis.annotate(text, (point["rate"], point["value"]), textcoords="offset points", xytext=(0, offset),
+                      ha="center", fontsize=6 if series != "published" else 7, color=color)  # fmt: skip
+        if "rate_as_published" in point:  # where the study drew it: its bytes taken for bits
+            axis.scatter(point["rate_as_published"], point["value"], marker="x", color="grey", zorder=2)
+            axis.annotate("", (point["rate"], point["value"]), (point["rate_as_published"], point["value"]),
+                          arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8})  # fmt: skip
+            axis.annotate(f"{point['codec']} as published", (point["rate_as_published"], point["value"]),
+                          textcoords="offset points", xytext=(0, 6), ha="left", fontsize=6, color="grey")  # fmt: skip
+
+
+def draw_as_published_figure(panels: list[dict[str, Any]], path: Path) -> Path:
+    """report.png of `report --spec`: the study's figure, a panel per dataset in its order, with
+    its titles, axis labels and limits (panels from study_spec_report.figure_panels): the
+    published points and baseline (dashed, black, as the study drew it), and lossyds's points of
+    both variants (its corrected baseline dotted)."""
+    figure, axes = _panel_grid(len(panels), columns=3, size=(4.6, 3.9))
+    for axis, panel in zip(axes, panels):
+        for series, offset in (("published", -12), ("as-published", 6), ("corrected", 12)):
+            _draw_series(axis, series, panel[series], offset)
+        if panel["published"]["baseline"] is not None:
+            axis.axhline(panel["published"]["baseline"], ls="--", c="black", lw=1)
+            axis.annotate("No Additional Compression", (0.5, panel["published"]["baseline"]),
+                          xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 4),
+                          ha="center", fontsize=7)  # fmt: skip
+        if panel["corrected"]["baseline"] is not None:
+            axis.axhline(panel["corrected"]["baseline"], ls=":", c="tab:blue", lw=1)
+        axis.set_xlim(panel["xlim"])
+        axis.set_ylim(panel["ylim"])
+        axis.set_xlabel(panel["x_label"])
+        axis.set_ylabel(panel["y_label"])
+        axis.set_title(panel["title"], fontsize=9)
+        axis.grid(True, alpha=0.3)
+    _series_legend(axes[0])
+    return _save(figure, path)
+
+
+def _series_legend(axis: Any) -> None:
+    """Which series is which: the study's numbers grey, lossyds's as published hollow, corrected filled."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], ls="", marker="o", color="grey", label="published"),
+        Line2D(
+            [], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="black", label="lossyds as published"
+        ),
+        Line2D([], [], ls="", marker="o", color="black", label="lossyds corrected"),
+    ]
+    axis.legend(handles=handles, fontsize=6, loc="lower left")
+
+
+def draw_quality_vs_score(found: list[dict[str, Any]], path: Path) -> Path:
+    """report-quality.png: per dataset and quality metric, each lossy corrected run's mean metric
+    against its task score, titled with the Pearson and Spearman correlations across codecs
+    (`found`: study_spec_report.correlations)."""
+    if not found:
+        raise UsageError("the study names no quality metrics (`metrics:` of its evaluations); nothing to plot.")
+    figure, axes = _panel_grid(len(found), columns=4, size=(3.8, 3.2))
+    for axis, item in zip(axes, found):
+        for (x, y), codec in zip(item["points"], item["codecs"]):
+            axis.scatter(x, y, color="tab:blue", zorder=3)
+            axis.annotate(codec, (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=7)
+        pearson = "n/a" if item["pearson"] is None else f"{item['pearson']:.2f}"
+        spearman = "n/a" if item["spearman"] is None else f"{item['spearman']:.2f}"
+        axis.set_title(f"{item['evaluation']}: r={pearson}, rho={spearman}", fontsize=8)
+        axis.set_xlabel(f"{item['metric']} (per run, as the study reports it)")
+        axis.set_ylabel(item["score"])
+        axis.grid(True, alpha=0.3)
+    return _save(figure, path)

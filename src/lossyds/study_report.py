@@ -92,6 +92,30 @@ def eval_scores(result: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
+def per_sample_mean_rate(directory: Path) -> float | None:
+    """The rate as the study averaged it (`np.mean(bpp)`): the mean over samples of each sample's
+    payload bits over its own pixels (images) or over its own audio samples of every channel
+    (audio, as `audio.numel()` counts them), read from each sample's KEY.json. The manifest's
+    rate pools instead: all payload bits over all pixels or samples; the two differ where sample
+    sizes vary. None for a build with no samples."""
+    from . import record
+    from .shards.mapped import MappedShard
+
+    manifest = load_manifest(directory)
+    extension = manifest["codec"]["extension"]
+    ratios = []
+    for shard_info in manifest["shards"]:
+        with MappedShard(Path(directory) / shard_info["path"], shard_info["path"]) as shard:
+            for entry in shard.entries:
+                meta = record.read(shard, entry, extension).meta
+                if manifest["modality"] == "image":
+                    size = meta["height"] * meta["width"]
+                else:
+                    size = meta["num_frames"] * meta["channels"]
+                ratios.append(meta["payload_bits"] / size)
+    return sum(ratios) / len(ratios) if ratios else None
+
+
 def build_facts(directory: Path) -> dict[str, Any]:
     """What a report needs of one build, read once: dataset, codec and params, the rate (bpp for
     images, bits per audio sample of every channel for audio; kbps beside it), mean bits per

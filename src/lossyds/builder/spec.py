@@ -19,7 +19,9 @@ A study is the same file with more in it (`studies/mpq-2024.yaml`, shipped with 
 found by name: `--spec mpq-2024`): `study` and `source` (what it is), `evaluations` (per set of
 runs: the task, the study's models, its score and metrics), each run's `evaluation`, and
 `published` (the study's numbers, keyed by run name). `lossyds report --published NAME` reads
-the numbers; the build reads the runs.
+the numbers; the build reads the runs. A run's `metrics` (else its evaluation's) are computed
+at build time, and a run whose `as_published` variant has build switches of its own is built a
+second time as NAME--as-published (study_runs.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..manifest import MANIFEST_NAME
 from .build_options import BuildOptions
 from .pipeline import build
 from .spec_checks import check_layout, check_run, check_run_name, check_study, run_is_lossless, run_settings
+from .study_runs import build_runs, run_metrics
 
 
 def shipped_studies() -> list[str]:
@@ -91,6 +94,12 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         except OptionError as exc:  # named by its spec key, as the spec spells it
             raise UsageError(f"{path}: run {run['name']!r}: {str(exc).strip()}") from None
     check_study(path, spec)
+    names = {run["name"] for run in spec["runs"]}
+    for run in (run for run in build_runs(spec) if run["name"] not in names):  # as-published builds
+        try:
+            check_run(path, spec, run)
+        except OptionError as exc:
+            raise UsageError(f"{path}: run {run['name']!r} (as published): {str(exc).strip()}") from None
     return spec
 
 
@@ -172,6 +181,7 @@ def run_options(
         workers=workers,
         force=force,
         limit=limit,
+        metrics=run_metrics(spec, run),
     )
 
 
@@ -192,7 +202,21 @@ def unavailable_reason(options: BuildOptions) -> str | None:
         return f"dataset {options.dataset!r} is unknown"
     elif options.dataset != "sample" and (options.root is None or not options.root.is_dir()):
         return f"root of {options.dataset!r} ({options.root}) is not a folder; set it under `roots:`"
-    return weights_unavailable_reason(options)
+    return weights_unavailable_reason(options) or metrics_unavailable_reason(options)
+
+
+def metrics_unavailable_reason(options: BuildOptions) -> str | None:
+    """A run's quality metrics need their packages and weight files (loaded here once, as the
+    build's own check does), so that a missing file lists the run instead of stopping the grid."""
+    if not options.metrics:
+        return None
+    from .. import metrics
+
+    try:
+        metrics.check_metrics(options.metrics, codecs.codec_class(options.codec).modality)
+    except UsageError as exc:
+        return str(exc).rstrip(".")
+    return None
 
 
 def hf_unavailable_reason(options: BuildOptions) -> str | None:
@@ -251,14 +275,27 @@ def run_spec(
     limit: int | None,
     echo: Callable[[str], None],
     progress: Callable,
+    dry_run: bool = False,
+    distributor: str = "local",
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every entry of a spec; returns the manifests built (or found finished)."""
+    """Run every entry of a spec (and each as-published variant with a build of its own);
+    returns the manifests built. dry_run: print what is present, missing or unavailable, with
+    the time and disk each missing run would take, measured on a few samples; build nothing.
+    distributor, ray_address: where every run encodes (BuildOptions), e.g. all on one Ray cluster."""
     from ..manifest import achieved_rate_text
 
     spec = load_spec(path)
     base = Path(out or spec.get("out") or "out")
-    plans = [(run["name"], run_options(spec, run, base, workers, force, limit)) for run in spec["runs"]]
+    plans = [(run["name"], run_options(spec, run, base, workers, force, limit)) for run in build_runs(spec)]
+    for _, options in plans:
+        options.distributor, options.ray_address = distributor, ray_address
     problems = {name: reason for name, options in plans if (reason := unavailable_reason(options))}
+    if dry_run:
+        from ..study_estimate import print_build_plan
+
+        print_build_plan(plans, problems, force, echo)
+        return []
     if problems and not skip_unavailable:
         listed = "; ".join(f"{n}: {r}" for n, r in problems.items())
         raise UsageError(f"{len(problems)} run(s) cannot run here ({listed}); pass --skip-unavailable to run the rest.")

@@ -25,6 +25,8 @@ RUN_KEYS = (
     "codec_options",
     "params",
     "evaluation",
+    "metrics",
+    "as_published",
 )
 SPEC_KEYS = ("roots", "defaults", "runs", "out", "study", "source", "evaluations", "published")
 EVALUATION_KEYS = (
@@ -38,6 +40,9 @@ EVALUATION_KEYS = (
     "rate_unit",
     "note",
     "also_matches",
+    "eval_options",
+    "as_published",
+    "figure",
 )
 PUBLISHED_KEYS = ("scores", "as", "rate", "rate_scale", "note")
 
@@ -166,43 +171,22 @@ def check_study(path: Path, spec: dict[str, Any]) -> None:
     """A study's parts agree: every run's `evaluation` is one of `evaluations`, each evaluation
     names a known task, its models and a score of that task, and every published number belongs
     to a run of the file and a model of that run's evaluation."""
-    from .. import metrics
-    from ..eval.registry import TASKS, task
-
     evaluations = spec.get("evaluations") or {}
     if not isinstance(evaluations, dict):
         raise UsageError(f"{path}: `evaluations:` must be a mapping of evaluation names to settings.")
     for name, entry in evaluations.items():
-        where = f"{path}: evaluation {name!r}"
-        if not isinstance(entry, dict):
-            raise UsageError(f"{where} must be a mapping (task, models, score, ...).")
-        unknown = sorted(str(key) for key in entry if key not in EVALUATION_KEYS)
-        if unknown:
-            raise UsageError(f"{where} has unknown keys {', '.join(unknown)}; valid: {', '.join(EVALUATION_KEYS)}.")
-        if entry.get("task") not in TASKS:
-            raise UsageError(f"{where}: task {entry.get('task')!r} is not a lossyds task ({', '.join(TASKS)}).")
-        models = entry.get("models")
-        if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
-            raise UsageError(f"{where} needs `models:`, a list of models as `lossyds eval --model` takes them.")
-        scores = [score.name for score in task(entry["task"]).scores]
-        if entry.get("score") is not None and entry["score"] not in scores:
-            raise UsageError(
-                f"{where}: score {entry['score']!r} is not one of task {entry['task']}'s ({', '.join(scores)})."
-            )
-        for key in ("metrics", "also_matches"):
-            if entry.get(key) is not None and not (
-                isinstance(entry[key], list) and all(isinstance(m, str) for m in entry[key])
-            ):
-                raise UsageError(f"{where}: `{key}:` must be a list of names.")
-        modality = task(entry["task"]).modality
-        strays = [name for name in entry.get("metrics") or () if metrics.find(name, modality) is None]
-        if strays:
-            raise UsageError(
-                f"{where}: {', '.join(strays)} is not one of lossyds's {modality} metrics "
-                f"({', '.join(metrics.metrics_of(modality))})."
-            )
+        check_evaluation(path, name, entry)
     runs = {run["name"]: run for run in spec["runs"]}
     for run in runs.values():
+        check_as_published(
+            f"{path}: run {run['name']!r}: `as_published`",
+            run.get("as_published"),
+            evaluations.get(run["evaluation"]) if isinstance(run.get("evaluation"), str) else None,
+        )
+        if run.get("metrics") is not None and not (
+            isinstance(run["metrics"], list) and all(isinstance(m, str) for m in run["metrics"])
+        ):
+            raise UsageError(f"{path}: run {run['name']!r}: `metrics:` must be a list of metric names.")
         if run.get("evaluation") is not None and (
             not isinstance(run["evaluation"], str) or run["evaluation"] not in evaluations
         ):
@@ -235,3 +219,111 @@ def check_study(path: Path, spec: dict[str, Any]) -> None:
                 raise UsageError(f"{where}: a lossless run is the study's baseline; it takes no `as` or `rate`.")
         elif not isinstance(numbers.get("as"), str) or not isinstance(numbers.get("rate"), (int, float)):
             raise UsageError(f"{where} need `as` (the study's name for the codec) and `rate` (as it reported it).")
+
+
+def check_evaluation(path: Path, name: str, entry: Any) -> None:
+    """One entry of a study's `evaluations`: its keys, task, models, score, metrics, figure panel
+    and evaluation switches."""
+    from .. import metrics
+    from ..eval.registry import TASKS, task
+
+    where = f"{path}: evaluation {name!r}"
+    if not isinstance(entry, dict):
+        raise UsageError(f"{where} must be a mapping (task, models, score, ...).")
+    unknown = sorted(str(key) for key in entry if key not in EVALUATION_KEYS)
+    if unknown:
+        raise UsageError(f"{where} has unknown keys {', '.join(unknown)}; valid: {', '.join(EVALUATION_KEYS)}.")
+    if entry.get("task") not in TASKS:
+        raise UsageError(f"{where}: task {entry.get('task')!r} is not a lossyds task ({', '.join(TASKS)}).")
+    models = entry.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise UsageError(f"{where} needs `models:`, a list of models as `lossyds eval --model` takes them.")
+    scores = [score.name for score in task(entry["task"]).scores]
+    if entry.get("score") is not None and entry["score"] not in scores:
+        raise UsageError(
+            f"{where}: score {entry['score']!r} is not one of task {entry['task']}'s ({', '.join(scores)})."
+        )
+    for key in ("metrics", "also_matches"):
+        if entry.get(key) is not None and not (
+            isinstance(entry[key], list) and all(isinstance(m, str) for m in entry[key])
+        ):
+            raise UsageError(f"{where}: `{key}:` must be a list of names.")
+    modality = task(entry["task"]).modality
+    strays = [name for name in entry.get("metrics") or () if metrics.find(name, modality) is None]
+    if strays:
+        raise UsageError(
+            f"{where}: {', '.join(strays)} is not one of lossyds's {modality} metrics "
+            f"({', '.join(metrics.metrics_of(modality))})."
+        )
+    check_figure(f"{where}: `figure`", entry.get("figure"))
+    check_as_published(f"{where}: `as_published`", entry.get("as_published"), entry)
+    check_eval_options(f"{where}: `eval_options`", entry.get("eval_options"), entry)
+
+
+def check_as_published(where: str, part: Any, entry: dict[str, Any] | None = None) -> None:
+    """An `as_published` entry: a mapping of `build` (codec and dataset options, checked with the
+    variant's run), `eval` (evaluation switches) and `why` (text)."""
+    from .study_runs import AS_PUBLISHED_KEYS
+
+    if part is None:
+        return
+    if not isinstance(part, dict):
+        raise UsageError(f"{where} must be a mapping of {', '.join(AS_PUBLISHED_KEYS)}.")
+    unknown = sorted(str(key) for key in part if key not in AS_PUBLISHED_KEYS)
+    if unknown:
+        raise UsageError(f"{where} has unknown keys {', '.join(unknown)}; valid: {', '.join(AS_PUBLISHED_KEYS)}.")
+    if part.get("build") is not None and not isinstance(part["build"], dict):
+        raise UsageError(f"{where}: `build:` must be a mapping of codec and dataset options.")
+    if part.get("why") is not None and not isinstance(part["why"], str):
+        raise UsageError(f"{where}: `why:` must be text (the cause of the difference, in words).")
+    check_eval_options(f"{where}: `eval`", part.get("eval"), entry)
+
+
+def check_eval_options(where: str, options: Any, entry: dict[str, Any] | None = None) -> None:
+    """Evaluation switches: a mapping of `lossyds eval`'s declared options (lossyds.eval.options),
+    checked for the evaluation's task and each of its models when `entry` is given."""
+    from ..errors import OptionError
+    from ..eval.options import EVAL_OPTIONS
+    from ..eval.options import check_eval_options as check_declared
+    from ..eval.registry import model_kind
+
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise UsageError(f"{where} must be a mapping of evaluation options.")
+    valid = [item.option.name for item in EVAL_OPTIONS]
+    unknown = sorted(str(key) for key in options if key not in valid)
+    if unknown:
+        raise UsageError(f"{where} has unknown options {', '.join(unknown)}; valid: {', '.join(valid)}.")
+    for model in (entry or {}).get("models") or ():
+        try:
+            check_declared(entry["task"], model_kind(model, entry["task"])[0].name, dict(options))
+        except (OptionError, UsageError) as exc:
+            raise UsageError(f"{where}: {str(exc).strip()}") from None
+
+
+FIGURE_KEYS = ("panel", "title", "x_label", "y_label", "xlim", "ylim", "plot", "codec_names")
+
+
+def check_figure(where: str, figure: Any) -> None:
+    """An evaluation's panel of the study's figure: known keys, limits as [low, high] numbers."""
+    if figure is None:
+        return
+    if not isinstance(figure, dict):
+        raise UsageError(f"{where} must be a mapping ({', '.join(FIGURE_KEYS)}).")
+    unknown = sorted(str(key) for key in figure if key not in FIGURE_KEYS)
+    if unknown:
+        raise UsageError(f"{where} has unknown keys {', '.join(unknown)}; valid: {', '.join(FIGURE_KEYS)}.")
+    for key in ("xlim", "ylim"):
+        value = figure.get(key)
+        if value is not None and not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and value[0] < value[1]
+        ):
+            raise UsageError(f"{where}: `{key}:` must be [low, high] numbers (got {value!r}).")
+    if figure.get("plot") not in (None, "score", "one-minus"):
+        raise UsageError(f"{where}: `plot:` is score or one-minus (got {figure['plot']!r}).")
+    if figure.get("codec_names") is not None and not isinstance(figure["codec_names"], dict):
+        raise UsageError(f"{where}: `codec_names:` must map the study's codec keys to the names it printed.")

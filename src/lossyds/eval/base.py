@@ -89,7 +89,8 @@ class TaskModel:
     `load(argument, task, device, batch)` returns what the task's run function calls (see each
     task module's adapter) or a plain function with the `module:function` contract of that
     task, which is then adapted as one. `tasks` are the tasks it serves; `transforms` maps a
-    task to the decode-side transform this kind needs instead of the task's own."""
+    task to the decode-side transform this kind needs instead of the task's own; `missing`
+    says, before anything loads, whether the model's files are here and where they go."""
 
     name: str
     tasks: tuple[str, ...]
@@ -97,6 +98,9 @@ class TaskModel:
     spelling: str = ""
     takes_argument: bool = True
     transforms: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
+    # missing(argument): None where the model's files are on this machine, else one sentence
+    # naming what is missing and the exact place to put it (None for kinds that cannot tell)
+    missing: Callable[[str], str | None] | None = None
 
     @property
     def shown(self) -> str:

@@ -187,4 +187,26 @@ def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
     return Separator(lambda mixture, rate, stems: separator(mixture, rate), separator.check_stems)
 
 
-MODEL = TaskModel(name="demucs", tasks=("separation",), load=load, spelling="demucs:NAME_OR_PATH")
+def missing(argument: str) -> str | None:
+    """None where `demucs:argument` is a checkpoint file or a pretrained model whose files are
+    all in torch hub's checkpoint cache, else which files to put where."""
+    if Path(argument).expanduser().is_file():
+        return None
+    if argument.endswith((".th", ".pt", ".pth", ".safetensors")) or "/" in argument:
+        return f"demucs:{argument}: no such checkpoint file"
+    try:
+        files = pretrained_files(argument)
+    except UsageError as exc:
+        return str(exc).rstrip(".")
+    if not files:
+        return f"demucs has no pretrained model {argument!r}"
+    from ..weights import torch_hub_checkpoints
+
+    cache = torch_hub_checkpoints()
+    absent = [(file, url) for file, url in files if not (cache / file).is_file()]
+    if not absent:
+        return None
+    return f"demucs:{argument} needs " + " and ".join(f"{url} at {cache / file}" for file, url in absent)
+
+
+MODEL = TaskModel(name="demucs", tasks=("separation",), load=load, spelling="demucs:NAME_OR_PATH", missing=missing)

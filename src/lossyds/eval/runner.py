@@ -19,6 +19,7 @@ import torch
 from ..errors import UsageError
 from ..load import LossyDataset, decode_threads_for, decoded_samples, default_cores
 from ..manifest import load_manifest, write_json_atomic
+from .options import check_eval_options, excluded_keys, model_options
 from .registry import load_model, model_help, model_kind
 from .registry import task as task_declaration
 
@@ -46,6 +47,26 @@ def _counted(
     for done, sample in enumerate(samples, 1):
         progress(done, total)
         yield sample
+
+
+def _without(samples: Iterator[dict[str, Any]], excluded: set[str], seen: set[str]) -> Iterator[dict[str, Any]]:
+    """The samples whose key is not in `excluded`; the excluded keys met are added to `seen`."""
+    for sample in samples:
+        if sample["key"] in excluded:
+            seen.add(sample["key"])
+            continue
+        yield sample
+
+
+def _keep_padding(dataset: LossyDataset) -> None:
+    """Make the dataset's codec hand out its decoded images uncropped (eval's padded_output).
+    Set before the decode workers start, so that they receive the codec set so."""
+    codec = dataset.codec
+    if not hasattr(codec, "output_padded"):
+        raise UsageError(
+            f"padded_output applies to learned image codecs, which pad before coding; {codec.name} does not."
+        )
+    codec.output_padded = True
 
 
 def _device(name: str | torch.device | None, what: str) -> torch.device:
@@ -110,6 +131,8 @@ def evaluate(
     limit: int | None = None,
     weights: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    result_name: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Score `task` on the decoded samples of the build in `directory`.
 
@@ -118,7 +141,10 @@ def evaluate(
     runs ("auto": CUDA when present). decode_device: a neural codec's synthesis, batched
     there (see open_dataset). limit: score only the first N samples the loader yields
     (recorded in the result as `limit`). weights: the neural codec's --weights, as at build.
-    progress(done, total): called as samples reach the task model.
+    progress(done, total): called as samples reach the task model. result_name: the result's
+    file name in DIR (default eval-TASK.json; a study's runner names one per model and variant).
+    options: the declared eval options (`lossyds.eval.options.EVAL_OPTIONS`: exclude,
+    padded_output, native_size, language), recorded in the result under `options` when given.
     Writes DIR/eval-TASK.json (local folders) and returns the same dict."""
     declared = task_declaration(task)
     model = model or declared.default_model
@@ -131,15 +157,26 @@ def evaluate(
         raise UsageError(f"cores must be >= 0 (got {cores}).")
     model_device = _device(device, "device")
     kind, _ = model_kind(model, task)
+    checked = check_eval_options(task, kind.name, options)
     dataset = _dataset(directory, kind.transforms.get(task, declared.transform), cores, weights, decode_device)
+    if checked.get("padded_output"):
+        _keep_padding(dataset)
+    excluded = excluded_keys(checked)
+    seen: set[str] = set()
     samples = decoded_samples(dataset, cores)
+    if excluded:
+        samples = _without(samples, set(excluded), seen)
+    total = len(dataset) - len(excluded)
     if limit is not None:
         samples = itertools.islice(samples, limit)
     if progress is not None:
-        samples = _counted(samples, min(len(dataset), limit or len(dataset)), progress)
+        samples = _counted(samples, min(total, limit or total), progress)
     clock: dict[str, float] = {"start": time.perf_counter()}
-    loaded = load_model(model, task, model_device)
+    loaded = load_model(model, task, model_device, model_options(checked))
     scores = declared.run(_timed(samples, clock), model, loaded, dataset=dataset.manifest["dataset"]["name"])
+    if limit is None and set(excluded) - seen:
+        absent = sorted(set(excluded) - seen)
+        raise UsageError(f"exclude names {len(absent)} key(s) this build does not hold: {', '.join(absent[:5])}.")
     end = time.perf_counter()
     evaluated = len(scores["samples"])
     steady = end - clock.get("first", clock["start"])  # from the first sample on: model loading and warm-up left out
@@ -152,6 +189,8 @@ def evaluate(
         "samples_per_second": round(evaluated / steady, 2) if steady > 0 else None,
     }
     result = _record(dataset, task, model, limit, scores, run)
+    if checked:  # only when given: a default evaluation's result is as it always was
+        result["options"] = checked
     if Path(str(directory)).is_dir():
-        write_json_atomic(Path(directory) / f"eval-{task}.json", result)
+        write_json_atomic(Path(directory) / (result_name or f"eval-{task}.json"), result)
     return result
