@@ -26,7 +26,7 @@ from lossyds.builder.remote import staging_folder
 from lossyds.errors import BuildLockedError
 from lossyds.manifest import JOURNAL_NAME
 
-from .conftest import file_hashes
+from .conftest import build_sample, file_hashes
 from .fixtures import make_image_folder
 
 pytest.importorskip("s3fs")
@@ -214,3 +214,14 @@ def test_partitioned_build_into_s3_merges_to_the_objects_of_a_local_merge(s3, tm
     assert object_hashes(fs, "parts-demo") == file_hashes(tmp_path / "local")
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET}/parts-demo/parts")
+
+
+def test_a_file_url_builds_the_local_build_into_a_new_folder(tmp_path, monkeypatch):
+    """file:// goes through the object-storage path (staged, uploaded shard by shard) into a
+    folder that does not exist yet, and ends byte for byte as the same build written locally."""
+    monkeypatch.setenv("LOSSYDS_STAGING", str(tmp_path / "staging"))
+    target = tmp_path / "not" / "yet" / "there"
+    build_sample(f"file://{target}", "jpeg")
+    build_sample(tmp_path / "local", "jpeg")
+    remote, local = file_hashes(target), file_hashes(tmp_path / "local")
+    assert remote == local and any(name.startswith("shard-") for name in remote)

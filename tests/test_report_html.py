@@ -336,3 +336,18 @@ def test_study_layout_page_holds_its_figures(browser, image_builds, audio_builds
     assert paths[-1].name == "index.html" and not parts.captions
     assert set(parts.sources) == {p.name for p in paths if p.suffix == ".png"}
     check_in_browser(browser, tmp_path / "study")
+
+
+def test_builds_without_scores_still_get_the_page(built, tmp_path):
+    """No eval result and no metric: no figure, but the page with the bits and the decoded samples."""
+    builds = [built("jpeg"), built("webp")]
+    result = CliRunner().invoke(main, ["report", *map(str, builds), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "r" / "report.png").exists()
+    page = (tmp_path / "r" / "index.html").read_text()
+    for build in builds:
+        payload = json.loads((build / "manifest.json").read_text())["bits"]["payload"]
+        assert str(payload) in page
+    assert "report.png" not in page and "<img" in page
+    with pytest.raises(UsageError, match="no eval"):
+        make_report(builds, tmp_path / "plain")  # without the page there is nothing to draw

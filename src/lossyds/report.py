@@ -245,22 +245,16 @@ def plot(rows: list[dict[str, Any]], panels: list[str], modality: str, png: Path
 
 def builds_table(rows: list[dict[str, Any]], columns: list[str], modality: str) -> str:
     """The markdown table of builds: rate, bits per sample and every column, then the --limit notes."""
-    lines = [
-        f"| build | codec | setting | {'bpp' if modality == 'image' else 'kbps'} | bits/sample | "
-        + " | ".join(columns)
-        + " |",
-        "|" + "---|" * (5 + len(columns)),
-    ]
+    header = ["build", "codec", "setting", "bpp" if modality == "image" else "kbps", "bits/sample", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(rows, key=lambda r: (r["codec"], r["rate"])):
         values = [(r["scores"] | r["quality"]).get(c) for c in columns]
-        lines.append(
-            f"| {Path(r['build']).name} | {r['codec']} | {r['setting']} | {r['rate']:.4f} | {r['bits_per_sample']:.0f} | "
-            + " | ".join(
-                "lossless" if v is None and c in r.get("lossless_metrics", ()) else format_score(v)
-                for c, v in zip(columns, values)
-            )
-            + " |"
-        )
+        cells = [Path(r["build"]).name, r["codec"], r["setting"], f"{r['rate']:.4f}", f"{r['bits_per_sample']:.0f}"]
+        cells += [
+            "lossless" if v is None and c in r.get("lossless_metrics", ()) else format_score(v)
+            for c, v in zip(columns, values)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     partial = [f"{Path(r['build']).name}: {note}" for r in rows for note in r["partial"]]
     if partial:
@@ -337,11 +331,12 @@ def make_report(
         raise UsageError("report compares builds of one modality at a time (images in bpp, audio in kbps).")
     modality = modalities.pop()
     panels = sorted({s for r in rows for s in r["scores"]}) + sorted({q for r in rows for q in r["quality"]})
-    if not panels:
+    if not panels and not page:  # the page still shows the bits and the decoded samples without a score
         raise UsageError(
             "the builds have no eval-*.json results and no --metrics; run `lossyds eval` or build with --metrics first."
         )
-    png = plot(rows, panels, modality, out / "report.png")
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot(rows, panels, modality, out / "report.png") if panels else None
     found = correlations(rows)
     per_sample = per_sample_correlations([Path(d) for d in directories])
     builds_markdown = builds_table(rows, panels, modality)
@@ -351,7 +346,8 @@ def make_report(
         comparison = published_vs_measured(all_facts, study)
         table += "\n\n## Published vs measured\n\n" + comparison_markdown(comparison, study)
     markdown = out / "report.md"
-    markdown.write_text(f"# lossyds report\n\n![rate vs metrics](report.png)\n\n{table}\n")
+    figure = "![rate vs metrics](report.png)\n\n" if png else ""
+    markdown.write_text(f"# lossyds report\n\n{figure}{table}\n")
     (out / "report.json").write_text(
         json.dumps(
             {
@@ -365,12 +361,13 @@ def make_report(
     )
     if not page:
         return [png, markdown, out / "report.json"]
+    written = [path for path in (png, markdown, out / "report.json") if path is not None]
     index = write_page(
         out,
         [build_view(Path(r["build"]), r["scores"] | r["quality"]) for r in rows],
         keys=samples,
         source=build_view(Path(source)) if source is not None else None,
-        figures=[png.name],
+        figures=[png.name] if png else [],
         tables_markdown=table[len(builds_markdown) :],  # the builds table is the page's own, in gallery order
     )
-    return [png, markdown, out / "report.json", index]
+    return [*written, index]

@@ -49,7 +49,9 @@ class RemoteFolder:
 
         self.url = url.rstrip("/")
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+            # object stores have no folders; a local file:// URL needs its folders made as it is written
+            local = fsspec.core.split_protocol(self.url)[0] in ("file", "local")
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **({"auto_mkdir": True} if local else {}))
         except (ImportError, ValueError) as exc:  # no filesystem for the protocol (e.g. s3fs not installed)
             raise LossydsError(f"cannot write to {self.url}: {exc}") from None
 
