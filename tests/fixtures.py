@@ -214,12 +214,21 @@ def replace_bitstream(shard: Path, key: str, extension: str, payload: bytes) -> 
     shard.write_bytes(out.getvalue())
 
 
-def hf_image_set(size: tuple[int, int] = (96, 64), label_column: str | None = "label", mask_column: str | None = None):
-    """A Hugging Face `datasets.Dataset` of the sample photos (Image), with a ClassLabel
-    column and/or a segmentation mask column (Image, uint8 values 0..150)."""
+def hf_image_set(
+    size: tuple[int, int] | list[tuple[int, int]] = (96, 64),
+    label_column: str | None = "label",
+    mask_column: str | None = None,
+):
+    """A Hugging Face `datasets.Dataset` of the sample photos (Image) at `size` (width, height;
+    a list of sizes is taken in turn), with a ClassLabel column and/or a segmentation mask
+    column (Image, uint8 values 0..150)."""
     import datasets
 
-    images = [Image.open(skimage_data_dir() / name).convert("RGB").resize(size) for name, _ in PHOTOS]
+    sizes = size if isinstance(size, list) else [size]
+    images = [
+        Image.open(skimage_data_dir() / name).convert("RGB").resize(sizes[index % len(sizes)])
+        for index, (name, _) in enumerate(PHOTOS)
+    ]
     columns: dict = {"image": images}
     features: dict = {"image": datasets.Image()}
     if label_column:
@@ -228,7 +237,7 @@ def hf_image_set(size: tuple[int, int] = (96, 64), label_column: str | None = "l
     if mask_column:
         rng = np.random.default_rng(0)
         columns[mask_column] = [
-            Image.fromarray(rng.integers(0, 151, (size[1], size[0]), dtype=np.uint8)) for _ in images
+            Image.fromarray(rng.integers(0, 151, (image.height, image.width), dtype=np.uint8)) for image in images
         ]
         features[mask_column] = datasets.Image()
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))

@@ -237,8 +237,19 @@ def eval_command(
     from .eval import task as task_declaration
 
     if spec is not None:
+        ignored = {"DIRECTORY": directory, "--task": task, "--model": model, "--decode-device": decode_device,
+                   "--limit": limit, "--weights": weights} | {f"--{k.replace('_', '-')}": v for k, v in eval_options.items()}  # fmt: skip
+        given = [flag for flag, value in ignored.items() if value is not None]
+        if given:  # the study file says what each run is scored with
+            fail(
+                UsageError(
+                    f"eval --spec takes its runs, models and options from the study file, not {', '.join(given)}."
+                )
+            )
         eval_spec(spec, spec_out, device, cores, dry_run)
         return
+    if spec_out is not None or dry_run:
+        fail(UsageError("eval --out and --dry-run go with --spec; a single build's result is written into DIRECTORY."))
     if directory is None or task is None:
         fail(UsageError("eval needs DIRECTORY and --task (or --spec NAME --out OUT)."))
     try:
@@ -343,6 +354,10 @@ def report(
 
             if builds is None:
                 raise UsageError("report --spec needs --builds, the folder the study was built into.")
+            if directories or samples or source or published:
+                raise UsageError(
+                    "report --spec takes its builds from --builds and the study file, not from DIRECTORIES, --samples, --source or --published."
+                )
             paths = make_spec_report(spec, builds, out_dir)
         elif not directories:
             raise UsageError("report needs build folders (or --spec NAME --builds OUT).")

@@ -76,12 +76,26 @@ def job_state(job: EvalJob, missing: dict[str, str | None]) -> tuple[str, str | 
     manifest = job.folder / MANIFEST_NAME
     if not manifest.is_file():
         return NOT_BUILT, f"{job.folder} is not built (run `lossyds build --spec` with the same --out first)"
-    if job.result.is_file() and job.result.stat().st_mtime >= manifest.stat().st_mtime:
+    if job.result.is_file() and job.result.stat().st_mtime >= manifest.stat().st_mtime and _same_options(job):
         return DONE, None
     if job.model not in missing:
         missing[job.model] = model_missing(job.model, job.task)
     reason = missing[job.model]
     return (NO_MODEL, reason) if reason else (READY, None)
+
+
+def _same_options(job: EvalJob) -> bool:
+    """Whether the stored result was scored with the options the study file gives now (an edited
+    `exclude` list or switch makes it stale)."""
+    from .eval.options import check_eval_options
+    from .eval.registry import model_kind
+
+    try:
+        recorded = json.loads(job.result.read_text()).get("options") or {}
+    except (OSError, ValueError):
+        return False
+    kind, _ = model_kind(job.model, job.task)
+    return recorded == check_eval_options(job.task, kind.name, dict(job.study_run.eval_options))
 
 
 def job_states(jobs: list[EvalJob]) -> list[tuple[EvalJob, str, str | None]]:

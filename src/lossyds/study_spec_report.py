@@ -28,16 +28,18 @@ from .study_eval import result_name
 from .study_report import build_facts, eval_scores, measured_score, per_sample_mean_rate
 
 
-def _measured(spec: dict, variant: Any, entry: dict, builds: Path, cache: dict) -> dict[str, Any] | None:
-    """One variant of one run as measured: its rate (pooled or per-sample mean, as the variant
-    counts), quality means, each model's score and how many samples it scored; None if not built."""
+def _measured(spec: dict, column: str, variant: Any, entry: dict, builds: Path, cache: dict) -> dict[str, Any] | None:
+    """One column (as published or corrected) of one run as measured from `variant`, the build
+    and evaluation standing for it (a run without switches stands for both): its rate (the mean
+    of per-sample ratios in the as-published column, pooled in the corrected one), quality
+    means, each model's score and how many samples it scored; None if not built."""
     folder = builds / variant.folder
     if not (folder / MANIFEST_NAME).is_file():
         return None
     if folder not in cache:
         cache[folder] = build_facts(folder)
     facts = cache[folder]
-    if variant.variant == AS_PUBLISHED:
+    if column == AS_PUBLISHED:
         rate = cache.setdefault((folder, "per-sample"), per_sample_mean_rate(folder))
     else:
         rate = facts["rate"]
@@ -96,7 +98,7 @@ def collect(spec: dict[str, Any], builds: Path) -> dict[str, list[dict[str, Any]
         }
         for variant_name in VARIANTS:
             variant = own.get(variant_name) or own[CORRECTED]  # without switches, one variant stands for both
-            cell[variant_name] = _measured(spec, variant, entry, builds, cache)
+            cell[variant_name] = _measured(spec, variant_name, variant, entry, builds, cache)
         cells.setdefault(name, []).append(cell)
     return cells
 

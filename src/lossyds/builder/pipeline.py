@@ -12,6 +12,7 @@ OUT/parts/part-k-of-n/ (a complete build of its own); `merge(OUT)` combines them
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import time
@@ -196,7 +197,7 @@ def _run(
     if progress:
         progress(done, len(job.refs))
     try:
-        for result in encode_results(job, options, job.refs[done:], workers):
+        for result in encode_results(job, options, done, workers):
             if isinstance(result, Skipped):
                 if options.strict:
                     raise SourceError(
@@ -240,11 +241,18 @@ def _run(
     return manifest
 
 
-def encode_results(
-    job: Plan, options: BuildOptions, refs: list[SourceRef], workers: int
-) -> Iterator[Encoded | Skipped]:
-    """Stage 2 on the chosen distributor, results in source order: `workers` local processes,
-    or Ray tasks (a new local Ray runtime gets `workers` CPUs)."""
+def encode_results(job: Plan, options: BuildOptions, done: int, workers: int) -> Iterator[Encoded | Skipped]:
+    """Stage 2 on the chosen distributor for the sources from index `done` on, results in source
+    order: `workers` local processes, or Ray tasks (a new local Ray runtime gets `workers` CPUs)."""
+    batch = options.encode_batch if getattr(job.codec, "batched_analysis", False) else 1
+    # A batch's members can shift each other's latents within the batching tolerance, so a resumed
+    # build re-encodes the written part of its first batch: batches are cut where an uninterrupted
+    # build cut them, and the results already written are dropped.
+    start = done - done % batch
+    return itertools.islice(_encode_from(job, options, job.refs[start:], workers), done - start, None)
+
+
+def _encode_from(job: Plan, options: BuildOptions, refs: list[SourceRef], workers: int) -> Iterator[Encoded | Skipped]:
     if options.distributor == "ray":
         from .ray_distributor import encode_on_ray
 

@@ -170,27 +170,33 @@ def encode_on_ray(
     try:
         for start in range(0, len(refs), size):
             chunk = refs[start : start + size]
-            window.append(remote.remote(source_ref, codec.name, codec_options, metric_names, chunk, device))
+            task = remote.remote(source_ref, codec.name, codec_options, metric_names, chunk, device)
+            window.append((task, chunk))
             if len(window) >= WINDOW_PER_SLOT * slots:
-                yield from _results(ray, window.popleft())
+                yield from _results(ray, *window.popleft())
         while window:
-            yield from _results(ray, window.popleft())
+            yield from _results(ray, *window.popleft())
     finally:
-        for pending in window:  # a stopped build (an error, --strict, Ctrl-C) leaves no task running
+        for pending, _ in window:  # a stopped build (an error, --strict, Ctrl-C) leaves no task running
             with contextlib.suppress(Exception):  # finished meanwhile, or the cluster is gone
                 ray.cancel(pending)
 
 
-def _results(ray: Any, task: Any) -> list[Encoded | Skipped]:
-    """A task's results; a lossyds error raised in the task as itself, a task that kept dying as a LossydsError."""
+def _results(ray: Any, task: Any, chunk: list[SourceRef]) -> list[Encoded | Skipped]:
+    """A task's results; a lossyds error raised in the task as itself; a task that kept failing
+    (its worker died, an OSError past its retries, Ray lost it) as one sentence naming its samples."""
     try:
         return ray.get(task)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, LossydsError):
             raise exc.cause from None
-        raise
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RaySystemError) as exc:
-        raise LossydsError(
-            f"an encoding task failed {MAX_RETRIES + 1} times on Ray ({type(exc).__name__}); "
-            "rerunning the build resumes from its last finished shard."
-        ) from None
+        if not isinstance(exc.cause, OSError):
+            raise  # a bug in lossyds or a codec: its traceback is what finds it
+        reason = f"{type(exc.cause).__name__}: {exc.cause}"
+    except ray.exceptions.RayError as exc:  # a crashed worker or node, lost objects, out of memory, ...
+        reason = type(exc).__name__
+    keys = f"{chunk[0].key}" + (f" .. {chunk[-1].key}" if len(chunk) > 1 else "")
+    raise LossydsError(
+        f"the Ray task encoding samples {keys} failed {MAX_RETRIES + 1} times ({reason}); "
+        "rerunning the build resumes from its last finished shard."
+    ) from None
