@@ -222,3 +222,27 @@ def test_published_file_errors_are_one_sentence(tmp_path):
         load_study(bad)
     with pytest.raises(UsageError, match="unknown report layout"):
         make_report([tmp_path], tmp_path / "o", layout="grid")
+
+
+def test_quality_over_the_first_samples_is_recomputed_from_the_stored_values(built):
+    """`quality_samples: N` (Common Voice's validation[:100] in the study): the means, and -10 log10
+    of the mean for mse, over the first N samples in source order, read by hand with tarfile."""
+    import math
+    import tarfile
+
+    from lossyds.study_report import first_samples_summaries
+
+    folder = built("opus", metrics=["psnr", "mse"])
+    records = []
+    for shard in sorted(folder.glob("shard-*.tar*")):
+        with tarfile.open(shard) as tar:
+            records += [json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")]
+    assert len(records) >= 3
+    first = records[:2]
+    got = first_samples_summaries(folder, 2)
+    mse = sum(r["metrics"]["mse"] for r in first) / 2
+    assert got["psnr"]["mean"] == pytest.approx(sum(r["metrics"]["psnr"] for r in first) / 2)
+    assert got["mse"] == pytest.approx({"mean": mse, "count": 2, "db_of_mean": -10 * math.log10(mse)})
+    whole = json.loads((folder / "manifest.json").read_text())["metrics"]["mse"]["mean"]
+    assert got["mse"]["mean"] != pytest.approx(whole)  # the subset is not the whole build
+    assert first_samples_summaries(folder, 10_000)["mse"]["mean"] == pytest.approx(whole)

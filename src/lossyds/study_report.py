@@ -17,8 +17,10 @@ file that lists those `sets` directly is read as it is.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,22 +100,45 @@ def per_sample_mean_rate(directory: Path) -> float | None:
     (audio, as `audio.numel()` counts them), read from each sample's KEY.json. The manifest's
     rate pools instead: all payload bits over all pixels or samples; the two differ where sample
     sizes vary. None for a build with no samples."""
+    manifest = load_manifest(directory)
+    ratios = []
+    for meta in sample_records(directory, manifest):
+        if manifest["modality"] == "image":
+            size = meta["height"] * meta["width"]
+        else:
+            size = meta["num_frames"] * meta["channels"]
+        ratios.append(meta["payload_bits"] / size)
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def sample_records(directory: Path, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each sample's KEY.json record, in source order (shard by shard), checked as the loader checks it."""
     from . import record
     from .shards.mapped import MappedShard
 
-    manifest = load_manifest(directory)
     extension = manifest["codec"]["extension"]
-    ratios = []
     for shard_info in manifest["shards"]:
         with MappedShard(Path(directory) / shard_info["path"], shard_info["path"]) as shard:
             for entry in shard.entries:
-                meta = record.read(shard, entry, extension).meta
-                if manifest["modality"] == "image":
-                    size = meta["height"] * meta["width"]
-                else:
-                    size = meta["num_frames"] * meta["channels"]
-                ratios.append(meta["payload_bits"] / size)
-    return sum(ratios) / len(ratios) if ratios else None
+                yield record.read(shard, entry, extension).meta
+
+
+def first_samples_summaries(directory: Path, first: int) -> dict[str, dict[str, Any]]:
+    """The manifest's metric summaries (mean, count, and db_of_mean where the metric declares
+    it) recomputed over the build's first `first` samples in source order, from the values
+    stored in each KEY.json: the study's quality subsets (Common Voice's validation[:100])."""
+    from . import metrics
+
+    values: dict[str, list[float]] = {}
+    for meta in itertools.islice(sample_records(directory, load_manifest(directory)), first):
+        for name, value in (meta.get("metrics") or {}).items():
+            if value is not None and math.isfinite(value):
+                values.setdefault(name, []).append(float(value))
+    summaries = {}
+    for name, found in values.items():
+        mean = sum(found) / len(found)
+        summaries[name] = {"mean": mean, "count": len(found)} | metrics.summaries(name, mean)
+    return summaries
 
 
 def build_facts(directory: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 from .builder.study_runs import AS_PUBLISHED, CORRECTED, VARIANTS, study_runs
 from .manifest import MANIFEST_NAME
 from .study_eval import result_name
-from .study_report import build_facts, eval_scores, measured_score, per_sample_mean_rate
+from .study_report import build_facts, eval_scores, first_samples_summaries, measured_score, per_sample_mean_rate
 
 
 def _measured(spec: dict, column: str, variant: Any, entry: dict, builds: Path, cache: dict) -> dict[str, Any] | None:
@@ -53,19 +53,24 @@ def _measured(spec: dict, column: str, variant: Any, entry: dict, builds: Path, 
     return {
         "folder": variant.folder,
         "rate": rate,
-        "quality": quality_means(facts),
+        "quality": quality_means(facts, entry.get("quality_samples")),
         "scores": scores,
         "evaluated": evaluated,
     }
 
 
-def quality_means(facts: dict[str, Any]) -> dict[str, float]:
+def quality_means(facts: dict[str, Any], first: int | None = None) -> dict[str, float]:
     """Each quality metric of a build as the study reported it: -10 log10 of the mean where the
-    metric declares it (`db_of_mean`: the study's mse and cdpam-raw), else the mean."""
+    metric declares it (`db_of_mean`: the study's mse and cdpam-raw), else the mean; over the
+    whole build, or over its `first` samples in source order (the study's quality subsets, such
+    as Common Voice's validation[:100]), from the values stored in each sample's KEY.json."""
     from .manifest import load_manifest
 
+    summaries = load_manifest(facts["build"]).get("metrics") or {}
+    if first is not None:
+        summaries = first_samples_summaries(Path(facts["build"]), first)
     found = {}
-    for name, summary in (load_manifest(facts["build"]).get("metrics") or {}).items():
+    for name, summary in summaries.items():
         value = summary.get("db_of_mean", summary.get("mean"))
         if value is not None:
             found[name] = value

@@ -43,6 +43,7 @@ EVALUATION_KEYS = (
     "eval_options",
     "as_published",
     "figure",
+    "quality_samples",
 )
 PUBLISHED_KEYS = ("scores", "as", "rate", "rate_scale", "note")
 
@@ -255,6 +256,9 @@ def check_evaluation(path: Path, name: str, entry: Any) -> None:
             f"{where}: {', '.join(strays)} is not one of lossyds's {modality} metrics "
             f"({', '.join(metrics.metrics_of(modality))})."
         )
+    first = entry.get("quality_samples")
+    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
+        raise UsageError(f"{where}: `quality_samples:` must be a whole number of samples >= 1 (got {first!r}).")
     check_figure(f"{where}: `figure`", entry.get("figure"))
     check_as_published(f"{where}: `as_published`", entry.get("as_published"), entry)
     check_eval_options(f"{where}: `eval_options`", entry.get("eval_options"), entry)
