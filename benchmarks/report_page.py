@@ -48,8 +48,11 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=32, help="photos in the small build")
     parser.add_argument("--large", type=int, default=512, help="photos in the large build")
     parser.add_argument("--no-check", action="store_true", help="exit 0 whatever the ratios (smoke runs)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the photos and builds go (a temporary folder)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         root = Path(folder)
         builds = {}
         for name, count in (("small", args.small), ("large", args.large)):
