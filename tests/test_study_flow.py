@@ -330,6 +330,7 @@ def test_a_missing_demucs_model_names_its_file_url_and_folder(tmp_path, monkeypa
         (["eval", "--spec", "mpq-2024", "--out", "OUT", "--exclude", "a,b"], "--exclude"),
         (["eval", "BUILD", "--task", "asr", "--out", "OUT"], "go with --spec"),
         (["report", "BUILD", "--spec", "mpq-2024", "--builds", "OUT", "--out", "R"], "not from DIRECTORIES"),
+        (["build", "--codec", "jpeg", "--quality", "5", "--out", "OUT", "--dry-run"], "go with --spec"),
     ],
 )
 def test_flags_the_study_file_decides_are_refused_with_spec(tmp_path, arguments, named):

@@ -239,8 +239,14 @@ def run_build(given: dict[str, Any], codec_names: set[str], source_names: set[st
             dry_run=given["dry_run"],
             distributor=given["distributor"],
             ray_address=given["ray_address"],
+            device=given["device"],
+            encode_batch=given["encode_batch"],
         )
         return None
+    if given["dry_run"] or given["skip_unavailable"]:
+        raise UsageError(
+            "--dry-run and --skip-unavailable go with --spec; a single build starts with --codec and --out."
+        )
     if not given["codec_name"] or given["out_dir"] is None:
         raise UsageError("build needs --codec and --out (or --spec FILE).")
     codec_options = {name: given[name] for name in codec_names if given[name] is not None}

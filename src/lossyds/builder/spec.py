@@ -278,11 +278,14 @@ def run_spec(
     dry_run: bool = False,
     distributor: str = "local",
     ray_address: str | None = None,
+    device: str = "cpu",
+    encode_batch: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every entry of a spec (and each as-published variant with a build of its own);
     returns the manifests built. dry_run: print what is present, missing or unavailable, with
     the time and disk each missing run would take, measured on a few samples; build nothing.
-    distributor, ray_address: where every run encodes (BuildOptions), e.g. all on one Ray cluster."""
+    distributor, ray_address, device, encode_batch: where and how every run encodes (BuildOptions),
+    e.g. all on one Ray cluster, neural runs batched on a GPU."""
     from ..manifest import achieved_rate_text
 
     spec = load_spec(path)
@@ -290,6 +293,10 @@ def run_spec(
     plans = [(run["name"], run_options(spec, run, base, workers, force, limit)) for run in build_runs(spec)]
     for _, options in plans:
         options.distributor, options.ray_address = distributor, ray_address
+        if (device, encode_batch) != ("cpu", 1) and getattr(
+            codecs.codec_class(options.codec), "batched_analysis", False
+        ):
+            options.device, options.encode_batch = device, encode_batch  # the grid's neural runs; others encode as ever
     problems = {name: reason for name, options in plans if (reason := unavailable_reason(options))}
     if dry_run:
         from ..study_estimate import print_build_plan
