@@ -344,3 +344,35 @@ def test_flags_the_study_file_decides_are_refused_with_spec(tmp_path, arguments,
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2 and named in result.output, result.output
     assert not (tmp_path / "OUT").exists() and not (tmp_path / "R").exists()
+
+
+def test_a_failing_evaluation_is_named_and_the_rest_of_the_grid_still_runs(tmp_path):
+    """eval --spec on a grid whose first evaluation's model raises: that one is listed as failed in
+    one sentence, the other is scored, the exit status is 1, and a rerun retries only the failed one."""
+    from click.testing import CliRunner
+
+    from lossyds.cli import main
+
+    spec = {
+        "evaluations": {
+            "broken": {"task": "classification", "models": ["tests.reliability.test_spec_eval_faults:raises"]},
+            "fine": {"task": "classification", "models": ["tests.task_models:brightness_classifier"]},
+        },
+        "runs": [
+            {"name": "photos-jpeg", "evaluation": "broken", "dataset": "sample", "codec": "jpeg", "quality": 5},
+            {"name": "photos-webp", "evaluation": "fine", "dataset": "sample", "codec": "webp", "quality": 10},
+        ],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    built = CliRunner().invoke(main, ["build", "--spec", str(path), "--out", str(out)])
+    assert built.exit_code == 0, built.output
+    first = CliRunner().invoke(main, ["eval", "--spec", str(path), "--out", str(out)])
+    assert first.exit_code == 1
+    assert "failed photos-jpeg (corrected, tests.reliability.test_spec_eval_faults:raises)" in first.output
+    assert "scored photos-webp" in first.output
+    assert list((out / "photos-webp").glob("eval-classification--*.json"))
+    assert not list((out / "photos-jpeg").glob("eval-classification--*.json"))
+    again = CliRunner().invoke(main, ["eval", "--spec", str(path), "--out", str(out)])
+    assert again.exit_code == 1 and "failed photos-jpeg" in again.output and "scored photos-webp" not in again.output

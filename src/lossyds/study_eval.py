@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .builder.study_runs import StudyRun, study_runs
-from .errors import UsageError
+from .errors import LossydsError, UsageError
 from .manifest import MANIFEST_NAME
 
 DONE, READY, NOT_BUILT, NO_MODEL = "done", "ready", "not built", "model missing"
@@ -179,14 +179,19 @@ def run_study_evaluations(
     totals = [samples_of(job.folder) for job in ready]
     with progress_bar(f"eval {len(ready)} of {len(states)}") as bar:
         task = bar.add_task("grid", total=sum(totals))
-        finished = 0
+        finished = failed = 0
         for job, total in zip(ready, totals):
-            result = run_job(job, device, cores, lambda n, _, base=finished: bar.update(task, completed=base + n))
+            try:
+                result = run_job(job, device, cores, lambda n, _, base=finished: bar.update(task, completed=base + n))
+            except LossydsError as exc:  # one sentence; the other evaluations still run, a rerun retries it
+                failed += 1
+                echo(f"failed {job.label}: {exc}")
+            else:
+                echo(f"scored {job.label}: {result['num_evaluated']} samples -> {job.result}")
             finished += total
             bar.update(task, completed=finished)
-            echo(f"scored {job.label}: {result['num_evaluated']} samples -> {job.result}")
-    echo(f"{done + len(ready)} of {len(states)} evaluations are done in {base}.")
-    return len(states) - done - len(ready)
+    echo(f"{done + len(ready) - failed} of {len(states)} evaluations are done in {base}.")
+    return len(states) - done - len(ready) + failed
 
 
 def measure_eval(job: Any, device: str, cores: int | None) -> dict[str, float]:
