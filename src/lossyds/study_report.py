@@ -284,6 +284,11 @@ def published_vs_measured(all_facts: list[dict[str, Any]], study: dict[str, Any]
     return rows
 
 
+def table_number(value: float | None) -> str:
+    """A table cell: four decimals, or empty for a number that is absent."""
+    return "" if value is None else f"{value:.4f}"
+
+
 def comparison_markdown(rows: list[dict[str, Any]], study: dict[str, Any]) -> str:
     """The published-vs-measured table as markdown."""
     if not rows:
@@ -291,9 +296,6 @@ def comparison_markdown(rows: list[dict[str, Any]], study: dict[str, Any]) -> st
             f"No build here reproduces a run of {study.get('study', 'the study')} with an evaluation of its task "
             "(match: dataset name, codec and setting, as in the study file's runs)."
         )
-
-    def number(value: float | None) -> str:
-        return "" if value is None else f"{value:.4f}"
 
     lines = [
         f"Published: {study.get('study', '')} ({study.get('source', '')}). Rates as each side counts them.",
@@ -303,9 +305,9 @@ def comparison_markdown(rows: list[dict[str, Any]], study: dict[str, Any]) -> st
     ]
     for r in rows:
         lines.append(
-            f"| {r['set']} | {r['run']} | {r['build']} | {r['model']} | {number(r['published'])} | "
-            f"{number(r['measured'])} | {number(r['difference'])} | {number(r['rate_published'])} | "
-            f"{number(r['rate_measured'])} | {'; '.join(r['notes'])} |"
+            f"| {r['set']} | {r['run']} | {r['build']} | {r['model']} | {table_number(r['published'])} | "
+            f"{table_number(r['measured'])} | {table_number(r['difference'])} | {table_number(r['rate_published'])} | "
+            f"{table_number(r['rate_measured'])} | {'; '.join(r['notes'])} |"
         )
     return "\n".join(lines)
 

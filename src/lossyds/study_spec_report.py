@@ -25,7 +25,14 @@ from typing import Any
 from .builder.study_runs import AS_PUBLISHED, CORRECTED, VARIANTS, study_runs
 from .manifest import MANIFEST_NAME
 from .study_eval import result_name
-from .study_report import build_facts, eval_scores, first_samples_summaries, measured_score, per_sample_mean_rate
+from .study_report import (
+    build_facts,
+    eval_scores,
+    first_samples_summaries,
+    measured_score,
+    per_sample_mean_rate,
+    table_number,
+)
 
 
 def _measured(spec: dict, column: str, variant: Any, entry: dict, builds: Path, cache: dict) -> dict[str, Any] | None:
@@ -287,10 +294,6 @@ def _limits(panel: dict[str, Any], figure: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
 def table_markdown(name: str, entry: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         f"## {entry.get('title', name)}",
@@ -304,9 +307,9 @@ def table_markdown(name: str, entry: dict[str, Any], rows: list[dict[str, Any]])
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['run']} | {r['codec']} | {_number(r['published'])} | {_number(r[AS_PUBLISHED])} | "
-            f"{_number(r[CORRECTED])} | {_number(r['rate_published'])} | {_number(r['rate_as_published'])} | "
-            f"{_number(r['rate_corrected'])} | {'; '.join(r['causes'])} |"
+            f"| {r['model']} | {r['run']} | {r['codec']} | {table_number(r['published'])} | {table_number(r[AS_PUBLISHED])} | "
+            f"{table_number(r[CORRECTED])} | {table_number(r['rate_published'])} | {table_number(r['rate_as_published'])} | "
+            f"{table_number(r['rate_corrected'])} | {'; '.join(r['causes'])} |"
         )
     return "\n".join(lines)
 
