@@ -55,7 +55,8 @@ def s3():
     import fsspec
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir(BUCKET)
+    if not fs.exists(BUCKET):  # moto's state is per process: another module's server may have made it
+        fs.mkdir(BUCKET)
     assert fs.s3.meta.endpoint_url == env["AWS_ENDPOINT_URL"], "the S3 client would leave loopback"
     yield fs, env
     server.stop()
