@@ -151,6 +151,26 @@ def test_study_layout_figure_and_table_through_the_cli(sample_builds, tmp_path):
     assert "| photos | webp | webp-q0 |" in (tmp_path / "metrics" / "report.md").read_text()
 
 
+def test_study_layout_plots_what_the_study_file_says(sample_builds, tmp_path):
+    """A set whose `figure` says `plot: one-minus` (the study's Common Voice panel: 1 - WER) has
+    its measured points, baseline and published points drawn as 1 - score, under its y label."""
+    study = json.loads(json.dumps(STUDY))
+    study["sets"]["music"]["figure"] = {"plot": "one-minus", "y_label": "one minus the score"}
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    music = [sample_builds["music-flac"], sample_builds["music-opus6"]]
+    make_report(music, tmp_path / "report", layout="study", published=str(study_file))
+    (panel,) = json.loads((tmp_path / "report" / "report.json").read_text())["figure"]
+    sdr = {
+        name: json.loads((sample_builds[name] / "eval-separation.json").read_text())["bsseval"]["sdr_mean_over_frames"]
+        for name in ("music-flac", "music-opus6")
+    }
+    assert panel["baseline"] == pytest.approx(1 - sdr["music-flac"])
+    assert [p["value"] for p in panel["points"]] == [pytest.approx(1 - sdr["music-opus6"])]
+    assert panel["published"]["baseline"] == pytest.approx(1 - 9.0)
+    assert panel["published"]["points"] == [{"codec": "opus", "rate": 0.07, "value": pytest.approx(1 - 4.0)}]
+
+
 def test_the_shipped_study_is_one_consistent_file():
     """studies/mpq-2024.yaml holds the runs, their evaluations and the published numbers: every
     published number belongs to a run of the file and a model of its evaluation, every run's

@@ -30,7 +30,9 @@ PLUGIN = textwrap.dedent(
         return classify
 
 
-    MODEL = TaskModel(name="toy", tasks=("classification",), load=load, spelling="toy:CLASS")
+    MODEL = TaskModel(
+        name="toy", tasks=("classification",), load=load, spelling="toy:CLASS", summary="answers CLASS for every image"
+    )
     """
 )
 
@@ -56,6 +58,11 @@ def test_a_task_model_from_another_package_scores_a_build(tmp_path):
             [sys.executable, "-m", "lossyds.cli", *args], capture_output=True, text=True, env=env, timeout=300
         )
 
+    # `eval --help` reads the kinds from the registry: the plugin's spelling for its task, and what it is
+    helped = " ".join(run("eval", "--help").stdout.split())
+    assert "classification: hf:ID_OR_PATH, torchvision:NAME, toy:CLASS or module:function;" in helped
+    assert "toy:CLASS: answers CLASS for every image" in helped
+    assert "asr: pocketsphinx (default), hf:ID_OR_PATH or module:function;" in helped
     out = tmp_path / "photos"
     built = run("build", "--codec", "jpeg", "--quality", "5", "--out", str(out), "--workers", "1")
     assert built.returncode == 0, built.stderr

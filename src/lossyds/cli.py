@@ -36,6 +36,18 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+class ModelsHelpOption(click.Option):
+    """`--model`, whose help is read from the task-model registry when help is shown: the
+    registry imports every kind's module, which plain runs do not need."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if not self.help:
+            from .eval.registry import models_help
+
+            self.help = models_help()
+        return super().get_help_record(ctx)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lossyds")
 def main() -> None:
@@ -177,10 +189,7 @@ def eval_option_flags(command: Any) -> Any:
 @eval_option_flags
 @click.argument("directory", type=LOCATION, required=False)
 @click.option("--task", type=click.Choice(TASKS), help="The task to score (required without --spec).")
-@click.option(
-    "--model",
-    help="asr: pocketsphinx (default), hf:ID_OR_PATH (a Whisper-class speech model, its own processor) or module:function; classification: hf:ID_OR_PATH (a Hugging Face image classifier, its own processor), torchvision:NAME or module:function; segmentation: hf:ID_OR_PATH (e.g. SegFormer) or module:function; separation: oracle-irm (default), demucs:NAME_OR_PATH (a pretrained Demucs from torch hub's cache, or a checkpoint) or module:function. Installed packages may add prefixes (entry-point group lossyds.task_models).",
-)
+@click.option("--model", cls=ModelsHelpOption)
 @click.option(
     "--cores",
     "cores",

@@ -23,6 +23,7 @@ from .study_report import (
     comparison_markdown,
     match_run,
     measured_score,
+    plotted_score,
     published_rate_in_bits,
     published_vs_measured,
     study_model,
@@ -35,7 +36,8 @@ def _panel_score(
     """(task, score name, axis label) of one dataset's panel."""
     tasks = [e["task"] for b in builds for e in b["evals"]]
     if entry is not None and entry["task"] in tasks:
-        return entry["task"], entry["score"], entry.get("score_label", entry["score"])
+        label = entry.get("figure", {}).get("y_label") or entry.get("score_label", entry["score"])
+        return entry["task"], entry["score"], label
     if not tasks:
         return None, None, None
     task = tasks[0]
@@ -102,16 +104,17 @@ def _score_panels(by_dataset: dict[str, list[dict[str, Any]]], study: dict[str, 
 
 
 def _measured_points(
-    builds: list[dict[str, Any]], task: str, score: str
+    builds: list[dict[str, Any]], task: str, score: str, figure: dict[str, Any]
 ) -> tuple[list[tuple[float, float, str]], float | None]:
-    """(lossy (rate, value, codec) points, lossless baseline) of one panel."""
+    """(lossy (rate, value, codec) points, lossless baseline) of one panel, each value as the
+    study's figure plots it (1 - WER where it says so)."""
     lossy = []
     baseline = None
     for facts in builds:
         for result in facts["evals"]:
             if result["task"] != task:
                 continue
-            value, _ = measured_score(result["scores"], score)
+            value = plotted_score(measured_score(result["scores"], score)[0], figure)
             if value is None:
                 continue
             if facts["lossless"]:
@@ -144,9 +147,12 @@ def _draw_published(axis: Any, entry: dict[str, Any], builds: list[dict[str, Any
     ran = next((e["model"] for b in builds for e in b["evals"] if e["task"] == task), None)
     model, _ = study_model(entry, ran)  # the published model the evals ran, else the study's figure's
     numbers = entry["models"][model]
-    published: dict[str, Any] = {"model": model, "baseline": numbers["baseline"], "points": []}
-    for codec_key, value in numbers["runs"].items():
+    figure = entry.get("figure", {})
+    baseline = plotted_score(numbers["baseline"], figure)
+    published: dict[str, Any] = {"model": model, "baseline": baseline, "points": []}
+    for codec_key, score in numbers["runs"].items():
         rate = published_rate_in_bits(entry, codec_key)
+        value = plotted_score(score, figure)
         if rate is not None:
             published["points"].append({"codec": codec_key, "rate": rate, "value": value})
             axis.scatter(rate, value, marker="o", facecolors="none", edgecolors="grey", zorder=2)
@@ -159,7 +165,7 @@ def _draw_published(axis: Any, entry: dict[str, Any], builds: list[dict[str, Any
                 fontsize=7,
                 color="grey",
             )
-    axis.axhline(numbers["baseline"], ls=":", c="grey", lw=1)
+    axis.axhline(baseline, ls=":", c="grey", lw=1)
     return published
 
 
@@ -179,7 +185,8 @@ def _finish_axis(axis: Any, panel: tuple, lossy: list[tuple[float, float, str]],
 def _draw_panel(axis: Any, panel: tuple) -> dict[str, Any]:
     """One dataset's report.png panel; returns the numbers it draws."""
     dataset, builds, entry, task, score, _ = panel
-    lossy, baseline = _measured_points(builds, task, score)
+    figure = entry.get("figure", {}) if entry is not None and entry["task"] == task else {}
+    lossy, baseline = _measured_points(builds, task, score, figure)
     drawn: dict[str, Any] = {
         "title": (entry or {}).get("title", dataset),
         "task": task,

@@ -284,6 +284,13 @@ def published_vs_measured(all_facts: list[dict[str, Any]], study: dict[str, Any]
     return rows
 
 
+def plotted_score(value: float | None, figure: dict[str, Any]) -> float | None:
+    """A score as the study's figure plots it: itself, or 1 - score (`plot: one-minus`, WER)."""
+    if value is None:
+        return None
+    return 1 - value if figure.get("plot") == "one-minus" else value
+
+
 def table_number(value: float | None) -> str:
     """A table cell: four decimals, or empty for a number that is absent."""
     return "" if value is None else f"{value:.4f}"

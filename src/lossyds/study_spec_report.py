@@ -31,6 +31,7 @@ from .study_report import (
     first_samples_summaries,
     measured_score,
     per_sample_mean_rate,
+    plotted_score,
     table_number,
 )
 
@@ -207,18 +208,11 @@ def correlations(spec: dict[str, Any], cells: dict[str, list[dict[str, Any]]]) -
     return found
 
 
-def _plotted(value: float | None, figure: dict[str, Any]) -> float | None:
-    """A score as the study's figure plots it: itself, or 1 - score (`plot: one-minus`, WER)."""
-    if value is None:
-        return None
-    return 1 - value if figure.get("plot") == "one-minus" else value
-
-
 def _variant_points(runs: list[dict[str, Any]], variant: str, model: str, figure: dict, names: dict) -> dict:
     points, baseline = [], None
     for cell in runs:
         measured = cell[variant]
-        value = None if measured is None else _plotted(measured["scores"].get(model), figure)
+        value = None if measured is None else plotted_score(measured["scores"].get(model), figure)
         if value is None:
             continue
         if cell["lossless"]:
@@ -241,7 +235,7 @@ def figure_panels(spec: dict[str, Any], cells: dict[str, list[dict[str, Any]]]) 
         model = entry["models"][0]
         published: dict[str, Any] = {"baseline": None, "points": []}
         for cell in runs:
-            value = _plotted(cell["published"].get("scores", {}).get(model), figure)
+            value = plotted_score(cell["published"].get("scores", {}).get(model), figure)
             if value is None:
                 continue
             if cell["lossless"]:

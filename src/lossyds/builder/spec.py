@@ -121,7 +121,7 @@ def published_sets(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
         found: dict[str, Any] = {
             **{
                 k: entry[k]
-                for k in ("title", "task", "score", "score_label", "rate_unit", "samples", "note")
+                for k in ("title", "task", "score", "score_label", "rate_unit", "samples", "note", "figure")
                 if k in entry
             },
             "match": sorted({run["dataset"] for run in runs}) + list(entry.get("also_matches") or []),

@@ -96,6 +96,7 @@ class TaskModel:
     tasks: tuple[str, ...]
     load: Callable[[str, str, torch.device, int], Any]
     spelling: str = ""
+    summary: str = ""  # what the model is and where its files come from, for `--model`'s help
     takes_argument: bool = True
     transforms: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
     # missing(argument): None where the model's files are on this machine, else one sentence

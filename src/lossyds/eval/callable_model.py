@@ -21,4 +21,5 @@ MODEL = TaskModel(
     tasks=("asr", "classification", "segmentation", "separation"),
     load=load,
     spelling="module:function",
+    summary="a Python function with the task's contract (CONTRIBUTING.md), imported from the installed module",
 )

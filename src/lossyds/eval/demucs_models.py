@@ -209,4 +209,11 @@ def missing(argument: str) -> str | None:
     return f"demucs:{argument} needs " + " and ".join(f"{url} at {cache / file}" for file, url in absent)
 
 
-MODEL = TaskModel(name="demucs", tasks=("separation",), load=load, spelling="demucs:NAME_OR_PATH", missing=missing)
+MODEL = TaskModel(
+    name="demucs",
+    tasks=("separation",),
+    load=load,
+    spelling="demucs:NAME_OR_PATH",
+    summary="a pretrained Demucs from torch hub's cache, or a checkpoint file",
+    missing=missing,
+)

@@ -323,6 +323,8 @@ MODEL = TaskModel(
     tasks=("asr", "classification", "segmentation"),
     load=load,
     spelling="hf:ID_OR_PATH",
+    summary="a Hugging Face model (Whisper-class speech model, image classifier, SegFormer-class segmenter) "
+    "with its own processor, by id from the local cache or a saved folder",
     transforms={"classification": hf_classification_input},
     missing=missing,
 )

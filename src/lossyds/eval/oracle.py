@@ -35,4 +35,10 @@ def load(argument: str, task: str, device: torch.device, batch: int) -> Any:
     return Separator(lambda mixture, rate, stems: oracle_irm(mixture, stems), checked=False)
 
 
-MODEL = TaskModel(name="oracle-irm", tasks=("separation",), load=load, takes_argument=False)
+MODEL = TaskModel(
+    name="oracle-irm",
+    tasks=("separation",),
+    load=load,
+    summary="the ideal ratio mask from the reference stems (an upper bound, nothing learned)",
+    takes_argument=False,
+)

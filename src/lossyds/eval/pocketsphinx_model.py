@@ -36,4 +36,10 @@ def load(argument: str, task: str, device: torch.device, batch: int) -> Callable
     return pocketsphinx_recognizer()  # one clip at a time, as a module:function recogniser
 
 
-MODEL = TaskModel(name="pocketsphinx", tasks=("asr",), load=load, takes_argument=False)
+MODEL = TaskModel(
+    name="pocketsphinx",
+    tasks=("asr",),
+    load=load,
+    summary="CMU PocketSphinx with the US English model its package ships",
+    takes_argument=False,
+)

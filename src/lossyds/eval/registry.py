@@ -103,6 +103,17 @@ def model_help(task_name: str) -> str:
     return ", ".join(shown) + " or module:function" if shown else "module:function"
 
 
+def models_help() -> str:
+    """`lossyds eval --model`'s help: the spellings each task takes, then what each kind is."""
+    per_task = "; ".join(f"{name}: {model_help(name)}" for name in TASKS)
+    described = [*model_kinds().values(), _load(FALLBACK, __package__)]
+    kinds = "; ".join(f"{kind.shown}: {kind.summary}" for kind in described if kind.summary)
+    return (
+        f"The task model. Per task: {per_task}. Kinds: {kinds}. Installed packages may add kinds "
+        f"(entry-point group {ENTRY_POINT_GROUP})."
+    )
+
+
 def load_model(spec: str, task_name: str, device: Any, options: dict[str, Any] | None = None) -> Any:
     """What `task_name`'s run function calls for `--model spec`, loaded onto `device`. `options`:
     the eval options its kind takes (lossyds.eval.options), as keyword arguments of its `load`."""

@@ -48,4 +48,10 @@ def load(argument: str, task: str, device: torch.device, batch: int) -> Callable
     return torchvision_classifier(argument, device)  # uint8 [N, 3, 224, 224] -> logits, as a module:function
 
 
-MODEL = TaskModel(name="torchvision", tasks=("classification",), load=load, spelling="torchvision:NAME")
+MODEL = TaskModel(
+    name="torchvision",
+    tasks=("classification",),
+    load=load,
+    spelling="torchvision:NAME",
+    summary="a torchvision classifier by name, its weights from torch hub's cache",
+)
