@@ -298,3 +298,53 @@ def test_device_and_batch_are_checked(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "apply to neural codecs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_batched_build_interrupted_mid_batch_resumes_to_the_uninterrupted_build(tmp_path, sources, monkeypatch):
+    """Resume re-encodes the written part of the batch it stopped in: the resumed build hands the
+    encoder the uninterrupted build's batches, and its shards and manifest are byte for byte
+    the same."""
+    from lossyds.manifest import JOURNAL_NAME
+
+    from .conftest import file_hashes
+
+    options, _ = codec_setup("bmshj2018-hyperprior", tmp_path)
+    batches: list[list[str]] = []  # the keys of each batch handed to the encoder, in order
+    encode_batch = encode_stage.encode_batch
+
+    def recording(source, codec, refs, *args, **kwargs):
+        batches.append([ref.key for ref in refs])
+        return encode_batch(source, codec, refs, *args, **kwargs)
+
+    monkeypatch.setattr(encode_stage, "encode_batch", recording)
+
+    def build_into(out: Path, *progress) -> None:
+        settings = BuildOptions(
+            codec="bmshj2018-hyperprior",
+            codec_options=options,
+            dataset="imagefolder",
+            root=sources["image"],
+            split="train",
+            out=out,
+            workers=1,  # in this process, where the recording sees the batches
+            encode_batch=3,
+            shard_samples=2,
+        )
+        build(settings, *progress)
+
+    build_into(tmp_path / "whole")
+    whole, batches[:] = list(batches), []
+    assert [len(keys) for keys in whole] == [3, 3, 1]
+
+    def stop_at_four(done: int, total: int) -> None:
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_into(tmp_path / "resumed", stop_at_four)
+    written = json.loads((tmp_path / "resumed" / JOURNAL_NAME).read_text())["next_index"]
+    assert written % 3 != 0  # it stopped inside a batch
+    batches[:] = []
+    build_into(tmp_path / "resumed")
+    assert batches == whole[written // 3 :]  # from the batch it stopped in, cut where the whole build cut
+    assert file_hashes(tmp_path / "resumed") == file_hashes(tmp_path / "whole")
