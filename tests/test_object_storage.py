@@ -6,6 +6,7 @@ that the S3 client really uses that endpoint before any test runs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -173,6 +174,32 @@ def test_verify_and_info_take_s3_urls_and_name_a_damaged_object(s3, remote_jpeg)
     missing = subprocess.run(cli("verify", f"s3://{BUCKET}/damaged"), capture_output=True, text=True)
     assert missing.returncode == 1 and "shard shard-000002.tar is missing" in missing.stderr
     assert_no_credentials(env, checked.stdout, checked.stderr, damaged.stderr, missing.stderr)
+
+
+def test_info_html_shows_an_s3_build_as_it_shows_the_same_build_here(s3, remote_jpeg, tmp_path):
+    """`info URL --html`: the page of the build in S3 has the same decoded images, byte for
+    byte, as the page of the same build made here."""
+    fs, env = s3
+    url, options = remote_jpeg
+    local = tmp_path / "jpeg"
+    build(BuildOptions(out=local, **options))
+    manifest = json.loads(fs.cat_file(f"{BUCKET}/jpeg/manifest.json"))
+    keys = [s["key"] for s in lossyds.open_dataset(local)]
+    assert manifest["num_samples"] == len(keys) == 6 and len(manifest["shards"]) == 3  # the last key: the last shard
+    pages = {}
+    for name, where in (("remote", url), ("local", str(local))):
+        pages[name] = tmp_path / f"page-{name}"
+        shown = subprocess.run(
+            cli("info", where, "--html", str(pages[name]), "--samples", f"{keys[0]},{keys[-1]}"),
+            capture_output=True,
+            text=True,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert_no_credentials(env, shown.stdout, shown.stderr, (pages[name] / "index.html").read_text())
+    images = {name: sorted((page / "images").iterdir()) for name, page in pages.items()}
+    assert [p.name for p in images["remote"]] == [p.name for p in images["local"]] and len(images["local"]) == 4
+    for remote, here in zip(images["remote"], images["local"]):
+        assert remote.read_bytes() == here.read_bytes(), remote.name
 
 
 def test_a_finished_s3_build_is_refused_then_rebuilt_with_force(s3, remote_jpeg):

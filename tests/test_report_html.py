@@ -21,7 +21,14 @@ from lossyds.cli import main
 from lossyds.errors import UsageError
 from lossyds.plot_style import codec_style
 from lossyds.report import collect, draw, lossless_metrics, make_report
-from lossyds.report_samples import MAX_AUDIO_SECONDS, read_samples, write_audio_views
+from lossyds.report_samples import (
+    MAX_AUDIO_SECONDS,
+    OVERVIEW_MAX_HEIGHT,
+    OVERVIEW_WIDTH,
+    read_samples,
+    write_audio_views,
+    write_image_views,
+)
 from lossyds.study_report import build_facts
 
 from .browser import Browser, find_chromium
@@ -255,6 +262,23 @@ def test_a_long_sample_is_cut_to_the_page_limit(tmp_path):
     import soundfile
 
     assert seconds == MAX_AUDIO_SECONDS == soundfile.info(tmp_path / sound).duration
+
+
+def test_image_views_fit_one_width_and_a_height_limit(tmp_path):
+    """Whole images are OVERVIEW_WIDTH wide, tall ones OVERVIEW_MAX_HEIGHT high; the crop is 1:1."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    wide, tall = (
+        (OVERVIEW_WIDTH, round(300 * OVERVIEW_WIDTH / 500)),
+        (round(200 * OVERVIEW_MAX_HEIGHT / 3000), OVERVIEW_MAX_HEIGHT),
+    )
+    for height, width, fits in ((300, 500, wide), (3000, 200, tall), (100, 100, (OVERVIEW_WIDTH, OVERVIEW_WIDTH))):
+        pixels = rng.integers(0, 256, (3, height, width), dtype=np.uint8)
+        whole, crop = write_image_views(pixels, (10, 20, 64), tmp_path, f"i{height}x{width}")
+        assert Image.open(tmp_path.parent / whole).size == fits
+        cropped = np.moveaxis(np.asarray(Image.open(tmp_path.parent / crop)), -1, 0)
+        assert np.array_equal(cropped, pixels[:, 10:74, 20:84])
 
 
 def test_info_html_checks_one_build_by_eye(browser, audio_builds, tmp_path):

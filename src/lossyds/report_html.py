@@ -16,7 +16,7 @@ from typing import Any
 
 from .codecs.base import describe_setting
 from .errors import UsageError
-from .location import is_url
+from .location import Location, as_location, is_url
 from .manifest import load_manifest
 from .plot_style import codec_style, format_score
 from .report_samples import (
@@ -47,7 +47,7 @@ h3{margin:1.2em 0 .4em}.note{color:#555;font-size:.9em}
 class BuildView:
     """What the page says of one build, every number from its manifest (and eval-*.json)."""
 
-    directory: Path
+    directory: Location  # a local folder (Path) or an fsspec URL (str)
     name: str
     codec: str
     setting: str
@@ -64,7 +64,7 @@ class BuildView:
         return "bpp" if self.modality == "image" else "kbps"
 
 
-def build_view(directory: Path, scores: dict[str, float] | None = None) -> BuildView:
+def build_view(directory: Location, scores: dict[str, float] | None = None) -> BuildView:
     """A build's view from its manifest; `scores` (task scores, quality means) as the report
     collected them. A lossless build's metric without a finite mean (PSNR of identical
     samples) is None, printed "lossless"."""
@@ -78,8 +78,8 @@ def build_view(directory: Path, scores: dict[str, float] | None = None) -> Build
         elif name not in shown and lossless:
             shown[name] = None
     return BuildView(
-        directory=Path(directory),
-        name=Path(directory).name,
+        directory=as_location(directory),
+        name=str(directory).rstrip("/").rsplit("/", 1)[-1],
         codec=manifest["codec"]["name"],
         setting=describe_setting(manifest["codec"]["params"]),
         modality=manifest["modality"],
@@ -197,7 +197,7 @@ def image_row(key: str, order: list[BuildView], samples: dict[str, dict[str, Dec
         sample = samples[view.name][key]
         whole, crop = write_image_views(sample.signal, box, out / "images", asset_stem(key, order, view))
         figures.append(
-            f'<figure><img src="{_e(whole)}" width="384" alt="{_e(key)} from {_e(view.name)}">'
+            f'<figure><img src="{_e(whole)}" alt="{_e(key)} from {_e(view.name)}">'
             f'<br><img class="crop" src="{_e(crop)}" alt="1:1 crop of {_e(key)} from {_e(view.name)}">'
             f"{sample_caption(view, sample)}</figure>"
         )
@@ -252,6 +252,12 @@ def distinct_names(views: list[BuildView]) -> None:
         raise UsageError("two builds share a folder name; give each build a folder of its own name for the page.")
 
 
+def _same_place(one: Location, other: Location) -> bool:
+    if is_url(one) or is_url(other):
+        return str(one).rstrip("/") == str(other).rstrip("/")
+    return Path(one).resolve() == Path(other).resolve()
+
+
 def write_page(
     out: Path,
     views: list[BuildView],
@@ -266,7 +272,7 @@ def write_page(
     if source is not None and not source.lossless:
         raise UsageError(f"--source {source.directory} is a {source.codec} build, not lossless.")
     if source is not None:  # a --source that is also one of the builds is shown once
-        views = [v for v in views if v.directory.resolve() != source.directory.resolve()]
+        views = [v for v in views if not _same_place(v.directory, source.directory)]
     distinct_names(views + ([source] if source else []))
     if len({v.modality for v in views + ([source] if source else [])}) != 1:
         raise UsageError("a page compares builds of one modality at a time.")
@@ -300,11 +306,11 @@ def figures_page(out: Path, figures: list[str], tables_markdown: str, title: str
     return index
 
 
-def build_page(directory: Path, out: Path, keys: list[str] | None = None) -> Path:
-    """`lossyds info DIR --html OUT`: one build's manifest summary and a few decoded samples."""
-    if is_url(directory):
-        raise UsageError(f"info --html reads a local build; {directory} is a URL (copy the build here first).")
-    view = build_view(Path(directory))
+def build_page(directory: Location, out: Path, keys: list[str] | None = None) -> Path:
+    """`lossyds info DIR --html OUT`: one build's manifest summary and a few decoded samples.
+    DIR may be an fsspec URL: only the manifest and the shards holding the shown samples are
+    fetched."""
+    view = build_view(directory)
     manifest = view.manifest
     facts = {
         "dataset": f"{manifest['dataset']['name']} ({manifest['dataset'].get('split') or 'no split'})",

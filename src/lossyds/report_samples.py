@@ -20,7 +20,8 @@ from .errors import ShardError, UsageError
 from .location import join_location
 
 DEFAULT_SAMPLES = 3  # samples shown when --samples names none
-OVERVIEW_WIDTH = 384  # px: every build's whole image is scaled to this width
+OVERVIEW_WIDTH = 384  # px: every build's whole image is scaled to this width...
+OVERVIEW_MAX_HEIGHT = 768  # px: ...or down to this height, for images taller than twice their width
 CROP_SIZE = 160  # px: the 1:1 crop, the same region from every build
 MAX_AUDIO_SECONDS = 10.0  # each player holds at most the first 10 s of a sample (the page's size limit)
 SPECTROGRAM_COLUMNS = 480  # time columns of a spectrogram image
@@ -129,15 +130,16 @@ def crop_box(pixels: np.ndarray, size: int = CROP_SIZE) -> tuple[int, int, int]:
 
 
 def write_image_views(pixels: np.ndarray, box: tuple[int, int, int], folder: Path, stem: str) -> tuple[str, str]:
-    """The whole image scaled to OVERVIEW_WIDTH and the 1:1 crop `box`, as PNG files (lossless,
+    """The whole image scaled to OVERVIEW_WIDTH (or OVERVIEW_MAX_HEIGHT) and the 1:1 crop `box`, as PNG files (lossless,
     so the page adds no artefact of its own); their names relative to `folder`'s parent."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     array = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels[:3], 0, -1)
     image = Image.fromarray(np.ascontiguousarray(array))
-    scale = OVERVIEW_WIDTH / image.width
-    overview = image.resize((OVERVIEW_WIDTH, max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    scale = min(OVERVIEW_WIDTH / image.width, OVERVIEW_MAX_HEIGHT / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    overview = image.resize(size, Image.Resampling.LANCZOS)
     top, left, side = box
     crop = image.crop((left, top, left + side, top + side))
     overview.save(folder / f"{stem}.png", optimize=True)
